@@ -1,0 +1,58 @@
+# Every target sets up what it needs. `make help` lists them.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+UV_VERSION := 0.13.9
+STAMP := $(VENV)/.synced
+
+.DEFAULT_GOAL := help
+.PHONY: help env run compile local test test-main lint format lock bench image clean
+
+help:  ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q "uv==$(UV_VERSION)"
+	$(BIN)/uv pip sync -q --python $(BIN)/python requirements.lock
+	$(BIN)/uv pip install -q --python $(BIN)/python --no-deps -e .
+	touch $(STAMP)
+
+env: $(STAMP)  ## create .venv from requirements.lock (exact versions) and install the project
+
+run: env  ## set up, compile the Vertex pipeline YAML and run the whole pipeline locally
+	$(BIN)/python compile.py
+	$(BIN)/python run_local.py
+
+compile: env  ## write build/training_pipeline.yaml
+	$(BIN)/python compile.py
+
+test: test-main test-legacy  ## set up and run every test (main env + tensorflow-io env)
+
+test-main: env  ## lint, then the main test suite
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/pytest -q
+
+lint: env  ## ruff format check + lint
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+
+format: env  ## ruff format + autofix
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+lock: env  ## re-resolve requirements.in -> requirements.lock
+	$(BIN)/uv pip compile -q requirements.in -o requirements.lock --python-version 3.11
+
+bench: env  ## reader and training benchmarks (slow; prints tables)
+	$(BIN)/python bench/readers.py --rows 1000000
+	$(BIN)/python bench/training.py
+
+image:  ## build the container image used by every component (needs a Docker engine)
+	docker build -t $${IMAGE:-imbalanced-trainer:local} .
+
+clean:  ## remove build outputs (keeps the venvs)
+	rm -rf build .pytest_cache
+
+-include legacy.mk

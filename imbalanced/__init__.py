@@ -1,0 +1,1 @@
+"""Core logic of the imbalanced-classification pipeline (no KFP imports here)."""

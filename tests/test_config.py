@@ -1,0 +1,33 @@
+import pytest
+
+from imbalanced.config import FeatureSpec, Hyperparameters, ImbalanceConfig
+from imbalanced.errors import PipelineInputError
+
+
+def test_feature_spec_round_trips_and_orders_columns():
+    spec = FeatureSpec(label="y", numeric="a, b", categorical=["c"], key="id", classes=[0, 1])
+    assert spec.features == ("a", "b", "c")
+    assert spec.read_columns == ("a", "b", "c", "y", "id")
+    assert spec.classes == ("0", "1")
+    assert FeatureSpec.from_json(spec.to_json()) == spec
+
+
+def test_feature_spec_rejects_unknown_keys_and_overlaps():
+    with pytest.raises(PipelineInputError, match="unknown feature config keys"):
+        FeatureSpec.from_dict({"label": "y", "numerics": ["a"]})
+    with pytest.raises(PipelineInputError, match="both numeric and categorical"):
+        FeatureSpec(label="y", numeric=("a",), categorical=("a",))
+    with pytest.raises(PipelineInputError, match="also listed as a feature"):
+        FeatureSpec(label="y", numeric=("y",))
+    with pytest.raises(PipelineInputError, match="invalid column name"):
+        FeatureSpec(label="y; DROP TABLE t")
+
+
+def test_imbalance_and_hyperparameter_validation():
+    with pytest.raises(PipelineInputError, match="unknown imbalance mode"):
+        ImbalanceConfig(mode="smote")
+    with pytest.raises(PipelineInputError, match="batch_size"):
+        Hyperparameters(batch_size=0)
+    with pytest.raises(PipelineInputError, match="unknown hyperparameters"):
+        Hyperparameters.from_dict({"epoch": 3})
+    assert Hyperparameters.from_dict({"hidden_units": [8]}).hidden_units == (8,)
