@@ -1,0 +1,14 @@
+-- Rows of one split (train, validation or test) of the source table.
+--
+-- A row's bucket is ABS(MOD(FARM_FINGERPRINT(key as STRING), 10000)): deterministic, so a rerun
+-- gives the same split. prepare.py turns the split ratios into bucket ranges
+-- train [0, t), validation [t, v), test [v, 10000) and passes one range per query.
+-- NULL keys hash as the empty string (all land in one bucket).
+--
+-- Identifiers (validated, substituted by imbalanced.warehouse.render): source, key.
+-- Parameters: @bucket_lo INT64, @bucket_hi INT64.
+SELECT src.*
+FROM {source} AS src
+WHERE
+  ABS(MOD(FARM_FINGERPRINT(COALESCE(CAST(src.{key} AS STRING), '')), 10000)) >= @bucket_lo
+  AND ABS(MOD(FARM_FINGERPRINT(COALESCE(CAST(src.{key} AS STRING), '')), 10000)) < @bucket_hi
