@@ -1,0 +1,65 @@
+"""KFP component: evaluate the trained model on the untouched test split."""
+
+from kfp import dsl
+from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
+
+from components.image import PROJECT_IMAGE
+
+
+@dsl.component(base_image=PROJECT_IMAGE, install_kfp_package=False)
+def evaluate(
+    model: Input[Model],
+    prepared_data: Input[Dataset],
+    metrics: Output[Metrics],
+    classification_metrics: Output[ClassificationMetrics],
+    report: Output[HTML],
+    evaluation: Output[Artifact],
+    batch_size: int = 4096,
+):
+    """Evaluate ``model`` on the test split named in ``prepared_data`` (threshold on validation).
+
+    Args:
+        model: the train step's model directory.
+        prepared_data: PreparedData JSON (reads ``test_uri``, ``validation_uri``, ``classes``,
+            ``spec``).
+        metrics: scalar metrics (``test_macro_f1``, ...) for the Vertex run comparison.
+        classification_metrics: confusion matrix with class names; ROC curve when binary.
+        report: the self-contained HTML report.
+        evaluation: directory with ``metrics.json``, ``vertex_evaluation.json``, ``report.html``.
+        batch_size: rows per prediction batch.
+    """
+    import shutil
+
+    from imbalanced.evaluate import (
+        evaluate_model,
+        read_prepared_splits,
+        roc_points,
+        scalar_metrics,
+    )
+
+    splits = read_prepared_splits(prepared_data.path)
+    result = evaluate_model(
+        model_dir=model.path,
+        test_source=splits.test_uri,
+        validation_source=splits.validation_uri,
+        spec=splits.spec,
+        classes=splits.classes,
+        output_dir=evaluation.path,
+        batch_size=batch_size,
+    )
+    m = result.metrics
+    for name, value in scalar_metrics(m).items():
+        metrics.log_metric(name, value)
+    classification_metrics.log_confusion_matrix(list(m["classes"]), m["confusion_matrix"])
+    if len(m["classes"]) == 2:
+        fpr, tpr, thresholds = roc_points(m)
+        classification_metrics.log_roc_curve(fpr, tpr, thresholds)
+    shutil.copyfile(result.report_path, report.path)
+    evaluation.metadata.update(
+        {
+            "metrics_file": result.metrics_path.name,
+            "vertex_evaluation_file": result.vertex_evaluation_path.name,
+            "report_file": result.report_path.name,
+            "macro_f1": m["macro_f1"],
+        }
+    )

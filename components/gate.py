@@ -1,0 +1,45 @@
+"""KFP component: decide whether the challenger may be registered."""
+
+from typing import NamedTuple
+
+from kfp import dsl
+from kfp.dsl import Artifact, Input
+
+from components.image import PROJECT_IMAGE
+
+
+@dsl.component(base_image=PROJECT_IMAGE, install_kfp_package=False)
+def gate(
+    challenger_metrics: Input[Artifact],
+    champion_metrics: str = "",
+    metric: str = "macro_f1",
+    min_value: float = 0.0,
+    tolerance: float = 0.0,
+) -> NamedTuple("GateOutputs", [("passed", bool), ("reason", str)]):
+    """Pass when ``metric`` >= ``min_value`` and >= champion's value - ``tolerance``.
+
+    Args:
+        challenger_metrics: the evaluate step's ``evaluation`` artifact (a directory holding
+            ``metrics.json``) or a metrics JSON file.
+        champion_metrics: the champion's metrics dict as JSON from the registry lookup;
+            empty (or ``null`` / ``{}``) when there is no champion.
+        metric: higher-is-better metric name (dotted for nested values).
+        min_value: minimum the challenger must reach.
+        tolerance: how far below the champion the challenger may be.
+
+    Returns:
+        ``passed`` for ``dsl.If`` and a human-readable ``reason``.
+    """
+    from collections import namedtuple
+
+    from imbalanced.gate import decide, load_metrics, parse_champion
+
+    decision = decide(
+        load_metrics(challenger_metrics.path),
+        parse_champion(champion_metrics),
+        metric=metric,
+        min_value=min_value,
+        tolerance=tolerance,
+    )
+    print(("PASSED: " if decision.passed else "REJECTED: ") + decision.reason)
+    return namedtuple("GateOutputs", ["passed", "reason"])(decision.passed, decision.reason)
