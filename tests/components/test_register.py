@@ -1,0 +1,127 @@
+"""The register component: kfp.local into the local registry, and Vertex against a fake server."""
+
+import json
+
+import kfp.local
+import pytest
+from google_cloud_pipeline_components.types.artifact_types import VertexModel
+from kfp import dsl
+from kfp.dsl import Artifact, Model
+
+from components.register import register
+from imbalanced.errors import PipelineInputError
+from imbalanced.registry.local import LocalRegistry
+from imbalanced.testing.fake_vertex import FakeVertex
+
+METRICS = {"classes": ["neg", "pos"], "macro_f1": 0.75, "confusion_matrix": [[8, 1], [1, 2]]}
+
+
+@pytest.fixture
+def model_dir(tmp_path):
+    # the registry only checks for saved_model.pb and copies the directory
+    root = tmp_path / "model"
+    (root / "saved_model").mkdir(parents=True)
+    (root / "saved_model" / "saved_model.pb").write_bytes(b"\x08\x01")
+    return root
+
+
+@pytest.fixture
+def metrics_dir(tmp_path):
+    root = tmp_path / "metrics"
+    root.mkdir()
+    (root / "metrics.json").write_text(json.dumps(METRICS))
+    return root
+
+
+@pytest.fixture
+def local_kfp(tmp_path):
+    kfp.local.init(
+        runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root")
+    )
+
+
+def test_registers_into_local_registry_under_kfp_local(local_kfp, tmp_path, model_dir, metrics_dir):
+    registry_dir = tmp_path / "registry"
+
+    @dsl.pipeline
+    def registration(run_id: str, make_champion: bool) -> str:
+        model = dsl.importer(artifact_uri=str(model_dir), artifact_class=Model, reimport=False)
+        metrics = dsl.importer(
+            artifact_uri=str(metrics_dir), artifact_class=Artifact, reimport=False
+        )
+        task = register(
+            model=model.output,
+            metrics=metrics.output,
+            registry_uri=f"local://{registry_dir}",
+            model_display_name="fraud-model",
+            run_id=run_id,
+            make_champion=make_champion,
+            labels_json='{"source_table": "demo.events"}',
+        )
+        return task.outputs["version"]
+
+    assert registration(run_id="run-a", make_champion=True).output == "1"
+    assert registration(run_id="run-a", make_champion=True).output == "1"  # rerun: no new version
+    assert registration(run_id="run-b", make_champion=False).output == "2"
+
+    registry = LocalRegistry(registry_dir)
+    assert [v.run_id for v in registry.versions("fraud-model")] == ["run-a", "run-b"]
+    champion = registry.champion("fraud-model")
+    assert (champion.version, champion.metrics, champion.labels) == (
+        "1",
+        METRICS,
+        {"source_table": "demo.events"},
+    )
+
+
+def test_registers_into_vertex(tmp_path, model_dir, metrics_dir):
+    vertex_eval = {"slicedMetrics": [{"metrics": {"classification": {"auPrc": 0.4}}}]}
+    (metrics_dir / "vertex_evaluation.json").write_text(json.dumps(vertex_eval))
+    model = Model(uri="gs://bucket/pipeline/train/model")
+    model.custom_path = str(model_dir)  # what /gcs/bucket/... would show on Vertex
+    metrics = Artifact(uri=str(metrics_dir))
+    output = VertexModel(name="vertex_model", uri="", metadata={})
+
+    with FakeVertex() as fake:
+        result = register.python_func(
+            model=model,
+            metrics=metrics,
+            registry_uri=f"vertex://p/us-central1?api_endpoint={fake.endpoint}",
+            model_display_name="fraud-model",
+            run_id="run-a",
+            make_champion=True,
+            vertex_model=output,
+            labels_json='{"pipeline_job_id": "job-1"}',
+            serving_image="us-docker.pkg.dev/p/serving/tf:1",
+        )
+        [upload] = fake.calls("POST", "models:upload")
+        [imported] = fake.calls("POST", "evaluations:import")
+
+    assert result.version == "1"
+    resource = json.loads(result.registered_json)["uri"]
+    assert resource.startswith("projects/p/locations/us-central1/models/") and resource.endswith(
+        "@1"
+    )
+    assert output.metadata["resourceName"] == resource
+    assert output.uri == f"https://us-central1-aiplatform.googleapis.com/v1/{resource}"
+    assert upload.body["model"]["artifactUri"] == "gs://bucket/pipeline/train/model/saved_model"
+    assert upload.body["model"]["containerSpec"]["imageUri"] == "us-docker.pkg.dev/p/serving/tf:1"
+    assert upload.body["model"]["labels"]["pipeline_job_id"] == "job-1"
+    assert imported.body["modelEvaluation"]["metrics"] == {"auPrc": 0.4}
+    assert imported.body["modelEvaluation"]["metadata"]["metrics"]["macro_f1"] == 0.75
+
+
+def test_bad_labels_json_is_refused(tmp_path, model_dir, metrics_dir):
+    for bad, message in (("{not json", "not JSON"), ('["a"]', "JSON object")):
+        with pytest.raises(PipelineInputError, match=message):
+            register.python_func(
+                model=Model(uri=str(model_dir)),
+                metrics=Artifact(uri=str(metrics_dir)),
+                registry_uri=f"local://{tmp_path / 'registry'}",
+                model_display_name="fraud-model",
+                run_id="run-a",
+                make_champion=True,
+                vertex_model=VertexModel(name="vertex_model", uri="", metadata={}),
+                labels_json=bad,
+            )
+    assert not (tmp_path / "registry").exists()
