@@ -1,0 +1,136 @@
+"""Training-step throughput: our tf.data pipeline vs in-memory tensors of the same batches.
+
+    python bench/training.py [--rows N] [--hidden 64,32] [--repeat R] [--json PATH] [--max-overhead 0.10]
+
+A synthetic table (10 FLOAT64 columns with NULLs, 3 STRING columns, a 3-class label and a
+``sample_weight`` column) is served by ``ArrowTableSource`` (2 streams) through
+``imbalanced.tfdata.make_dataset``; the model is ``imbalanced.model.build_model`` compiled as in
+``imbalanced.train`` (SparseCategoricalCrossentropy, Adam, weighted accuracy). The same batches,
+read once and then served from memory (``Dataset.cache``), are the in-memory baseline.
+Each measurement is one ``fit`` epoch after a warm-up epoch; the two feeds alternate ``--repeat``
+times and the medians are reported. ``overhead = 1 - pipeline / in_memory``; the exit status is
+1 when it exceeds ``--max-overhead``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pyarrow as pa  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from imbalanced.config import WEIGHT_COLUMN, FeatureSpec, Hyperparameters  # noqa: E402
+from imbalanced.feature_stats import compute_feature_stats  # noqa: E402
+from imbalanced.model import build_model  # noqa: E402
+from imbalanced.sources.arrow_memory import ArrowTableSource  # noqa: E402
+from imbalanced.tfdata import make_dataset  # noqa: E402
+
+NUMERIC = tuple(f"x{i}" for i in range(10))
+CATEGORICAL = ("c0", "c1", "c2")
+SPEC = FeatureSpec(label="label", numeric=NUMERIC, categorical=CATEGORICAL, weight=WEIGHT_COLUMN)
+CLASSES = ("0", "1", "2")
+
+
+def synthetic_table(rows: int, seed: int = 0) -> pa.Table:
+    """Rows of ~90/9/1 % classes with NULLs in numeric and categorical columns."""
+    rng = np.random.default_rng(seed)
+    label = rng.choice(3, size=rows, p=(0.9, 0.09, 0.01))
+    cols: dict[str, pa.Array] = {}
+    for i, name in enumerate(NUMERIC):
+        values = rng.normal(label * (i % 3) * 0.5, 1.0)
+        cols[name] = pa.array(values, mask=rng.random(rows) < 0.05)
+    for name in CATEGORICAL:
+        tokens = np.array([f"{name}_{k}" for k in range(20)])
+        cols[name] = pa.array(
+            tokens[rng.integers(0, 20, rows)].tolist(), mask=rng.random(rows) < 0.05
+        )
+    cols["label"] = pa.array(label, pa.int64())
+    cols[WEIGHT_COLUMN] = pa.array(np.where(label == 0, 5.0, 1.0))
+    return pa.table(cols)
+
+
+def build(source: ArrowTableSource, hp: Hyperparameters) -> keras.Model:
+    """Model with preprocessing fit on the source, compiled as the trainer does."""
+    stats = compute_feature_stats(make_dataset(source, SPEC, classes=CLASSES), SPEC, 3)
+    model = build_model(SPEC, stats, CLASSES, hp)
+    model.compile(
+        optimizer=keras.optimizers.Adam(hp.learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(),
+        weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+    )
+    return model
+
+
+def in_memory(ds: tf.data.Dataset) -> tf.data.Dataset:
+    """The same batches, read once and then served from memory (``cache``)."""
+    memory = ds.cache()
+    for _ in memory:  # fill the cache
+        pass
+    return memory
+
+
+def epoch_rate(model: keras.Model, ds: tf.data.Dataset, rows: int) -> float:
+    """Examples per second of one training epoch."""
+    start = time.perf_counter()
+    model.fit(ds, epochs=1, verbose=0, shuffle=False)
+    return rows / (time.perf_counter() - start)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; print the result (and write --json)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=200_000, help="table rows")
+    parser.add_argument("--batch-size", type=int, default=512, help="training batch size")
+    parser.add_argument("--hidden", default="64,32", help="hidden units, comma-separated")
+    parser.add_argument("--repeat", type=int, default=3, help="timed epochs per feed")
+    parser.add_argument("--json", help="write the result to this file")
+    parser.add_argument("--max-overhead", type=float, default=0.10, help="fail above this")
+    args = parser.parse_args(argv)
+
+    keras.utils.set_random_seed(0)
+    hp = Hyperparameters(
+        batch_size=args.batch_size, hidden_units=tuple(int(u) for u in args.hidden.split(","))
+    )
+    source = ArrowTableSource(synthetic_table(args.rows), num_streams=2, batch_rows=8192)
+    pipeline = make_dataset(source, SPEC, classes=CLASSES, batch_size=args.batch_size)
+    memory = in_memory(pipeline)
+    model = build(source, hp)
+    for ds in (pipeline, memory):  # warm-up: tracing, first-epoch cardinality discovery
+        model.fit(ds, epochs=1, verbose=0, shuffle=False)
+    rates: dict[str, list[float]] = {"pipeline": [], "memory": []}
+    for _ in range(args.repeat):
+        rates["pipeline"].append(epoch_rate(model, pipeline, args.rows))
+        rates["memory"].append(epoch_rate(model, memory, args.rows))
+    result = {
+        "examples_per_s_pipeline": statistics.median(rates["pipeline"]),
+        "examples_per_s_in_memory": statistics.median(rates["memory"]),
+    }
+    result["overhead"] = 1 - result["examples_per_s_pipeline"] / result["examples_per_s_in_memory"]
+    print(
+        f"rows={args.rows} batch={args.batch_size} hidden={list(hp.hidden_units)} "
+        f"devices={[d.name for d in tf.config.list_logical_devices()]}"
+    )
+    print(f"pipeline : {result['examples_per_s_pipeline']:>12,.0f} examples/s  {rates['pipeline']}")
+    print(f"in-memory: {result['examples_per_s_in_memory']:>12,.0f} examples/s  {rates['memory']}")
+    ok = result["overhead"] < args.max_overhead
+    print(
+        f"overhead : {result['overhead']:.1%} ({'OK' if ok else 'FAIL'}: limit {args.max_overhead:.0%})"
+    )
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""KFP component: train the classifier on the prepared (downsampled, weighted) train split."""
+
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Metrics, Model, Output
+
+from components.image import PROJECT_IMAGE
+
+
+@dsl.component(base_image=PROJECT_IMAGE, install_kfp_package=False)
+def train(
+    prepared_data: Input[Dataset],
+    model: Output[Model],
+    metrics: Output[Metrics],
+    hyperparameters: str = "{}",
+    feature_config: str = "",
+    num_streams: int = 2,
+):
+    """Train, export the model directory and log the training metrics.
+
+    Args:
+        prepared_data: PreparedData JSON from ``prepare_data`` (train/validation URIs, classes,
+            feature spec, imbalance report).
+        model: the model directory (``saved_model/``, ``model.keras``, ``model_metadata.json``);
+            metadata: framework, classes, feature spec, imbalance report.
+        metrics: final training metrics (validation loss/accuracy, epochs, rows per epoch).
+        hyperparameters: ``Hyperparameters`` fields as JSON (missing fields take defaults).
+        feature_config: FeatureSpec JSON/YAML overriding the prepared spec ("" = use it).
+        num_streams: read streams per split.
+    """
+    import json
+
+    from imbalanced.config import FeatureSpec, Hyperparameters
+    from imbalanced.train import backup_dir_for, train_prepared
+
+    with open(prepared_data.path) as f:
+        prepared = json.load(f)
+    result = train_prepared(
+        prepared,
+        Hyperparameters.from_dict(json.loads(hyperparameters or "{}")),
+        model.path,
+        feature_config=FeatureSpec.from_json(feature_config) if feature_config else None,
+        backup_dir=backup_dir_for(model.path),
+        num_streams=num_streams,
+    )
+    meta = result.metadata
+    model.metadata.update(
+        {
+            "framework": meta["framework"],
+            "tf_version": meta["tf_version"],
+            "classes": meta["classes"],
+            "feature_spec": meta["feature_spec"],
+            "imbalance": meta["imbalance"],
+        }
+    )
+    for name, value in result.metrics.items():
+        metrics.log_metric(name, float(value))
