@@ -1,0 +1,128 @@
+"""PipelineJob and Schedule routes for :class:`imbalanced.testing.fake_vertex.FakeVertex`.
+
+Usage::
+
+    with FakeVertex() as fake:
+        jobs = FakePipelineJobs.install(fake, final_state="PIPELINE_STATE_FAILED")
+        ...  # aiplatform.PipelineJob(...).submit() lands in jobs.jobs
+
+Each ``GET`` of a job moves it one step: ``PENDING`` -> ``RUNNING`` (``running_polls`` times)
+-> ``final_state``, so a client that waits sees the states a real job goes through.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import re
+from typing import Any
+
+from imbalanced.testing.fake_vertex import ApiError, FakeVertex
+
+_LOCATION = r"/v1/(?P<parent>projects/[^/]+/locations/[^/]+)"
+_JOB_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,127}$")
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclasses.dataclass
+class FakePipelineJobs:
+    """In-memory PipelineJobs and Schedules services.
+
+    Attributes:
+        fake: the server the routes are installed on.
+        final_state: state a job ends in (``PIPELINE_STATE_SUCCEEDED`` / ``_FAILED`` / ``_CANCELLED``).
+        running_polls: how many ``GET``s answer ``PIPELINE_STATE_RUNNING`` before the end.
+        error_message: the job's ``error.message`` when it ends failed.
+        jobs: ``{resource name: PipelineJob JSON}``.
+        schedules: ``{resource name: Schedule JSON}``.
+    """
+
+    fake: FakeVertex
+    final_state: str = "PIPELINE_STATE_SUCCEEDED"
+    running_polls: int = 1
+    error_message: str = "The DAG failed because some tasks failed: train"
+    jobs: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    schedules: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    _polls: dict[str, int] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def install(cls, fake: FakeVertex, **settings: Any) -> FakePipelineJobs:
+        """Create the service and add its routes to ``fake``; returns the service."""
+        service = cls(fake=fake, **settings)
+        jobs = _LOCATION + r"/pipelineJobs"
+        schedules = _LOCATION + r"/schedules"
+        fake.add_route("POST", jobs, service._create_job)
+        fake.add_route("GET", jobs + r"/(?P<id>[^/:]+)", service._get_job)
+        fake.add_route("POST", jobs + r"/(?P<id>[^/:]+):cancel", service._cancel_job)
+        fake.add_route("POST", schedules, service._create_schedule)
+        fake.add_route("GET", schedules + r"/(?P<id>[^/:]+)", service._get_schedule)
+        return service
+
+    # ------------------------------------------------------------------ pipeline jobs
+    def _create_job(self, m: re.Match[str], query: dict, body: dict) -> tuple[int, dict]:
+        job_id = query.get("pipelineJobId") or f"pipeline-job-{self.fake.new_id()}"
+        if not _JOB_ID_RE.match(job_id):
+            raise ApiError(400, f"Invalid pipeline job id {job_id!r}")
+        name = f"{m['parent']}/pipelineJobs/{job_id}"
+        if name in self.jobs:
+            raise ApiError(409, f"PipelineJob {name} already exists")
+        if not body.get("pipelineSpec"):
+            raise ApiError(400, "pipeline_spec is required")
+        if not (body.get("runtimeConfig") or {}).get("gcsOutputDirectory"):
+            raise ApiError(400, "runtime_config.gcs_output_directory is required")
+        job = {
+            **body,
+            "name": name,
+            "state": "PIPELINE_STATE_PENDING",
+            "createTime": _now(),
+            "updateTime": _now(),
+        }
+        self.jobs[name] = job
+        self._polls[name] = 0
+        return 200, job
+
+    def _get_job(self, m: re.Match[str], query: dict, body: dict) -> tuple[int, dict]:
+        name = f"{m['parent']}/pipelineJobs/{m['id']}"
+        job = self.jobs.get(name)
+        if job is None:
+            raise ApiError(404, f"PipelineJob {name} not found")
+        if not job["state"].endswith(("SUCCEEDED", "FAILED", "CANCELLED")):
+            self._polls[name] += 1
+            if self._polls[name] <= self.running_polls:
+                job["state"] = "PIPELINE_STATE_RUNNING"
+                job.setdefault("startTime", _now())
+            else:
+                job["state"] = self.final_state
+                job["endTime"] = _now()
+                if self.final_state == "PIPELINE_STATE_FAILED":
+                    job["error"] = {"code": 9, "message": self.error_message}
+            job["updateTime"] = _now()
+        return 200, job
+
+    def _cancel_job(self, m: re.Match[str], query: dict, body: dict) -> tuple[int, dict]:
+        name = f"{m['parent']}/pipelineJobs/{m['id']}"
+        if name not in self.jobs:
+            raise ApiError(404, f"PipelineJob {name} not found")
+        self.jobs[name]["state"] = "PIPELINE_STATE_CANCELLED"
+        return 200, {}
+
+    # ------------------------------------------------------------------ schedules
+    def _create_schedule(self, m: re.Match[str], query: dict, body: dict) -> tuple[int, dict]:
+        if not body.get("cron"):
+            raise ApiError(400, "schedule.cron is required")
+        request = body.get("createPipelineJobRequest") or {}
+        if not (request.get("pipelineJob") or {}).get("pipelineSpec"):
+            raise ApiError(400, "create_pipeline_job_request.pipeline_job is required")
+        name = f"{m['parent']}/schedules/{self.fake.new_id()}"
+        schedule = {**body, "name": name, "state": "ACTIVE", "createTime": _now()}
+        self.schedules[name] = schedule
+        return 200, schedule
+
+    def _get_schedule(self, m: re.Match[str], query: dict, body: dict) -> tuple[int, dict]:
+        name = f"{m['parent']}/schedules/{m['id']}"
+        if name not in self.schedules:
+            raise ApiError(404, f"Schedule {name} not found")
+        return 200, self.schedules[name]

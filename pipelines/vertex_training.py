@@ -1,0 +1,159 @@
+"""Compile-time settings that run the train step as a Vertex AI custom job.
+
+GCPC's ``create_custom_training_job_from_component`` turns a lightweight component into a
+custom job, but it gives every replica the same spec and has no Reduction Server pool. This
+module builds the ``worker_pool_specs`` ourselves (pool 0 chief, pool 1 workers, pool 2
+reducers) and puts them into the component GCPC generates.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from typing import Any
+
+from imbalanced.errors import PipelineInputError
+
+REDUCTION_SERVER_IMAGE = "us-docker.pkg.dev/vertex-ai-restricted/training/reductionserver:latest"
+"""Google's Reduction Server image (pool 2 of a custom job)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class VertexTrainingConfig:
+    """How the train step runs on Vertex AI (fixed when the pipeline is compiled).
+
+    Attributes:
+        machine_type: machine of every training replica.
+        accelerator_type: e.g. ``NVIDIA_TESLA_T4``; empty for CPU only.
+        accelerator_count: accelerators per replica (used only with ``accelerator_type``).
+        replica_count: training replicas in all (chief + workers). More than one runs
+            ``MultiWorkerMirroredStrategy`` (the trainer reads ``TF_CONFIG``).
+        reduction_server_count: Reduction Server replicas (pool 2); 0 for none. Needs at
+            least two training replicas.
+        reduction_server_machine_type: machine of each reducer.
+        reduction_server_image: reducer image.
+        service_account: service account the job runs as; empty for the default one.
+        network: VPC network ``projects/<number>/global/networks/<name>``; empty for none.
+        kms_key: CMEK key ``projects/.../cryptoKeys/<key>`` for the job's resources.
+        boot_disk_size_gb: boot disk of each replica.
+        timeout: maximum run time, e.g. ``"86400s"``.
+    """
+
+    machine_type: str = "n1-standard-4"
+    accelerator_type: str = ""
+    accelerator_count: int = 0
+    replica_count: int = 1
+    reduction_server_count: int = 0
+    reduction_server_machine_type: str = "n1-highcpu-16"
+    reduction_server_image: str = REDUCTION_SERVER_IMAGE
+    service_account: str = ""
+    network: str = ""
+    kms_key: str = ""
+    boot_disk_size_gb: int = 100
+    timeout: str = "604800s"
+
+    def __post_init__(self) -> None:
+        if self.replica_count < 1:
+            raise PipelineInputError(f"replica_count must be >= 1, got {self.replica_count}")
+        if self.reduction_server_count < 0:
+            raise PipelineInputError(
+                f"reduction_server_count must be >= 0, got {self.reduction_server_count}"
+            )
+        if self.reduction_server_count and self.replica_count < 2:
+            raise PipelineInputError(
+                "a Reduction Server pool needs at least 2 training replicas "
+                f"(replica_count={self.replica_count})"
+            )
+        if self.accelerator_type and self.accelerator_count < 1:
+            raise PipelineInputError(
+                f"accelerator_type {self.accelerator_type!r} needs accelerator_count >= 1"
+            )
+        if self.accelerator_count and not self.accelerator_type:
+            raise PipelineInputError("accelerator_count is set but accelerator_type is empty")
+        if self.network and not self.network.startswith("projects/"):
+            raise PipelineInputError(
+                f"network must look like projects/<number>/global/networks/<name>, got {self.network!r}"
+            )
+        if self.kms_key and "/cryptoKeys/" not in self.kms_key:
+            raise PipelineInputError(
+                "kms_key must look like projects/P/locations/L/keyRings/R/cryptoKeys/K, "
+                f"got {self.kms_key!r}"
+            )
+
+
+def _machine_spec(machine_type: str, accelerator_type: str = "", count: int = 0) -> dict:
+    spec: dict[str, Any] = {"machine_type": machine_type}
+    if accelerator_type:
+        spec["accelerator_type"] = accelerator_type
+        spec["accelerator_count"] = count
+    return spec
+
+
+def worker_pool_specs(config: VertexTrainingConfig, container_spec: dict) -> list[dict]:
+    """The custom job's ``worker_pool_specs``: chief, workers, then reducers.
+
+    Args:
+        config: compile-time training settings.
+        container_spec: ``{"image_uri", "command", "args"}`` of the training container.
+
+    Returns:
+        One dict per pool: pool 0 is the chief (1 replica), pool 1 the other
+        ``replica_count - 1`` workers (omitted when there are none and no reducers),
+        pool 2 the Reduction Server replicas when requested.
+    """
+    trainer = {
+        "machine_spec": _machine_spec(
+            config.machine_type, config.accelerator_type, config.accelerator_count
+        ),
+        "replica_count": 1,
+        "container_spec": copy.deepcopy(container_spec),
+        "disk_spec": {"boot_disk_type": "pd-ssd", "boot_disk_size_gb": config.boot_disk_size_gb},
+    }
+    pools = [trainer]
+    if config.replica_count > 1:
+        workers = copy.deepcopy(trainer)
+        workers["replica_count"] = config.replica_count - 1
+        pools.append(workers)
+    if config.reduction_server_count:
+        pools.append(
+            {
+                "machine_spec": _machine_spec(config.reduction_server_machine_type),
+                "replica_count": config.reduction_server_count,
+                "container_spec": {"image_uri": config.reduction_server_image},
+            }
+        )
+    return pools
+
+
+def as_custom_job(component: Any, config: VertexTrainingConfig) -> Any:
+    """Wrap a lightweight component so that it runs as a Vertex AI custom job.
+
+    Args:
+        component: the ``@dsl.component`` to wrap (the train step).
+        config: compile-time settings.
+
+    Returns:
+        A component with the same inputs and outputs whose task launches a custom job.
+    """
+    from google_cloud_pipeline_components.v1.custom_job import (
+        create_custom_training_job_from_component,
+    )
+
+    wrapped = create_custom_training_job_from_component(
+        component,
+        display_name=component.component_spec.name,
+        replica_count=1,
+        machine_type=config.machine_type,
+        accelerator_type=config.accelerator_type,
+        accelerator_count=config.accelerator_count or 1,
+        boot_disk_size_gb=config.boot_disk_size_gb,
+        timeout=config.timeout,
+        service_account=config.service_account,
+        network=config.network,
+        encryption_spec_key_name=config.kms_key,
+    )
+    pools_input = wrapped.component_spec.inputs["worker_pool_specs"]
+    # GCPC fills command/args with the executor placeholders; keep them, redo the pools.
+    container_spec = pools_input.default[0]["container_spec"]
+    pools_input.default = worker_pool_specs(config, container_spec)
+    return wrapped

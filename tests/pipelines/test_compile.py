@@ -1,0 +1,206 @@
+"""compile.py: the compiled YAML validates offline and has the task graph we designed."""
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+import compile as compile_cli
+from components.image import PROJECT_IMAGE
+from imbalanced.errors import PipelineInputError
+from pipelines.vertex_training import REDUCTION_SERVER_IMAGE, VertexTrainingConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+GCPC_IMAGE_PREFIX = "gcr.io/ml-pipeline/google-cloud-pipeline-components"
+IMAGE = "europe-docker.pkg.dev/acme/ml/trainer:1.2.3"
+
+
+@pytest.fixture(scope="module")
+def default_spec(tmp_path_factory):
+    out = tmp_path_factory.mktemp("default")
+    assert compile_cli.main(["--output-dir", str(out)]) == 0
+    return yaml.safe_load((out / "training_pipeline.yaml").read_text())
+
+
+@pytest.fixture(scope="module")
+def distributed(tmp_path_factory):
+    out = tmp_path_factory.mktemp("distributed")
+    argv = [
+        "--output-dir", str(out), "--image", IMAGE,
+        "--machine-type", "n1-standard-16", "--accelerator-type", "NVIDIA_TESLA_T4",
+        "--accelerator-count", "2", "--replica-count", "3", "--reduction-server-count", "4",
+        "--training-service-account", "trainer@p.iam.gserviceaccount.com",
+        "--training-network", "projects/123/global/networks/vpc",
+        "--training-kms-key", "projects/p/locations/us-central1/keyRings/r/cryptoKeys/k",
+    ]  # fmt: skip
+    assert compile_cli.main(argv) == 0
+    path = out / "training_pipeline.yaml"
+    return yaml.safe_load(path.read_text()), path.read_text()
+
+
+def tasks(spec):
+    return spec["root"]["dag"]["tasks"]
+
+
+def train_params(spec):
+    return spec["components"]["comp-train"]["inputDefinitions"]["parameters"]
+
+
+def test_cli_prints_the_path_it_wrote(tmp_path, capsys):
+    assert compile_cli.main(["--output-dir", str(tmp_path / "out")]) == 0
+    printed = capsys.readouterr().out.split()
+    assert printed == [str(tmp_path / "out" / "training_pipeline.yaml")]
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["training_pipeline.yaml"]
+    compile_cli.validate(Path(printed[0]))
+
+
+def test_task_graph_names_dependencies_and_display_names(default_spec):
+    t = tasks(default_spec)
+    assert set(t) == {"prepare-data", "train", "evaluate", "lookup-champion", "gate", "condition-1"}
+    deps = {name: set(task.get("dependentTasks", [])) for name, task in t.items()}
+    assert deps["prepare-data"] == set()
+    assert deps["lookup-champion"] == set()
+    assert deps["train"] == {"prepare-data"}
+    assert deps["evaluate"] == {"train", "prepare-data"}
+    assert deps["gate"] == {"evaluate", "lookup-champion"}
+    assert deps["condition-1"] == {"gate", "train", "evaluate"}  # register uses their outputs
+    names = {name: task["taskInfo"]["name"] for name, task in t.items()}
+    assert names == {
+        "prepare-data": "Prepare data",
+        "train": "Train",
+        "evaluate": "Evaluate",
+        "lookup-champion": "Look up champion",
+        "gate": "Gate",
+        "condition-1": "gate-passed",
+    }
+    inner = default_spec["components"]["comp-condition-1"]["dag"]["tasks"]
+    assert set(inner) == {"register"}
+    assert inner["register"]["taskInfo"]["name"] == "Register"
+
+
+def test_register_runs_only_if_the_gate_passed(default_spec):
+    condition = tasks(default_spec)["condition-1"]["triggerPolicy"]["condition"]
+    assert re.fullmatch(
+        r"inputs\.parameter_values\['pipelinechannel--gate-passed'\] == true", condition
+    )
+    inputs = tasks(default_spec)["condition-1"]["inputs"]["parameters"]
+    assert inputs["pipelinechannel--gate-passed"]["taskOutputParameter"] == {
+        "outputParameterKey": "passed",
+        "producerTask": "gate",
+    }
+    champion = tasks(default_spec)["gate"]["inputs"]["parameters"]["champion_metrics"]
+    assert champion["taskOutputParameter"]["producerTask"] == "lookup-champion"
+
+
+def test_caching_retries_and_resources(default_spec):
+    t = tasks(default_spec)
+    caching = {n: task.get("cachingOptions", {}).get("enableCache", False) for n, task in t.items()}
+    assert caching["prepare-data"] is False
+    assert caching["lookup-champion"] is False
+    assert caching["train"] is True and caching["evaluate"] is True
+    inner = default_spec["components"]["comp-condition-1"]["dag"]["tasks"]["register"]
+    assert not inner["cachingOptions"].get("enableCache", False)
+    for name in ("prepare-data", "train", "evaluate", "lookup-champion"):
+        assert t[name]["retryPolicy"]["maxRetryCount"] >= 1, name
+    assert inner["retryPolicy"]["maxRetryCount"] >= 1
+    executors = default_spec["deploymentSpec"]["executors"]
+    for name in ("prepare-data", "evaluate", "gate", "lookup-champion", "register"):
+        resources = executors[f"exec-{name}"]["container"]["resources"]
+        assert resources["cpuLimit"] > 0 and resources["memoryLimit"] > 0, name
+
+
+def test_parameters_have_types_and_defaults(default_spec):
+    params = default_spec["root"]["inputDefinitions"]["parameters"]
+    required = {n for n, p in params.items() if "defaultValue" not in p and not p.get("isOptional")}
+    assert required == {"source_uri", "feature_config", "registry_uri"}
+    assert [params[f"{s}_ratio"]["defaultValue"] for s in ("train", "validation", "test")] == [
+        0.8,
+        0.1,
+        0.1,
+    ]
+    assert params["min_metric"]["parameterType"] == "NUMBER_DOUBLE"
+    assert params["hyperparameters"]["parameterType"] == "STRING"
+    assert params["imbalance_mode"]["defaultValue"] == "downsample_upweight"
+
+
+def test_default_train_step_is_one_cpu_custom_job(default_spec):
+    executor = default_spec["deploymentSpec"]["executors"]["exec-train"]["container"]
+    assert executor["image"].startswith(GCPC_IMAGE_PREFIX)
+    [pool] = train_params(default_spec)["worker_pool_specs"]["defaultValue"]
+    assert pool["replica_count"] == 1
+    assert pool["machine_spec"] == {"machine_type": "n1-standard-4"}
+    assert pool["container_spec"]["image_uri"] == PROJECT_IMAGE
+    assert "--executor_input" in pool["container_spec"]["args"]
+
+
+def test_reduction_server_pool_and_job_settings(distributed):
+    spec, _ = distributed
+    params = train_params(spec)
+    chief, workers, reducers = params["worker_pool_specs"]["defaultValue"]
+    accel = {"machine_type": "n1-standard-16", "accelerator_type": "NVIDIA_TESLA_T4",
+             "accelerator_count": 2}  # fmt: skip
+    assert chief["replica_count"] == 1 and chief["machine_spec"] == accel
+    assert workers["replica_count"] == 2 and workers["machine_spec"] == accel
+    assert workers["container_spec"] == chief["container_spec"]
+    assert reducers["replica_count"] == 4
+    assert reducers["container_spec"] == {"image_uri": REDUCTION_SERVER_IMAGE}
+    assert params["service_account"]["defaultValue"] == "trainer@p.iam.gserviceaccount.com"
+    assert params["network"]["defaultValue"] == "projects/123/global/networks/vpc"
+    assert params["encryption_spec_key_name"]["defaultValue"].endswith("/cryptoKeys/k")
+
+
+def test_image_is_injected_into_every_executor(distributed):
+    spec, text = distributed
+    images = {
+        name: e["container"]["image"] for name, e in spec["deploymentSpec"]["executors"].items()
+    }
+    assert images.pop("exec-train").startswith(GCPC_IMAGE_PREFIX)  # the custom-job launcher
+    assert set(images) == {f"exec-{n}" for n in
+                           ("prepare-data", "evaluate", "lookup-champion", "gate", "register")}  # fmt: skip
+    assert set(images.values()) == {IMAGE}
+    chief, workers, _ = train_params(spec)["worker_pool_specs"]["defaultValue"]
+    assert chief["container_spec"]["image_uri"] == workers["container_spec"]["image_uri"] == IMAGE
+    assert PROJECT_IMAGE not in text
+
+
+def test_plain_train_task_without_custom_job(tmp_path):
+    assert compile_cli.main(["--output-dir", str(tmp_path), "--no-custom-job"]) == 0
+    spec = yaml.safe_load((tmp_path / "training_pipeline.yaml").read_text())
+    train = spec["deploymentSpec"]["executors"]["exec-train"]["container"]
+    assert train["image"] == PROJECT_IMAGE
+    assert train["resources"]["cpuLimit"] >= 1
+
+
+def test_validation_rejects_a_broken_spec(tmp_path, default_spec):
+    broken = dict(default_spec, pipelineInfo={"name": "x", "unknownField": 1})
+    path = tmp_path / "broken.yaml"
+    path.write_text(yaml.safe_dump(broken))
+    with pytest.raises(Exception, match="unknownField"):
+        compile_cli.validate(path)
+
+
+def test_bad_settings_and_unwritable_output(tmp_path, capsys):
+    with pytest.raises(PipelineInputError, match="at least 2 training replicas"):
+        VertexTrainingConfig(reduction_server_count=2)
+    with pytest.raises(PipelineInputError, match="accelerator_count"):
+        VertexTrainingConfig(accelerator_type="NVIDIA_TESLA_T4")
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    assert compile_cli.main(["--output-dir", str(blocker / "out")]) == 2
+    assert "cannot write to output directory" in capsys.readouterr().err
+
+
+def test_dockerfile_installs_the_lock_then_the_project_without_deps():
+    text = (ROOT / "Dockerfile").read_text()
+    lines = [
+        line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")
+    ]
+    assert lines[0].startswith("FROM python:3.11-slim")
+    sync = next(i for i, line in enumerate(lines) if "uv pip sync" in line)
+    assert "requirements.lock" in lines[sync]
+    assert any(line == "COPY requirements.lock ./" for line in lines[:sync])
+    project = next(i for i, line in enumerate(lines) if "uv pip install" in line)
+    assert project > sync and "--no-deps" in lines[project]
+    assert "pip install -r requirements.in" not in text
+    assert "MALLOC_TRIM_THRESHOLD_" in text

@@ -1,0 +1,199 @@
+"""submit.py against a local Vertex REST server (real SDK requests, no Google Cloud)."""
+
+import json
+
+import pytest
+from google.cloud.aiplatform import pipeline_jobs
+
+import compile as compile_cli
+import submit
+from imbalanced.testing.fake_vertex import FakeVertex
+from imbalanced.testing.fake_vertex_pipelines import FakePipelineJobs
+
+PROJECT = "test-project"
+FEATURES = json.dumps({"label": "y", "numeric": ["x1"], "key": "id"})
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory):
+    [path] = compile_cli.compile_pipeline(tmp_path_factory.mktemp("tpl"))
+    return path
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    # The SDK checks the GCS bucket before submitting (not redirected; 40-120 s offline).
+    monkeypatch.setattr(
+        pipeline_jobs.gcs_utils,
+        "create_gcs_bucket_for_pipeline_artifacts_if_it_does_not_exist",
+        lambda **kwargs: None,
+    )
+    with FakeVertex() as server:
+        yield server
+
+
+def base_args(template, fake, *extra):
+    return [
+        "--project", PROJECT,
+        "--region", "us-central1",
+        "--pipeline-root", "gs://my-bucket/runs",
+        "--template", str(template),
+        "--api-endpoint", fake.endpoint,
+        "--param", "source_uri=bq://src-project.sales.orders",
+        "--param", f"feature_config={FEATURES}",
+        "--poll-seconds", "0.01",
+        *extra,
+    ]  # fmt: skip
+
+
+def test_submit_sends_parameters_labels_sa_network_caching_root(template, fake, capsys):
+    jobs = FakePipelineJobs.install(fake)
+    rc = submit.main(
+        base_args(
+            template,
+            fake,
+            "--param", "min_metric=0.25",
+            "--param", "hyperparameters={\"epochs\": 3}",
+            "--labels", "team=ml,env=test",
+            "--service-account", "runner@test-project.iam.gserviceaccount.com",
+            "--network", "projects/123/global/networks/vpc",
+            "--kms-key", "projects/p/locations/us-central1/keyRings/r/cryptoKeys/k",
+            "--no-cache",
+            "--job-id", "train-run-1",
+        )
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert rc == 0
+    [create] = fake.calls("POST", "/pipelineJobs")
+    assert create.path == f"/v1/projects/{PROJECT}/locations/us-central1/pipelineJobs"
+    assert create.query["pipelineJobId"] == "train-run-1"
+    body = create.body
+    runtime = body["runtimeConfig"]
+    assert runtime["gcsOutputDirectory"] == "gs://my-bucket/runs"
+    params = runtime["parameterValues"]
+    assert params["source_uri"] == "bq://src-project.sales.orders"
+    assert json.loads(params["feature_config"])["label"] == "y"
+    assert params["min_metric"] == 0.25
+    assert json.loads(params["hyperparameters"]) == {"epochs": 3}
+    # derived from --project/--region when not given
+    assert params["registry_uri"] == f"vertex://{PROJECT}/us-central1"
+    assert body["labels"]["team"] == "ml" and body["labels"]["env"] == "test"
+    assert body["serviceAccount"] == "runner@test-project.iam.gserviceaccount.com"
+    assert body["network"] == "projects/123/global/networks/vpc"
+    assert body["encryptionSpec"]["kmsKeyName"].endswith("cryptoKeys/k")
+    tasks = body["pipelineSpec"]["root"]["dag"]["tasks"]
+    assert tasks and all(t["cachingOptions"].get("enableCache") is not True for t in tasks.values())
+    name = f"projects/{PROJECT}/locations/us-central1/pipelineJobs/train-run-1"
+    assert name in jobs.jobs
+    assert name in out
+    assert (
+        "console.cloud.google.com/vertex-ai/locations/us-central1/pipelines/runs/train-run-1" in out
+    )
+
+
+def test_caching_left_to_the_template_without_no_cache(template, fake):
+    FakePipelineJobs.install(fake)
+    assert submit.main(base_args(template, fake)) == 0
+    [create] = fake.calls("POST", "/pipelineJobs")
+    tasks = create.body["pipelineSpec"]["root"]["dag"]["tasks"]
+    assert tasks["train"]["cachingOptions"].get("enableCache") is True
+    assert tasks["prepare-data"]["cachingOptions"].get("enableCache") is not True
+
+
+def test_schedule_creates_a_pipeline_job_schedule(template, fake, capsys):
+    service = FakePipelineJobs.install(fake)
+    rc = submit.main(base_args(template, fake, "--schedule", "0 3 * * 1"))
+    assert rc == 0
+    [create] = fake.calls("POST", "/schedules")
+    assert create.body["cron"] == "0 3 * * 1"
+    job = create.body["createPipelineJobRequest"]["pipelineJob"]
+    assert job["runtimeConfig"]["parameterValues"]["source_uri"] == "bq://src-project.sales.orders"
+    assert not fake.calls("POST", "/pipelineJobs")
+    [name] = service.schedules
+    assert name in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("final_state", "expected_rc"),
+    [("PIPELINE_STATE_SUCCEEDED", 0), ("PIPELINE_STATE_FAILED", 1)],
+)
+def test_wait_follows_the_job_to_its_end(template, fake, capsys, final_state, expected_rc):
+    FakePipelineJobs.install(fake, final_state=final_state, running_polls=2)
+    rc = submit.main(base_args(template, fake, "--wait"))
+    captured = capsys.readouterr()
+    assert rc == expected_rc
+    assert "PIPELINE_STATE_RUNNING" in captured.out
+    assert final_state in captured.out
+    assert len(fake.calls("GET", "/pipelineJobs/")) >= 3
+    if expected_rc:
+        assert "some tasks failed: train" in captured.err
+
+
+def test_dry_run_prints_the_request_and_sends_nothing(template, fake, capsys):
+    rc = submit.main(base_args(template, fake, "--dry-run", "--service-account", "sa@x.iam"))
+    request = json.loads(capsys.readouterr().out)
+    assert rc == 0
+    assert request["method"] == "CreatePipelineJob"
+    assert request["pipelineJob"]["serviceAccount"] == "sa@x.iam"
+    assert request["pipelineJob"]["runtimeConfig"]["gcsOutputDirectory"] == "gs://my-bucket/runs"
+    assert fake.requests == []
+
+
+@pytest.mark.parametrize(
+    ("extra", "replace", "message"),
+    [
+        (["--param", "learning_rate=0.1"], None, "unknown pipeline parameter(s) ['learning_rate']"),
+        (["--param", "min_metric=high"], None, "parameter 'min_metric' expects a number"),
+        (["--param", "train_ratio=most"], None, "parameter 'train_ratio' expects a number"),
+        ([], ("gs://my-bucket/runs", "gs:/my-bucket/runs"), "is not a Cloud Storage URI"),
+        ([], ("gs://my-bucket/runs", "s3://my-bucket/runs"), "is not a Cloud Storage URI"),
+        ([], ("test-project", ""), "missing project"),
+    ],
+)  # fmt: skip
+def test_clear_errors(template, fake, capsys, extra, replace, message):
+    args = base_args(template, fake, *extra)
+    if replace:
+        args = [replace[1] if a == replace[0] else a for a in args]
+    rc = submit.main(args)
+    assert rc == 2
+    assert message in capsys.readouterr().err
+    assert fake.requests == []
+
+
+def test_missing_required_parameter_is_named(template, fake, capsys):
+    args = base_args(template, fake)
+    i = args.index("source_uri=bq://src-project.sales.orders")
+    del args[i - 1 : i + 1]
+    assert submit.main(args) == 2
+    assert "missing required pipeline parameter(s) ['source_uri']" in capsys.readouterr().err
+
+
+def test_config_file_supplies_flags_and_parameters(template, fake, tmp_path):
+    FakePipelineJobs.install(fake)
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        "project: test-project\npipeline_root: gs://cfg-bucket/root\n"
+        "labels: {owner: data-team}\nparameters:\n  min_metric: 0.5\n  hyperparameters: {epochs: 4}\n"
+    )
+    args = base_args(template, fake)[6:]  # no --project/--region/--pipeline-root on the CLI
+    rc = submit.main(["--config", str(config), *args])
+    assert rc == 0
+    [create] = fake.calls("POST", "/pipelineJobs")
+    assert create.body["runtimeConfig"]["gcsOutputDirectory"] == "gs://cfg-bucket/root"
+    params = create.body["runtimeConfig"]["parameterValues"]
+    assert params["min_metric"] == 0.5
+    assert json.loads(params["hyperparameters"]) == {"epochs": 4}  # a mapping becomes JSON
+    assert create.body["labels"]["owner"] == "data-team"
+
+
+def test_compiles_when_no_template_and_custom_job_runs_as_the_pipeline(template, fake, capsys):
+    args = base_args(
+        template, fake, "--dry-run", "--service-account", "sa@p.iam", "--replica-count", "2"
+    )
+    i = args.index("--template")
+    del args[i : i + 2]
+    assert submit.main(args) == 0
+    spec = json.loads(capsys.readouterr().out)["pipelineJob"]["pipelineSpec"]
+    params = spec["components"]["comp-train"]["inputDefinitions"]["parameters"]
+    assert params["service_account"]["defaultValue"] == "sa@p.iam"
+    assert [p["replica_count"] for p in params["worker_pool_specs"]["defaultValue"]] == [1, 1]
