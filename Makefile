@@ -45,9 +45,10 @@ format: env  ## ruff format + autofix
 lock: env  ## re-resolve requirements.in -> requirements.lock
 	$(BIN)/uv pip compile -q requirements.in -o requirements.lock --python-version 3.11
 
-bench: env  ## reader and training benchmarks (slow; prints tables)
+bench: env  ## reader, training and end-to-end benchmarks (slow; prints tables)
 	$(BIN)/python bench/readers.py --rows 1000000
 	$(BIN)/python bench/training.py
+	$(BIN)/python bench/e2e.py --rows 1000000
 
 image:  ## build the container image used by every component (needs a Docker engine)
 	docker build -t $${IMAGE:-imbalanced-trainer:local} .

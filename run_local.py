@@ -421,7 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-name", default=None, help="registered model name")
     p.add_argument("--imbalance-mode", default="downsample_upweight", choices=IMBALANCE_MODES)
     p.add_argument("--max-ratio", type=float, default=10.0, help="majority:minority cap")
-    p.add_argument("--min-metric", type=float, default=0.0, help="gate: minimum macro F1")
+    p.add_argument("--min-metric", type=float, default=0.5, help="gate: minimum macro F1")
     p.add_argument("--tolerance", type=float, default=0.0, help="gate: allowed drop vs champion")
     hp = p.add_argument_group("hyperparameters")
     hp.add_argument("--epochs", type=int, default=None, help="default: Hyperparameters().epochs")

@@ -60,7 +60,7 @@ def synthetic_table(rows: int, seed: int = 0) -> pa.Table:
     return pa.table(cols)
 
 
-def build(source: ArrowTableSource, hp: Hyperparameters) -> keras.Model:
+def build(source: ArrowTableSource, hp: Hyperparameters, steps_per_execution: int) -> keras.Model:
     """Model with preprocessing fit on the source, compiled as the trainer does."""
     stats = compute_feature_stats(make_dataset(source, SPEC, classes=CLASSES), SPEC, 3)
     model = build_model(SPEC, stats, CLASSES, hp)
@@ -68,6 +68,7 @@ def build(source: ArrowTableSource, hp: Hyperparameters) -> keras.Model:
         optimizer=keras.optimizers.Adam(hp.learning_rate),
         loss=keras.losses.SparseCategoricalCrossentropy(),
         weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        steps_per_execution=steps_per_execution,
     )
     return model
 
@@ -94,6 +95,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=512, help="training batch size")
     parser.add_argument("--hidden", default="64,32", help="hidden units, comma-separated")
     parser.add_argument("--repeat", type=int, default=3, help="timed epochs per feed")
+    parser.add_argument(
+        "--steps-per-execution",
+        type=int,
+        default=Hyperparameters().steps_per_execution,
+        help="Keras steps per tf.function call (the trainer's default)",
+    )
     parser.add_argument("--json", help="write the result to this file")
     parser.add_argument("--max-overhead", type=float, default=0.10, help="fail above this")
     args = parser.parse_args(argv)
@@ -105,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     source = ArrowTableSource(synthetic_table(args.rows), num_streams=2, batch_rows=8192)
     pipeline = make_dataset(source, SPEC, classes=CLASSES, batch_size=args.batch_size)
     memory = in_memory(pipeline)
-    model = build(source, hp)
+    model = build(source, hp, args.steps_per_execution)
     for ds in (pipeline, memory):  # warm-up: tracing, first-epoch cardinality discovery
         model.fit(ds, epochs=1, verbose=0, shuffle=False)
     rates: dict[str, list[float]] = {"pipeline": [], "memory": []}

@@ -166,12 +166,14 @@ class Hyperparameters:
     l2: float = 1e-5
     seed: int = 42
     mixed_precision: str | None = None  # None | "mixed_float16" | "mixed_bfloat16"
+    steps_per_execution: int = 16  # train steps per tf.function call: less Python per step
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden_units", tuple(int(u) for u in self.hidden_units))
         checks = [
             (self.batch_size > 0, "batch_size must be > 0"),
             (self.epochs > 0, "epochs must be > 0"),
+            (self.steps_per_execution > 0, "steps_per_execution must be > 0"),
             (0 <= self.dropout < 1, "dropout must be in [0, 1)"),
             (self.learning_rate > 0, "learning_rate must be > 0"),
             (self.l1 >= 0 and self.l2 >= 0, "l1 and l2 must be >= 0"),

@@ -168,8 +168,9 @@ def make_dataset(
     if shuffle_batches:
         ds = ds.shuffle(shuffle_batches, seed=seed, reshuffle_each_iteration=False)
     if batch_size:
-        ds = ds.rebatch(batch_size, drop_remainder=drop_remainder)
-    ds = ds.prefetch(prefetch)
+        # Keep whole record batches ready so the trainer never waits on a pack at a boundary.
+        ds = ds.prefetch(prefetch).rebatch(batch_size, drop_remainder=drop_remainder)
+    ds = ds.prefetch(prefetch if not batch_size else max(prefetch, 8))
     options = tf.data.Options()
     options.deterministic = deterministic
     options.autotune.enabled = False

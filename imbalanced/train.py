@@ -141,6 +141,7 @@ def train_model(
                 optimizer=keras.optimizers.Adam(hp.learning_rate),
                 loss=keras.losses.SparseCategoricalCrossentropy(),
                 weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+                steps_per_execution=hp.steps_per_execution,
             )
         return _fit_and_export(
             model,

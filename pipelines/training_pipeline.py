@@ -84,7 +84,7 @@ def build_pipeline(
         imbalance_target_share: float = 0.0,
         hyperparameters: str = "{}",
         gate_metric: str = "macro_f1",
-        min_metric: float = 0.0,
+        min_metric: float = 0.5,
         tolerance: float = 0.0,
         model_display_name: str = DEFAULT_MODEL_NAME,
         serving_image: str = "",
