@@ -25,6 +25,19 @@ IMBALANCE_MODES: tuple[str, ...] = (
 )
 
 
+def _as_json_dict(obj: Any) -> dict[str, Any]:
+    """A dataclass as a JSON-safe dict (tuples as lists)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(obj).items()}
+
+
+def _check_keys(cls: type, data: Mapping[str, Any], what: str) -> None:
+    """Reject keys that are not fields of the dataclass ``cls``, naming them."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - known
+    if unknown:
+        raise PipelineInputError(f"unknown {what} {sorted(unknown)}; known: {sorted(known)}")
+
+
 def _tuple(value: Any) -> tuple[str, ...]:
     if value is None:
         return ()
@@ -94,19 +107,12 @@ class FeatureSpec:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict (tuples as lists)."""
-        return {
-            k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
-        }
+        return _as_json_dict(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> FeatureSpec:
         """Build from a dict, rejecting unknown keys by name."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise PipelineInputError(
-                f"unknown feature config keys {sorted(unknown)}; known: {sorted(known)}"
-            )
+        _check_keys(cls, data, "feature config keys")
         if "label" not in data:
             raise PipelineInputError("feature config needs a 'label' column")
         return cls(**dict(data))
@@ -189,17 +195,10 @@ class Hyperparameters:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict."""
-        return {
-            k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
-        }
+        return _as_json_dict(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Hyperparameters:
         """Build from a dict, rejecting unknown keys by name."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise PipelineInputError(
-                f"unknown hyperparameters {sorted(unknown)}; known: {sorted(known)}"
-            )
+        _check_keys(cls, data, "hyperparameters")
         return cls(**dict(data))

@@ -2,9 +2,6 @@
 
 import json
 
-import kfp.local
-import pytest
-
 from components.lookup_champion import lookup_champion
 from imbalanced.registry.local import LocalRegistry
 from imbalanced.registry.vertex import VertexRegistry
@@ -13,22 +10,6 @@ from imbalanced.testing.fake_vertex import FakeVertex
 
 def metrics_for(macro_f1):
     return {"classes": ["neg", "pos"], "macro_f1": macro_f1, "confusion_matrix": [[5, 1], [1, 3]]}
-
-
-@pytest.fixture
-def model_dir(tmp_path):
-    # the registries only check for saved_model.pb and copy / upload the directory
-    root = tmp_path / "model"
-    (root / "saved_model").mkdir(parents=True)
-    (root / "saved_model" / "saved_model.pb").write_bytes(b"\x08\x01")
-    return root
-
-
-@pytest.fixture
-def local_kfp(tmp_path):
-    kfp.local.init(
-        runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root")
-    )
 
 
 def test_local_champion_under_kfp_local(local_kfp, tmp_path, model_dir):

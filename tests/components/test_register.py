@@ -2,7 +2,6 @@
 
 import json
 
-import kfp.local
 import pytest
 from google_cloud_pipeline_components.types.artifact_types import VertexModel
 from kfp import dsl
@@ -17,27 +16,11 @@ METRICS = {"classes": ["neg", "pos"], "macro_f1": 0.75, "confusion_matrix": [[8,
 
 
 @pytest.fixture
-def model_dir(tmp_path):
-    # the registry only checks for saved_model.pb and copies the directory
-    root = tmp_path / "model"
-    (root / "saved_model").mkdir(parents=True)
-    (root / "saved_model" / "saved_model.pb").write_bytes(b"\x08\x01")
-    return root
-
-
-@pytest.fixture
 def metrics_dir(tmp_path):
     root = tmp_path / "metrics"
     root.mkdir()
     (root / "metrics.json").write_text(json.dumps(METRICS))
     return root
-
-
-@pytest.fixture
-def local_kfp(tmp_path):
-    kfp.local.init(
-        runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root")
-    )
 
 
 def test_registers_into_local_registry_under_kfp_local(local_kfp, tmp_path, model_dir, metrics_dir):
