@@ -22,6 +22,7 @@ import yaml
 
 from components.image import PROJECT_IMAGE
 from imbalanced.errors import PipelineInputError
+from imbalanced.provenance import current_git_commit
 from pipelines.vertex_training import VertexTrainingConfig
 
 PIPELINE_FILE = "training_pipeline.yaml"
@@ -128,7 +129,12 @@ def compile_pipeline(
         raise PipelineInputError(f"cannot write to output directory {str(out)!r}: {err}") from err
     try:
         raw = scratch / "raw.yaml"
-        compiler.Compiler().compile(build_pipeline(vertex_training), str(raw))
+        commit = current_git_commit()
+        compiler.Compiler().compile(
+            build_pipeline(vertex_training),
+            str(raw),
+            pipeline_parameters={"git_commit": commit} if commit else None,
+        )
         spec = yaml.safe_load(raw.read_text())
         if image != PROJECT_IMAGE and not replace_image(spec, PROJECT_IMAGE, image):
             raise RuntimeError(f"no executor uses {PROJECT_IMAGE!r}; cannot inject {image!r}")

@@ -448,6 +448,7 @@ def pipeline_arguments(
     if args.hidden_units:
         hyper["hidden_units"] = [int(u) for u in args.hidden_units.split(",")]
     from imbalanced.config import Hyperparameters
+    from imbalanced.provenance import current_git_commit
 
     Hyperparameters.from_dict(hyper)  # fail here, not three steps in
     return {
@@ -460,6 +461,7 @@ def pipeline_arguments(
         "tolerance": args.tolerance,
         "model_display_name": args.model_name or DEFAULT_MODEL_NAME,
         "registry_uri": f"local://{registry}",
+        "git_commit": current_git_commit(),
     }
 
 

@@ -20,6 +20,8 @@ def register(
     vertex_model: Output[VertexModel],
     labels_json: str = "{}",
     serving_image: str = "",
+    source_uri: str = "",
+    git_commit: str = "",
 ) -> NamedTuple("RegisterOutputs", [("version", str), ("registered_json", str)]):
     """Register ``model`` as a new version; idempotent per ``run_id``.
 
@@ -35,6 +37,8 @@ def register(
             for the local registry the version directory).
         labels_json: JSON object of extra labels (pipeline job id, source table, git commit).
         serving_image: Vertex serving container; '' = Google's prebuilt TF CPU image.
+        source_uri: the training table, recorded as label ``source_table``.
+        git_commit: commit the pipeline was compiled from, recorded as label ``git_commit``.
 
     Returns:
         ``version`` and ``registered_json`` (the RegisteredVersion as JSON).
@@ -52,6 +56,10 @@ def register(
     if not isinstance(labels, dict):
         raise PipelineInputError(f"labels_json must be a JSON object, got {labels_json!r}")
     labels = {str(k): str(v) for k, v in labels.items()}
+    provenance = {"pipeline_job": run_id, "source_table": source_uri, "git_commit": git_commit}
+    for key, value in provenance.items():
+        if value:
+            labels.setdefault(key, value)
     metric_values, evaluation = read_metrics_artifact(metrics.path)
 
     if registry_uri.startswith("vertex://"):

@@ -89,6 +89,7 @@ def build_pipeline(
         model_display_name: str = DEFAULT_MODEL_NAME,
         serving_image: str = "",
         model_labels: str = "{}",
+        git_commit: str = "",
     ) -> None:
         """Train, evaluate, gate and register a classifier for an imbalanced table.
 
@@ -116,6 +117,7 @@ def build_pipeline(
             serving_image: serving container of the registered model on Vertex ('' = Google's
                 prebuilt TensorFlow CPU image).
             model_labels: JSON object of extra labels on the registered version.
+            git_commit: commit the pipeline was compiled from (compile.py fills it in).
         """
         prepared = prepare_data(
             source_uri=source_uri,
@@ -176,6 +178,8 @@ def build_pipeline(
                 make_champion=True,
                 labels_json=model_labels,
                 serving_image=serving_image,
+                source_uri=source_uri,
+                git_commit=git_commit,
             )
             # Registration is idempotent per run id, so a retry never adds a second version.
             registered.set_display_name("Register").set_caching_options(False)

@@ -40,6 +40,8 @@ def test_registers_into_local_registry_under_kfp_local(local_kfp, tmp_path, mode
             run_id=run_id,
             make_champion=make_champion,
             labels_json='{"source_table": "demo.events"}',
+            source_uri="duckdb:///ignored-when-labels-name-it",
+            git_commit="abc123",
         )
         return task.outputs["version"]
 
@@ -53,7 +55,8 @@ def test_registers_into_local_registry_under_kfp_local(local_kfp, tmp_path, mode
     assert (champion.version, champion.metrics, champion.labels) == (
         "1",
         METRICS,
-        {"source_table": "demo.events"},
+        # provenance labels added by the component; the caller's own labels win
+        {"source_table": "demo.events", "pipeline_job": "run-a", "git_commit": "abc123"},
     )
 
 
