@@ -275,7 +275,12 @@ def run_parent(args) -> int:
         if isinstance(got, str):
             notes["tfio"] = got
         else:
-            results.extend({"reader": "tfio", **entry} for entry in got)
+            # The legacy script names its configs (tfio_avro, tfio_arrow); the JSON contract
+            # calls them all "tfio", with the config kept alongside.
+            results.extend(
+                {**entry, "reader": "tfio", "config": entry.get("config") or entry.get("reader")}
+                for entry in got
+            )
     with serve_in_subprocess(
         args.rows, kind="wide", seed=args.seed, batch_rows=args.batch_rows
     ) as address:
