@@ -324,12 +324,13 @@ def print_table(args, results: list[dict], notes: dict[str, str], base_mb: float
         f"record batches of {args.batch_rows}, median of {args.repeat} run(s), "
         f"{os.cpu_count()} CPUs{' (plain process settings)' if args.plain else ''}"
     )
-    print(f"{'reader':<22} {'rows/s':>12} {'peak RSS MB':>12}")
-    for r in results:
-        name = r["reader"] + (f" ({r['config']})" if r.get("config") else "")
-        print(f"{name:<22} {r['rows_per_s']:>12,.0f} {r['peak_rss_mb']:>12,.0f}")
+    names = [r["reader"] + (f" ({r['config']})" if r.get("config") else "") for r in results]
+    width = max([22, *map(len, names)])
+    print(f"{'reader':<{width}} {'rows/s':>12} {'peak RSS MB':>12}")
+    for name, r in zip(names, results, strict=True):
+        print(f"{name:<{width}} {r['rows_per_s']:>12,.0f} {r['peak_rss_mb']:>12,.0f}")
     for reader, note in notes.items():
-        print(f"{reader:<22} {note}")
+        print(f"{reader:<{width}} {note}")
     if base_mb is not None:
         print(f"(peak RSS of a child that only imports TF/pyarrow/gRPC: {base_mb:,.0f} MB)")
     by = {r["reader"]: r["rows_per_s"] for r in results}

@@ -28,21 +28,17 @@ with :func:`serve_in_subprocess`.
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import dataclasses
 import itertools
-import signal
-import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from concurrent import futures
 
 import grpc
 import pyarrow as pa
 from google.cloud.bigquery_storage_v1 import types
 
+from imbalanced.testing import server_process
 from imbalanced.testing.arrow_tables import TABLE_KINDS, make_table
 
 SERVICE = "google.cloud.bigquery.storage.v1.BigQueryRead"
@@ -322,7 +318,6 @@ def local_client(address: str):
     return BigQueryReadClient(transport=BigQueryReadGrpcTransport(channel=channel))
 
 
-@contextlib.contextmanager
 def serve_in_subprocess(
     rows: int,
     *,
@@ -331,71 +326,35 @@ def serve_in_subprocess(
     table: str = DEFAULT_TABLE,
     batch_rows: int = 4096,
     python: str = sys.executable,
-) -> Iterator[str]:
-    """Run the server in a child process (which generates its table) and yield its address."""
-    cmd = [
-        python,
-        "-m",
+):
+    """Run the server in a child process that generates its table; yields its address."""
+    return server_process.serve_in_subprocess(
         "imbalanced.testing.storage_server",
-        f"--rows={rows}",
-        f"--kind={kind}",
-        f"--seed={seed}",
-        f"--table={table}",
-        f"--batch-rows={batch_rows}",
-        "--stdin-lifeline",
-    ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.PIPE, text=True)
-    try:
-        line = proc.stdout.readline()
-        if not line.startswith("LISTENING "):
-            raise RuntimeError(f"storage server did not start (exit {proc.poll()}): {line!r}")
-        yield line.split()[1]
-    finally:
-        proc.stdin.close()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        rows=rows,
+        kind=kind,
+        seed=seed,
+        table=table,
+        batch_rows=batch_rows,
+        python=python,
+    )
+
+
+def _start(args) -> StorageReadServer:
+    server = StorageReadServer(batch_rows=args.batch_rows)
+    server.add_table(args.table, make_table(args.kind, args.rows, args.seed))
+    server.start()
+    return server
 
 
 def main(argv: list[str] | None = None) -> int:
     """Serve one generated table until SIGTERM/SIGINT (or end of stdin with --stdin-lifeline)."""
-    parser = argparse.ArgumentParser(
-        description="Local BigQuery Storage Read v1 server over a generated Arrow table. "
-        "Prints 'LISTENING 127.0.0.1:PORT' when ready."
+    return server_process.serve_table_main(
+        argv,
+        description="Local BigQuery Storage Read v1 server over a generated Arrow table.",
+        kinds=TABLE_KINDS,
+        default_table=DEFAULT_TABLE,
+        start=_start,
     )
-    parser.add_argument("--rows", type=int, default=100_000, help="rows in the table")
-    parser.add_argument(
-        "--kind",
-        default="wide",
-        choices=TABLE_KINDS,
-        help="wide (20 FLOAT64 + 5 STRING + label), wide-key (same + key), typed",
-    )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--table", default=DEFAULT_TABLE, help="table path to serve it at")
-    parser.add_argument("--batch-rows", type=int, default=4096, help="rows per record batch")
-    parser.add_argument(
-        "--stdin-lifeline", action="store_true", help="also stop when stdin reaches end of file"
-    )
-    args = parser.parse_args(argv)
-    server = StorageReadServer(batch_rows=args.batch_rows)
-    server.add_table(args.table, make_table(args.kind, args.rows, args.seed))
-    server.start()
-    done = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: done.set())
-    print(f"LISTENING {server.address}", flush=True)
-
-    def watch_stdin() -> None:
-        sys.stdin.read()
-        done.set()
-
-    if args.stdin_lifeline:
-        threading.Thread(target=watch_stdin, daemon=True).start()
-    done.wait()
-    server.stop(0)
-    return 0
 
 
 if __name__ == "__main__":
