@@ -14,17 +14,18 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 
 @contextlib.contextmanager
 def serve_in_subprocess(
     module: str,
-    *,
     rows: int,
-    kind: str,
-    seed: int,
+    *,
     table: str,
-    batch_rows: int,
+    kind: str = "wide",
+    seed: int = 0,
+    batch_rows: int = 4096,
     python: str = sys.executable,
 ) -> Iterator[str]:
     """Run ``python -m module`` serving one generated table; yield its ``host:port``."""
@@ -57,26 +58,26 @@ def serve_in_subprocess(
 def serve_table_main(
     argv: Sequence[str] | None,
     *,
+    server_class: Callable[..., Any],
     description: str,
-    kinds: Sequence[str],
     default_table: str,
-    start: Callable[[argparse.Namespace], object],
 ) -> int:
-    """Parse the standard flags, start the server, serve until SIGTERM/SIGINT or stdin EOF.
+    """Parse the standard flags, serve one generated table until SIGTERM/SIGINT or stdin EOF.
 
     Args:
         argv: command-line arguments (None: ``sys.argv``).
-        description: ``--help`` text.
-        kinds: table generator names for ``--kind``.
-        default_table: default for ``--table``.
-        start: builds and starts the server from the parsed flags; returns an object with
+        server_class: the server; ``server_class(batch_rows=)`` with ``add_table``, ``start``,
             ``address`` and ``stop(grace)``.
+        description: ``--help`` text.
+        default_table: default for ``--table``.
     """
+    from imbalanced.testing.arrow_tables import TABLE_KINDS, make_table
+
     parser = argparse.ArgumentParser(
         description=f"{description} Prints 'LISTENING 127.0.0.1:PORT' when ready."
     )
     parser.add_argument("--rows", type=int, default=100_000, help="rows in the table")
-    parser.add_argument("--kind", default=kinds[0], choices=kinds, help="table generator")
+    parser.add_argument("--kind", default="wide", choices=TABLE_KINDS, help="table generator")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--table", default=default_table, help="table to serve it as")
     parser.add_argument("--batch-rows", type=int, default=4096, help="rows per response")
@@ -84,7 +85,9 @@ def serve_table_main(
         "--stdin-lifeline", action="store_true", help="also stop when stdin reaches end of file"
     )
     args = parser.parse_args(argv)
-    server = start(args)
+    server = server_class(batch_rows=args.batch_rows)
+    server.add_table(args.table, make_table(args.kind, args.rows, args.seed))
+    server.start()
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())

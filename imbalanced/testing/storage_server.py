@@ -29,6 +29,7 @@ with :func:`serve_in_subprocess`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import sys
 import threading
@@ -39,7 +40,6 @@ import pyarrow as pa
 from google.cloud.bigquery_storage_v1 import types
 
 from imbalanced.testing import server_process
-from imbalanced.testing.arrow_tables import TABLE_KINDS, make_table
 
 SERVICE = "google.cloud.bigquery.storage.v1.BigQueryRead"
 DEFAULT_TABLE = "projects/p/datasets/d/tables/t"
@@ -318,42 +318,19 @@ def local_client(address: str):
     return BigQueryReadClient(transport=BigQueryReadGrpcTransport(channel=channel))
 
 
-def serve_in_subprocess(
-    rows: int,
-    *,
-    kind: str = "wide",
-    seed: int = 0,
-    table: str = DEFAULT_TABLE,
-    batch_rows: int = 4096,
-    python: str = sys.executable,
-):
-    """Run the server in a child process that generates its table; yields its address."""
-    return server_process.serve_in_subprocess(
-        "imbalanced.testing.storage_server",
-        rows=rows,
-        kind=kind,
-        seed=seed,
-        table=table,
-        batch_rows=batch_rows,
-        python=python,
-    )
-
-
-def _start(args) -> StorageReadServer:
-    server = StorageReadServer(batch_rows=args.batch_rows)
-    server.add_table(args.table, make_table(args.kind, args.rows, args.seed))
-    server.start()
-    return server
+serve_in_subprocess = functools.partial(
+    server_process.serve_in_subprocess, "imbalanced.testing.storage_server", table=DEFAULT_TABLE
+)
+"""``serve_in_subprocess(rows, kind=, seed=, batch_rows=)``: the server in its own process."""
 
 
 def main(argv: list[str] | None = None) -> int:
     """Serve one generated table until SIGTERM/SIGINT (or end of stdin with --stdin-lifeline)."""
     return server_process.serve_table_main(
         argv,
+        server_class=StorageReadServer,
         description="Local BigQuery Storage Read v1 server over a generated Arrow table.",
-        kinds=TABLE_KINDS,
         default_table=DEFAULT_TABLE,
-        start=_start,
     )
 
 

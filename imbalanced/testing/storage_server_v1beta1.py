@@ -49,7 +49,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from imbalanced.testing import server_process
-from imbalanced.testing.arrow_tables import TABLE_KINDS, make_table
 
 SERVICE = "google.cloud.bigquery.storage.v1beta1.BigQueryStorage"
 DEFAULT_TABLE = "p.d.t"
@@ -455,42 +454,21 @@ def _encode_column(arr: pa.Array, field: pa.Field) -> tuple[np.ndarray, np.ndarr
 # Running it in its own process ----------------------------------------------------------------
 
 
-def serve_in_subprocess(
-    rows: int,
-    *,
-    kind: str = "wide",
-    seed: int = 0,
-    table: str = DEFAULT_TABLE,
-    batch_rows: int = 4096,
-    python: str = sys.executable,
-):
-    """Run the server in a child process that generates its table; yields its address."""
-    return server_process.serve_in_subprocess(
-        "imbalanced.testing.storage_server_v1beta1",
-        rows=rows,
-        kind=kind,
-        seed=seed,
-        table=table,
-        batch_rows=batch_rows,
-        python=python,
-    )
-
-
-def _start(args) -> StorageReadV1Beta1Server:
-    server = StorageReadV1Beta1Server(batch_rows=args.batch_rows)
-    server.add_table(args.table, make_table(args.kind, args.rows, args.seed))
-    server.start()
-    return server
+serve_in_subprocess = functools.partial(
+    server_process.serve_in_subprocess,
+    "imbalanced.testing.storage_server_v1beta1",
+    table=DEFAULT_TABLE,
+)
+"""``serve_in_subprocess(rows, kind=, seed=, batch_rows=)``: the server in its own process."""
 
 
 def main(argv: list[str] | None = None) -> int:
     """Serve one generated table until SIGTERM/SIGINT (or end of stdin with --stdin-lifeline)."""
     return server_process.serve_table_main(
         argv,
+        server_class=StorageReadV1Beta1Server,
         description="Local BigQuery Storage API v1beta1 server (for tensorflow-io) over a generated Arrow table.",
-        kinds=TABLE_KINDS,
         default_table=DEFAULT_TABLE,
-        start=_start,
     )
 
 
