@@ -27,7 +27,7 @@ run: env  ## set up, compile the Vertex pipeline YAML and run the whole pipeline
 compile: env  ## write build/training_pipeline.yaml
 	$(BIN)/python compile.py
 
-test: test-main test-legacy  ## set up and run every test (main env + tensorflow-io env)
+test: test-legacy test-main  ## set up and run every test (tensorflow-io env, then lint + main suite)
 
 test-main: env  ## lint, then the main test suite
 	$(BIN)/ruff format --check .
