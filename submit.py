@@ -399,11 +399,18 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run submit.py; returns the exit status."""
     args = build_parser().parse_args(argv)
+    from google.api_core import exceptions as api_exceptions
+
     try:
         return run(args)
     except PipelineInputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except (api_exceptions.GoogleAPIError, RuntimeError) as err:
+        # Vertex refused a request (permissions, quota, a bad experiment, ...): say which call
+        # failed in one line instead of a traceback.
+        print(f"error: Vertex AI request failed: {type(err).__name__}: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -8,9 +8,12 @@ from google.cloud.aiplatform import pipeline_jobs
 import compile as compile_cli
 import submit
 from imbalanced.testing.fake_vertex import FakeVertex
+from imbalanced.testing.fake_vertex_metadata import FakeMetadata
 from imbalanced.testing.fake_vertex_pipelines import FakePipelineJobs
 
 PROJECT = "test-project"
+LOCATION = f"projects/{PROJECT}/locations/us-central1"
+STORE = f"{LOCATION}/metadataStores/default"
 FEATURES = json.dumps({"label": "y", "numeric": ["x1"], "key": "id"})
 
 
@@ -30,6 +33,11 @@ def fake(monkeypatch):
     )
     with FakeVertex() as server:
         yield server
+
+
+def sent(fake, method, path):
+    """The recorded requests to exactly ``path`` (``fake.calls`` matches a substring)."""
+    return [r for r in fake.requests if r.method == method and r.path == path]
 
 
 def base_args(template, fake, *extra):
@@ -127,6 +135,68 @@ def test_wait_follows_the_job_to_its_end(template, fake, capsys, final_state, ex
     assert len(fake.calls("GET", "/pipelineJobs/")) >= 3
     if expected_rc:
         assert "some tasks failed: train" in captured.err
+
+
+def test_experiment_is_created_and_the_run_associated(template, fake):
+    metadata = FakeMetadata.install(fake)
+    jobs = FakePipelineJobs.install(fake, metadata=metadata)
+    rc = submit.main(base_args(template, fake, "--experiment", "my-exp", "--job-id", "run-1"))
+    assert rc == 0
+    # the default store (a long-running operation) and the experiment context come first
+    calls = [(r.method, r.path) for r in fake.requests]
+    job_create = calls.index(("POST", f"/v1/{LOCATION}/pipelineJobs"))
+    [create_store] = sent(fake, "POST", f"/v1/{LOCATION}/metadataStores")
+    assert create_store.query["metadataStoreId"] == "default"
+    assert calls.index(("POST", create_store.path)) < job_create
+    assert fake.calls("GET", f"{STORE}/operations/")
+    [create_context] = sent(fake, "POST", f"/v1/{STORE}/contexts")
+    assert calls.index(("POST", create_context.path)) < job_create
+    assert create_context.query["contextId"] == "my-exp"
+    assert create_context.body["schemaTitle"] == "system.Experiment"
+    assert create_context.body["displayName"] == "my-exp"
+    assert STORE in metadata.stores
+    [create_job] = fake.calls("POST", "/pipelineJobs")
+    assert create_job.query["pipelineJobId"] == "run-1"
+    assert create_job.body["runtimeConfig"]["gcsOutputDirectory"] == "gs://my-bucket/runs"
+    assert f"projects/{PROJECT}/locations/us-central1/pipelineJobs/run-1" in jobs.jobs
+    # then the job's system.PipelineRun context becomes a child of the experiment
+    experiment = f"{STORE}/contexts/my-exp"
+    [associate] = fake.calls("POST", ":addContextChildren")
+    assert associate.path == f"/v1/{experiment}:addContextChildren"
+    assert associate.body["childContexts"] == [f"{STORE}/contexts/run-1"]
+    assert metadata.contexts[experiment]["schemaTitle"] == "system.Experiment"
+    assert metadata.children(experiment) == [f"{STORE}/contexts/run-1"]
+    assert metadata.contexts[f"{STORE}/contexts/run-1"]["schemaTitle"] == "system.PipelineRun"
+
+
+def test_existing_experiment_is_reused(template, fake):
+    metadata = FakeMetadata.install(fake)
+    FakePipelineJobs.install(fake, metadata=metadata)
+    for job_id in ("run-1", "run-2"):
+        args = base_args(template, fake, "--experiment", "my-exp", "--job-id", job_id)
+        assert submit.main(args) == 0
+    assert len(sent(fake, "POST", f"/v1/{LOCATION}/metadataStores")) == 1
+    assert len(sent(fake, "POST", f"/v1/{STORE}/contexts")) == 1  # the second run only GETs it
+    assert len(sent(fake, "GET", f"/v1/{STORE}/contexts/my-exp")) == 4  # 2 per run
+    runs = [f"{STORE}/contexts/run-1", f"{STORE}/contexts/run-2"]
+    assert [r.body["childContexts"] for r in fake.calls("POST", ":addContextChildren")] == [
+        [runs[0]],
+        [runs[1]],
+    ]
+    assert metadata.children(f"{STORE}/contexts/my-exp") == runs
+
+
+def test_a_context_that_is_not_an_experiment_stops_the_submission(template, fake, capsys):
+    metadata = FakeMetadata.install(fake)
+    FakePipelineJobs.install(fake, metadata=metadata)
+    metadata.ensure_store(LOCATION)
+    metadata.put_context(STORE, "my-exp", "system.PipelineRun")
+    assert submit.main(base_args(template, fake, "--experiment", "my-exp")) == 1
+    err = capsys.readouterr().err
+    assert "error: Vertex AI request failed" in err
+    assert "Experiment my-exp could not be found or created" in err
+    assert not fake.calls("POST", "/pipelineJobs")
+    assert not sent(fake, "POST", f"/v1/{STORE}/contexts")
 
 
 def test_dry_run_prints_the_request_and_sends_nothing(template, fake, capsys):

@@ -7,17 +7,22 @@ Usage::
         ...  # aiplatform.PipelineJob(...).submit() lands in jobs.jobs
 
 Each ``GET`` of a job moves it one step: ``PENDING`` -> ``RUNNING`` (``running_polls`` times)
--> ``final_state``, so a client that waits sees the states a real job goes through.
+-> ``final_state``, so a client that waits sees the states a real job goes through. When the job
+leaves ``PENDING`` it gets its ``jobDetail`` (``pipelineContext`` / ``pipelineRunContext``, as
+Vertex answers); with ``metadata=FakeMetadata.install(fake)`` those contexts are also stored in
+the ``default`` metadata store, so ``submit(experiment=...)`` can associate the run.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import datetime
 import re
 from typing import Any
 
 from imbalanced.testing.fake_vertex import ApiError, FakeVertex
+from imbalanced.testing.fake_vertex_metadata import FakeMetadata
 
 _LOCATION = r"/v1/(?P<parent>projects/[^/]+/locations/[^/]+)"
 _JOB_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,127}$")
@@ -38,6 +43,7 @@ class FakePipelineJobs:
         error_message: the job's ``error.message`` when it ends failed.
         jobs: ``{resource name: PipelineJob JSON}``.
         schedules: ``{resource name: Schedule JSON}``.
+        metadata: where the pipeline and run contexts of started jobs are stored, if anywhere.
     """
 
     fake: FakeVertex
@@ -46,6 +52,7 @@ class FakePipelineJobs:
     error_message: str = "The DAG failed because some tasks failed: train"
     jobs: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     schedules: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    metadata: FakeMetadata | None = None
     _polls: dict[str, int] = dataclasses.field(default_factory=dict)
 
     @classmethod
@@ -90,6 +97,8 @@ class FakePipelineJobs:
         if job is None:
             raise ApiError(404, f"PipelineJob {name} not found")
         if not job["state"].endswith(("SUCCEEDED", "FAILED", "CANCELLED")):
+            if "jobDetail" not in job:
+                job["jobDetail"] = self._job_detail(m["parent"], m["id"], job)
             self._polls[name] += 1
             if self._polls[name] <= self.running_polls:
                 job["state"] = "PIPELINE_STATE_RUNNING"
@@ -101,6 +110,31 @@ class FakePipelineJobs:
                     job["error"] = {"code": 9, "message": self.error_message}
             job["updateTime"] = _now()
         return 200, job
+
+    def _job_detail(self, parent: str, job_id: str, job: dict[str, Any]) -> dict[str, Any]:
+        """The ``system.Pipeline`` / ``system.PipelineRun`` contexts Vertex makes for a run."""
+        store = f"{parent}/metadataStores/default"
+        pipeline_id = job["pipelineSpec"].get("pipelineInfo", {}).get("name") or "pipeline"
+        contexts = {
+            "pipelineContext": (pipeline_id, "system.Pipeline"),
+            "pipelineRunContext": (job_id, "system.PipelineRun"),
+        }
+        detail = {}
+        for key, (context_id, schema) in contexts.items():
+            name = f"{store}/contexts/{context_id}"
+            if self.metadata is None:
+                context = {"name": name, "displayName": context_id, "schemaTitle": schema}
+            else:
+                self.metadata.ensure_store(parent)
+                context = self.metadata.contexts.get(name) or self.metadata.put_context(
+                    store, context_id, schema
+                )
+            detail[key] = context
+        run, pipeline = detail["pipelineRunContext"], detail["pipelineContext"]["name"]
+        run.setdefault("parentContexts", [])
+        if pipeline not in run["parentContexts"]:
+            run["parentContexts"].append(pipeline)
+        return copy.deepcopy(detail)
 
     def _cancel_job(self, m: re.Match[str], query: dict, body: dict) -> tuple[int, dict]:
         name = f"{m['parent']}/pipelineJobs/{m['id']}"
