@@ -113,9 +113,13 @@ def worker_info(tf_config: Mapping[str, Any] | None) -> WorkerInfo:
         return WorkerInfo()
     cluster = tf_config.get("cluster", {})
     task = tf_config.get("task", {})
-    task_type, index = task.get("type", "worker"), int(task.get("index", 0))
     chiefs = len(cluster.get("chief", []))
     count = chiefs + len(cluster.get("worker", []))
+    if count > 1 and "index" not in task:
+        # TensorFlow's resolver treats a missing index as None and the workers then wait for
+        # each other forever; fail instead.
+        raise PipelineInputError(f"TF_CONFIG task needs an 'index' in a {count}-worker cluster")
+    task_type, index = task.get("type", "worker"), int(task.get("index", 0))
     if task_type == "chief":
         return WorkerInfo(index=index, count=max(count, 1), is_chief=True, task_type=task_type)
     if task_type == "worker":

@@ -37,6 +37,7 @@ from imbalanced.config import WEIGHT_COLUMN, FeatureSpec, Hyperparameters
 from imbalanced.distribution import DistributionContext, choose_strategy, set_mixed_precision
 from imbalanced.errors import LabelError, PipelineInputError
 from imbalanced.feature_stats import FeatureStats, class_counts_text, compute_feature_stats
+from imbalanced.keras_compat import patch_multi_worker_fit
 from imbalanced.model import build_model, export_saved_model
 from imbalanced.resumable import ResumableEarlyStopping
 from imbalanced.sources.base import RecordBatchSource
@@ -121,6 +122,8 @@ def train_model(
     if output_dir.exists() and any(output_dir.iterdir()):
         raise PipelineInputError(f"output directory {output_dir} already exists and is not empty")
     ctx = choose_strategy(environ)
+    if ctx.kind == "multi_worker":
+        patch_multi_worker_fit()  # Keras 3 fit fails with several workers (see keras_compat)
     previous_policy = set_mixed_precision(hp.mixed_precision)
     try:
         keras.utils.set_random_seed(hp.seed)

@@ -84,3 +84,9 @@ def test_mixed_precision_policy_set_and_restored():
         keras.config.set_dtype_policy(previous)
     with pytest.raises(PipelineInputError, match="mixed_float32"):
         set_mixed_precision("mixed_float32")
+
+
+def test_multi_worker_tf_config_without_task_index_is_an_error():
+    tf_config = {"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}, "task": {"type": "worker"}}
+    with pytest.raises(PipelineInputError, match="needs an 'index'"):
+        worker_info(tf_config)
