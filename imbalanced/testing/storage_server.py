@@ -33,21 +33,22 @@ import functools
 import itertools
 import sys
 import threading
-from concurrent import futures
 
 import grpc
 import pyarrow as pa
 from google.cloud.bigquery_storage_v1 import types
 
 from imbalanced.testing import server_process
+from imbalanced.testing.grpc_server import (
+    CHANNEL_OPTIONS,
+    LocalGrpcServer,
+    filter_rows,
+    stream_ranges,
+)
 
 SERVICE = "google.cloud.bigquery.storage.v1.BigQueryRead"
 DEFAULT_TABLE = "projects/p/datasets/d/tables/t"
 _READ_ROWS_RESPONSE_PB = types.ReadRowsResponse.pb()
-_CHANNEL_OPTIONS = (
-    ("grpc.max_send_message_length", -1),
-    ("grpc.max_receive_message_length", -1),
-)
 
 
 @dataclasses.dataclass
@@ -85,7 +86,7 @@ class _Session:
     breaks_left: dict[int, int | None]
 
 
-class StorageReadServer:
+class StorageReadServer(LocalGrpcServer):
     """In-process gRPC server; use as a context manager or call :meth:`start`/:meth:`stop`."""
 
     def __init__(self, *, batch_rows: int = 4096, max_workers: int = 8) -> None:
@@ -101,18 +102,7 @@ class StorageReadServer:
         self._lock = threading.Lock()
         self._ids = itertools.count()
         self.read_requests: list[tuple[str, int]] = []
-        self.port: int | None = None
-        self._server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=max_workers), options=_CHANNEL_OPTIONS
-        )
-        self._server.add_generic_rpc_handlers((self._handler(),))
-
-    @property
-    def address(self) -> str:
-        """``127.0.0.1:port`` once started."""
-        if self.port is None:
-            raise RuntimeError("server not started")
-        return f"127.0.0.1:{self.port}"
+        super().__init__(max_workers=max_workers)
 
     def add_table(self, path: str, table: pa.Table, faults: Faults | None = None) -> None:
         """Serve ``table`` at ``projects/P/datasets/D/tables/T`` (replaces an existing one)."""
@@ -123,26 +113,6 @@ class StorageReadServer:
         """Change the faults of a table (new sessions use them)."""
         with self._lock:
             self._tables[path].faults = faults
-
-    def start(self) -> StorageReadServer:
-        """Bind a free port on 127.0.0.1 and start serving."""
-        self.port = self._server.add_insecure_port("127.0.0.1:0")
-        self._server.start()
-        return self
-
-    def stop(self, grace: float | None = None) -> None:
-        """Stop serving (cancels running calls)."""
-        self._server.stop(grace)
-
-    def wait(self) -> None:
-        """Block until the server stops."""
-        self._server.wait_for_termination()
-
-    def __enter__(self) -> StorageReadServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # gRPC plumbing -------------------------------------------------------------------------
 
@@ -191,7 +161,7 @@ class StorageReadServer:
                 )
         if options.row_restriction:
             try:
-                data = _filter_rows(data, options.row_restriction)
+                data = filter_rows(data, options.row_restriction)
             except Exception as exc:  # DuckDB/sqlglot parse or binder errors
                 context.abort(
                     grpc.StatusCode.INVALID_ARGUMENT,
@@ -202,10 +172,7 @@ class StorageReadServer:
         n_streams = min(max(1, request.max_stream_count or 1), data.num_rows)
         if entry.faults.zero_streams:
             n_streams = 0
-        ranges = [
-            (data.num_rows * i // n_streams, data.num_rows * (i + 1) // n_streams)
-            for i in range(n_streams)
-        ]
+        ranges = stream_ranges(data.num_rows, n_streams)
         session_id = f"s{next(self._ids)}"
         name = f"{request.parent or 'projects/p'}/locations/us/sessions/{session_id}"
         with self._lock:
@@ -288,25 +255,6 @@ class StorageReadServer:
         context.abort(grpc.StatusCode.UNIMPLEMENTED, "SplitReadStream is not implemented here")
 
 
-def _filter_rows(table: pa.Table, restriction: str) -> pa.Table:
-    """Rows of ``table`` matching a BigQuery SQL predicate (evaluated by DuckDB)."""
-    import duckdb
-    import sqlglot
-
-    sql = sqlglot.transpile(
-        f"SELECT * FROM arrow_input WHERE {restriction}", read="bigquery", write="duckdb"
-    )
-    if len(sql) != 1:
-        raise ValueError("the row restriction must be one predicate")
-    con = duckdb.connect()
-    try:
-        con.register("arrow_input", table)
-        result = con.sql(sql[0]).to_arrow_table()
-    finally:
-        con.close()
-    return result.cast(table.schema)
-
-
 def local_client(address: str):
     """A real ``BigQueryReadClient`` talking insecure gRPC to ``address`` (``host:port``)."""
     from google.cloud.bigquery_storage_v1 import BigQueryReadClient
@@ -314,7 +262,7 @@ def local_client(address: str):
         BigQueryReadGrpcTransport,
     )
 
-    channel = grpc.insecure_channel(address, options=_CHANNEL_OPTIONS)
+    channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
     return BigQueryReadClient(transport=BigQueryReadGrpcTransport(channel=channel))
 
 

@@ -39,7 +39,6 @@ import os
 import sys
 import tempfile
 import threading
-from concurrent import futures
 from pathlib import Path
 from types import ModuleType
 
@@ -49,6 +48,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from imbalanced.testing import server_process
+from imbalanced.testing.grpc_server import (
+    LocalGrpcServer,
+    filter_rows,
+    stream_ranges,
+)
 
 SERVICE = "google.cloud.bigquery.storage.v1beta1.BigQueryStorage"
 DEFAULT_TABLE = "p.d.t"
@@ -56,10 +60,6 @@ PROTO = Path(__file__).with_name("bigquery_storage_v1beta1.proto")
 GENERATED = Path(__file__).with_name("_generated")
 _AVRO, _ARROW = 1, 3  # DataFormat enum values
 _ENCODE_CHUNK = 65_536
-_CHANNEL_OPTIONS = (
-    ("grpc.max_send_message_length", -1),
-    ("grpc.max_receive_message_length", -1),
-)
 
 
 @functools.cache
@@ -129,7 +129,7 @@ class _Session:
     avro: tuple[np.ndarray, np.ndarray] | None  # (row byte offsets, encoded rows)
 
 
-class StorageReadV1Beta1Server:
+class StorageReadV1Beta1Server(LocalGrpcServer):
     """In-process gRPC server; use as a context manager or call :meth:`start`/:meth:`stop`."""
 
     def __init__(self, *, batch_rows: int = 4096, max_workers: int = 8) -> None:
@@ -146,40 +146,13 @@ class StorageReadV1Beta1Server:
         self._avro_cache: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
         self._lock = threading.Lock()
         self._ids = itertools.count()
-        self.port: int | None = None
-        self._server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=max_workers), options=_CHANNEL_OPTIONS
-        )
-        self._server.add_generic_rpc_handlers((self._handler(),))
-
-    @property
-    def address(self) -> str:
-        """``127.0.0.1:port`` once started."""
-        if self.port is None:
-            raise RuntimeError("server not started")
-        return f"127.0.0.1:{self.port}"
+        super().__init__(max_workers=max_workers)
 
     def add_table(self, ref: str, table: pa.Table, faults: Faults | None = None) -> None:
         """Serve ``table`` as ``project.dataset.table`` (replaces an existing one)."""
         project, dataset, name = ref.split(".")
         with self._lock:
             self._tables[(project, dataset, name)] = (table, faults or Faults())
-
-    def start(self) -> StorageReadV1Beta1Server:
-        """Bind a free port on 127.0.0.1 and start serving."""
-        self.port = self._server.add_insecure_port("127.0.0.1:0")
-        self._server.start()
-        return self
-
-    def stop(self, grace: float | None = None) -> None:
-        """Stop serving (cancels running calls)."""
-        self._server.stop(grace)
-
-    def __enter__(self) -> StorageReadV1Beta1Server:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def _handler(self) -> grpc.GenericRpcHandler:
         pb = self.pb
@@ -220,7 +193,7 @@ class StorageReadV1Beta1Server:
         restriction = request.read_options.row_restriction
         if restriction:
             try:
-                data = _filter_rows(data, restriction)
+                data = filter_rows(data, restriction)
             except Exception as exc:  # DuckDB/sqlglot parse or binder errors
                 context.abort(
                     grpc.StatusCode.INVALID_ARGUMENT,
@@ -236,10 +209,7 @@ class StorageReadV1Beta1Server:
         n_streams = (
             0 if faults.zero_streams else min(max(1, request.requested_streams), data.num_rows)
         )
-        ranges = [
-            (data.num_rows * i // n_streams, data.num_rows * (i + 1) // n_streams)
-            for i in range(n_streams)
-        ]
+        ranges = stream_ranges(data.num_rows, n_streams)
         session_id = f"s{next(self._ids)}"
         with self._lock:
             self._sessions[session_id] = _Session(data, ranges, faults, avro)
@@ -306,25 +276,6 @@ class StorageReadV1Beta1Server:
             )
             response.arrow_record_batch.row_count = stop - start
         return response
-
-
-def _filter_rows(table: pa.Table, restriction: str) -> pa.Table:
-    """Rows of ``table`` matching a BigQuery SQL predicate (evaluated by DuckDB)."""
-    import duckdb
-    import sqlglot
-
-    sql = sqlglot.transpile(
-        f"SELECT * FROM arrow_input WHERE {restriction}", read="bigquery", write="duckdb"
-    )
-    if len(sql) != 1:
-        raise ValueError("the row restriction must be one predicate")
-    con = duckdb.connect()
-    try:
-        con.register("arrow_input", table)
-        result = con.sql(sql[0]).to_arrow_table()
-    finally:
-        con.close()
-    return result.cast(table.schema)
 
 
 # Avro (BigQuery's Avro encoding of a table) ----------------------------------------------------
