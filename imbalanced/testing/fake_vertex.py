@@ -74,7 +74,14 @@ class _Fault:
     after_handling: bool
 
 
-def _now() -> str:
+LOCATION_PATH = r"/v1/(?P<parent>projects/[^/]+/locations/[^/]+)"
+"""Route prefix matching ``/v1/projects/P/locations/L`` (group ``parent``)."""
+RESOURCE_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,127}$")
+"""Ids Vertex accepts for pipeline jobs, metadata stores and contexts."""
+
+
+def now() -> str:
+    """The current time as Vertex writes timestamps (RFC 3339, UTC)."""
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
@@ -256,7 +263,7 @@ class FakeVertex:
         name = f"{name_prefix}/operations/{self.new_id()}"
         metadata = {
             "@type": _TYPE_PREFIX + metadata_type,
-            "genericMetadata": {"createTime": _now(), "updateTime": _now()},
+            "genericMetadata": {"createTime": now(), "updateTime": now()},
         }
         with self._lock:
             self.operations[name] = {"name": name, "metadata": metadata, "done": False}
@@ -398,10 +405,10 @@ class FakeVertex:
             "versionId": version_id,
             "versionAliases": [],
             "labels": dict(spec.get("labels") or {}),
-            "createTime": _now(),
-            "updateTime": _now(),
-            "versionCreateTime": _now(),
-            "versionUpdateTime": _now(),
+            "createTime": now(),
+            "updateTime": now(),
+            "versionCreateTime": now(),
+            "versionUpdateTime": now(),
         }
         self.models[model_id][version_id] = resource
         try:
@@ -454,7 +461,7 @@ class FakeVertex:
                     resource["versionAliases"].remove(alias)
             else:
                 self._claim_alias(model_id, version_id, change)
-        resource["versionUpdateTime"] = _now()
+        resource["versionUpdateTime"] = now()
         return 200, resource
 
     def _import_evaluation(self, m: re.Match[str], query: dict, body: dict) -> tuple[int, dict]:
@@ -468,7 +475,7 @@ class FakeVertex:
         evaluation["name"] = (
             f"{m['parent']}/models/{model_id}@{version_id}/evaluations/{self.new_id()}"
         )
-        evaluation["createTime"] = _now()
+        evaluation["createTime"] = now()
         self.evaluations.setdefault(key, []).append(evaluation)
         return 200, evaluation
 

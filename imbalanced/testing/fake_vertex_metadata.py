@@ -24,20 +24,19 @@ Usage::
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import re
 from typing import Any
 
-from imbalanced.testing.fake_vertex import ApiError, FakeVertex
+from imbalanced.testing.fake_vertex import (
+    LOCATION_PATH,
+    RESOURCE_ID_RE,
+    ApiError,
+    FakeVertex,
+    now,
+)
 
 _TYPE_PREFIX = "type.googleapis.com/google.cloud.aiplatform.v1."
-_LOCATION = r"/v1/(?P<parent>projects/[^/]+/locations/[^/]+)"
-_STORE = _LOCATION + r"/metadataStores/(?P<store>[^/:]+)"
-_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,127}$")
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+_STORE = LOCATION_PATH + r"/metadataStores/(?P<store>[^/:]+)"
 
 
 @dataclasses.dataclass
@@ -61,7 +60,7 @@ class FakeMetadata:
         service = cls(fake=fake)
         contexts = _STORE + r"/contexts"
         context = contexts + r"/(?P<id>[^/:]+)"
-        fake.add_route("POST", _LOCATION + r"/metadataStores", service._create_store)
+        fake.add_route("POST", LOCATION_PATH + r"/metadataStores", service._create_store)
         fake.add_route("GET", _STORE, service._get_store)
         fake.add_route("POST", contexts, service._create_context)
         fake.add_route("GET", context, service._get_context)
@@ -75,8 +74,8 @@ class FakeMetadata:
         if name not in self.stores:
             self.stores[name] = {
                 "name": name,
-                "createTime": _now(),
-                "updateTime": _now(),
+                "createTime": now(),
+                "updateTime": now(),
                 "state": {"diskUtilizationBytes": "0"},
             }
         return self.stores[name]
@@ -94,7 +93,7 @@ class FakeMetadata:
         """Store a context (as the pipeline service or an earlier run would); returns its JSON."""
         if store not in self.stores:
             raise ApiError(404, f"MetadataStore {store} not found")
-        if not _ID_RE.match(context_id):
+        if not RESOURCE_ID_RE.match(context_id):
             raise ApiError(400, f"Invalid context id {context_id!r}")
         if not schema_title:
             raise ApiError(400, "context.schema_title is required")
@@ -106,8 +105,8 @@ class FakeMetadata:
             "displayName": display_name or context_id,
             "etag": "1",
             "labels": {},
-            "createTime": _now(),
-            "updateTime": _now(),
+            "createTime": now(),
+            "updateTime": now(),
             "parentContexts": [],
             "schemaTitle": schema_title,
             "schemaVersion": schema_version,
@@ -123,7 +122,7 @@ class FakeMetadata:
     # ------------------------------------------------------------------ metadata stores
     def _create_store(self, m: re.Match[str], query: dict, body: dict) -> tuple[int, dict]:
         store_id = query.get("metadataStoreId") or self.fake.new_id()
-        if not _ID_RE.match(store_id):
+        if not RESOURCE_ID_RE.match(store_id):
             raise ApiError(400, f"Invalid metadata store id {store_id!r}")
         name = f"{m['parent']}/metadataStores/{store_id}"
         if name in self.stores:
@@ -179,7 +178,7 @@ class FakeMetadata:
             parents = self.contexts[child]["parentContexts"]
             if parent not in parents:
                 parents.append(parent)
-                self.contexts[child]["updateTime"] = _now()
+                self.contexts[child]["updateTime"] = now()
         return 200, {}
 
     def _ancestors(self, name: str) -> set[str]:

@@ -17,19 +17,17 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import datetime
 import re
 from typing import Any
 
-from imbalanced.testing.fake_vertex import ApiError, FakeVertex
+from imbalanced.testing.fake_vertex import (
+    LOCATION_PATH,
+    RESOURCE_ID_RE,
+    ApiError,
+    FakeVertex,
+    now,
+)
 from imbalanced.testing.fake_vertex_metadata import FakeMetadata
-
-_LOCATION = r"/v1/(?P<parent>projects/[^/]+/locations/[^/]+)"
-_JOB_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,127}$")
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 @dataclasses.dataclass
@@ -59,8 +57,8 @@ class FakePipelineJobs:
     def install(cls, fake: FakeVertex, **settings: Any) -> FakePipelineJobs:
         """Create the service and add its routes to ``fake``; returns the service."""
         service = cls(fake=fake, **settings)
-        jobs = _LOCATION + r"/pipelineJobs"
-        schedules = _LOCATION + r"/schedules"
+        jobs = LOCATION_PATH + r"/pipelineJobs"
+        schedules = LOCATION_PATH + r"/schedules"
         fake.add_route("POST", jobs, service._create_job)
         fake.add_route("GET", jobs + r"/(?P<id>[^/:]+)", service._get_job)
         fake.add_route("POST", jobs + r"/(?P<id>[^/:]+):cancel", service._cancel_job)
@@ -71,7 +69,7 @@ class FakePipelineJobs:
     # ------------------------------------------------------------------ pipeline jobs
     def _create_job(self, m: re.Match[str], query: dict, body: dict) -> tuple[int, dict]:
         job_id = query.get("pipelineJobId") or f"pipeline-job-{self.fake.new_id()}"
-        if not _JOB_ID_RE.match(job_id):
+        if not RESOURCE_ID_RE.match(job_id):
             raise ApiError(400, f"Invalid pipeline job id {job_id!r}")
         name = f"{m['parent']}/pipelineJobs/{job_id}"
         if name in self.jobs:
@@ -84,8 +82,8 @@ class FakePipelineJobs:
             **body,
             "name": name,
             "state": "PIPELINE_STATE_PENDING",
-            "createTime": _now(),
-            "updateTime": _now(),
+            "createTime": now(),
+            "updateTime": now(),
         }
         self.jobs[name] = job
         self._polls[name] = 0
@@ -102,13 +100,13 @@ class FakePipelineJobs:
             self._polls[name] += 1
             if self._polls[name] <= self.running_polls:
                 job["state"] = "PIPELINE_STATE_RUNNING"
-                job.setdefault("startTime", _now())
+                job.setdefault("startTime", now())
             else:
                 job["state"] = self.final_state
-                job["endTime"] = _now()
+                job["endTime"] = now()
                 if self.final_state == "PIPELINE_STATE_FAILED":
                     job["error"] = {"code": 9, "message": self.error_message}
-            job["updateTime"] = _now()
+            job["updateTime"] = now()
         return 200, job
 
     def _job_detail(self, parent: str, job_id: str, job: dict[str, Any]) -> dict[str, Any]:
@@ -151,7 +149,7 @@ class FakePipelineJobs:
         if not (request.get("pipelineJob") or {}).get("pipelineSpec"):
             raise ApiError(400, "create_pipeline_job_request.pipeline_job is required")
         name = f"{m['parent']}/schedules/{self.fake.new_id()}"
-        schedule = {**body, "name": name, "state": "ACTIVE", "createTime": _now()}
+        schedule = {**body, "name": name, "state": "ACTIVE", "createTime": now()}
         self.schedules[name] = schedule
         return 200, schedule
 
