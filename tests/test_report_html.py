@@ -96,4 +96,8 @@ def test_report_renders_without_optional_fields(classes):
     m = _metrics(classes, [30] * len(classes))
     for key in ("test_source", "notes", "reliability"):
         m.pop(key, None)
-    _check_self_contained(render_report(m))
+    page = render_report(m)
+    parser = _check_self_contained(page)
+    assert {"Per-class metrics", "Confusion matrix", "Calibration"} <= set(parser.headings)
+    assert f"{m['macro_f1']:.3f}" in page
+    assert all(f">{c}<" in page for c in classes)
