@@ -26,7 +26,7 @@ from imbalanced.provenance import current_git_commit
 from pipelines.vertex_training import VertexTrainingConfig
 
 PIPELINE_FILE = "training_pipeline.yaml"
-_DUMMY_VALUES = {
+_SAMPLE_VALUES = {
     "STRING": "validate",
     "NUMBER_INTEGER": 1,
     "NUMBER_DOUBLE": 1.0,
@@ -64,10 +64,10 @@ def replace_image(spec: dict[str, Any], old: str, new: str) -> int:
 
 
 def required_parameters(spec: dict[str, Any]) -> dict[str, Any]:
-    """Parameters without a default, with a placeholder value of the right type."""
+    """Parameters without a default, each with a sample value of its type (offline check only)."""
     params = spec.get("root", {}).get("inputDefinitions", {}).get("parameters", {})
     return {
-        name: _DUMMY_VALUES[p["parameterType"]]
+        name: _SAMPLE_VALUES[p["parameterType"]]
         for name, p in params.items()
         if "defaultValue" not in p and not p.get("isOptional")
     }
