@@ -32,12 +32,12 @@ def evaluate(
 
     from imbalanced.evaluate import (
         evaluate_model,
-        read_prepared_splits,
         roc_points,
         scalar_metrics,
     )
+    from imbalanced.prepare import PreparedData
 
-    splits = read_prepared_splits(prepared_data.path)
+    splits = PreparedData.read(prepared_data.path)
     result = evaluate_model(
         model_dir=model.path,
         test_source=splits.test_uri,

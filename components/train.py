@@ -30,12 +30,11 @@ def train(
     import json
 
     from imbalanced.config import FeatureSpec, Hyperparameters
+    from imbalanced.prepare import PreparedData
     from imbalanced.train import backup_dir_for, train_prepared
 
-    with open(prepared_data.path) as f:
-        prepared = json.load(f)
     result = train_prepared(
-        prepared,
+        PreparedData.read(prepared_data.path),
         Hyperparameters.from_dict(json.loads(hyperparameters or "{}")),
         model.path,
         feature_config=FeatureSpec.from_json(feature_config) if feature_config else None,

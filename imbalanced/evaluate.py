@@ -409,36 +409,6 @@ def check_vertex_evaluation(doc: Mapping[str, Any]) -> None:
 # --- Helpers for the KFP component -----------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
-class PreparedSplits:
-    """The fields of the prepare step's PreparedData JSON that evaluation reads."""
-
-    test_uri: str
-    validation_uri: str | None
-    classes: tuple[str, ...]
-    spec: FeatureSpec
-
-
-def read_prepared_splits(path: str | Path) -> PreparedSplits:
-    """Read ``test_uri``, ``validation_uri``, ``classes`` and ``spec`` from a PreparedData JSON.
-
-    Raises:
-        PipelineInputError: the file is missing, not JSON, or lacks one of those fields.
-    """
-    try:
-        data = json.loads(Path(path).read_text())
-        spec = data["spec"]
-        spec = FeatureSpec.from_json(spec) if isinstance(spec, str) else FeatureSpec.from_dict(spec)
-        return PreparedSplits(
-            test_uri=str(data["test_uri"]),
-            validation_uri=data.get("validation_uri") or None,
-            classes=tuple(str(c) for c in data["classes"]),
-            spec=spec,
-        )
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise PipelineInputError(f"cannot read the prepared-data JSON {path}: {exc!r}") from exc
-
-
 def roc_points(metrics: Mapping[str, Any]) -> tuple[list[float], list[float], list[float]]:
     """Thinned ROC curve ``(fpr, tpr, thresholds)`` of a binary evaluation for KFP's UI.
 

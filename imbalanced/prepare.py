@@ -13,6 +13,7 @@ import json
 import math
 import re
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -78,6 +79,18 @@ class PreparedData:
         data["classes"] = tuple(data["classes"])
         data["spec"] = FeatureSpec.from_dict(data["spec"])
         return cls(**data)
+
+    @classmethod
+    def read(cls, path: str | Path) -> PreparedData:
+        """Load the JSON file a prepare step wrote (how the other steps receive it).
+
+        Raises:
+            PipelineInputError: the file is missing, not JSON, or lacks a field (named).
+        """
+        try:
+            return cls.from_json(Path(path).read_text())
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise PipelineInputError(f"cannot read the prepared-data JSON {path}: {exc!r}") from exc
 
 
 def table_prefix(text: str) -> str:

@@ -27,7 +27,7 @@ import tempfile
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
@@ -43,6 +43,9 @@ from imbalanced.resumable import ResumableEarlyStopping
 from imbalanced.sources.base import RecordBatchSource
 from imbalanced.tfdata import make_dataset, raise_source_errors
 from imbalanced.train_logs import EpochScalars
+
+if TYPE_CHECKING:
+    from imbalanced.prepare import PreparedData
 
 _LOG = logging.getLogger(__name__)
 METADATA_FILE = "model_metadata.json"
@@ -179,7 +182,7 @@ def backup_dir_for(model_path: str | Path, environ: Mapping[str, str] | None = N
 
 
 def train_prepared(
-    prepared: Mapping[str, Any],
+    prepared: PreparedData,
     hp: Hyperparameters,
     output_dir: str | Path,
     *,
@@ -187,46 +190,37 @@ def train_prepared(
     backup_dir: str | None = None,
     num_streams: int = 2,
 ) -> TrainResult:
-    """Train from the prepare step's output (``PreparedData`` as a dict of its JSON fields).
+    """Train from the prepare step's output.
 
     Args:
-        prepared: ``train_uri``, ``validation_uri``, ``classes``, ``spec``, ``imbalance``.
+        prepared: the prepare step's tables, classes, spec and imbalance report.
         hp: hyperparameters.
         output_dir: model directory to create.
-        feature_config: feature roles overriding ``prepared["spec"]`` (same label column).
+        feature_config: feature roles overriding ``prepared.spec`` (same label column).
         backup_dir: ``BackupAndRestore`` directory (see :func:`backup_dir_for`).
         num_streams: read streams per split.
 
     Returns:
         The result of :func:`train_model`.
-
-    Raises:
-        PipelineInputError: a required field is missing from ``prepared``.
     """
     from imbalanced.sources.open import open_source
 
-    missing = [k for k in ("train_uri", "validation_uri", "classes", "spec") if k not in prepared]
-    if missing:
-        raise PipelineInputError(f"prepared data lacks {missing}; got keys {sorted(prepared)}")
-    spec = feature_config or FeatureSpec.from_dict(prepared["spec"])
-    classes = tuple(str(c) for c in prepared["classes"])
+    spec = feature_config or prepared.spec
     # The prepare step always writes the weight column into the train table (all modes).
     train_spec = spec.with_weight(WEIGHT_COLUMN)
-    train_source = open_source(
-        prepared["train_uri"], train_spec.read_columns, num_streams=num_streams
-    )
+    train_source = open_source(prepared.train_uri, train_spec.read_columns, num_streams=num_streams)
     validation = open_source(
-        prepared["validation_uri"], spec.with_weight(None).read_columns, num_streams=num_streams
+        prepared.validation_uri, spec.with_weight(None).read_columns, num_streams=num_streams
     )
     return train_model(
         train_source,
         validation,
         train_spec,
-        classes,
+        prepared.classes,
         hp,
         output_dir,
         backup_dir=backup_dir,
-        imbalance_report=prepared.get("imbalance"),
+        imbalance_report=prepared.imbalance,
     )
 
 

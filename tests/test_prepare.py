@@ -254,3 +254,23 @@ def test_table_prefix_and_boundaries():
         table_prefix("---")
     assert split_boundaries((0.8, 0.1, 0.1)) == (8000, 9000)
     assert split_boundaries((0.7, 0.2, 0.1)) == (7000, 9000)
+
+
+def test_prepared_data_file_round_trips_and_bad_files_name_the_problem(tmp_path):
+    prepared = PreparedData(
+        train_uri="duckdb:///w.db?table=r_train",
+        validation_uri="duckdb:///w.db?table=r_validation",
+        test_uri="duckdb:///w.db?table=r_test",
+        classes=("a", "b"),
+        spec=FeatureSpec(label="y", numeric=("x",), key="id"),
+        split_counts={"train": {"a": 8, "b": 2}},
+        imbalance={"mode": "none"},
+    )
+    path = tmp_path / "prepared.json"
+    path.write_text(prepared.to_json())
+    assert PreparedData.read(path) == prepared
+    with pytest.raises(PipelineInputError, match=r"prepared-data JSON .*missing\.json"):
+        PreparedData.read(tmp_path / "missing.json")
+    path.write_text('{"train_uri": "duckdb:///w.db?table=t"}')
+    with pytest.raises(PipelineInputError, match="classes"):
+        PreparedData.read(path)
