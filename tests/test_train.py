@@ -339,7 +339,7 @@ def test_downsample_upweight_is_calibrated_cheaper_and_as_good_as_no_downsamplin
 
     from imbalanced.demo_data import write_demo_duckdb
 
-    uri = write_demo_duckdb(tmp_path / "demo.db", 40_000, seed=0)
+    uri = write_demo_duckdb(tmp_path / "demo.db", 80_000, seed=0)
     runs = {
         m: _train_and_predict(uri, m, tmp_path)
         for m in ("none", "downsample_upweight", "downsample_only")
