@@ -5,7 +5,7 @@
 A synthetic table (10 FLOAT64 columns with NULLs, 3 STRING columns, a 3-class label and a
 ``sample_weight`` column) is served by ``ArrowTableSource`` (2 streams, 8192-row record
 batches) through ``imbalanced.train.training_dataset`` -- the trainer's own feed
-(``make_encoded_dataset``: chunks, vocabulary ids, rows shuffled in chunks, weights scaled).
+(``make_encoded_dataset``: chunks, vocabulary ids, batches shuffled, weights scaled).
 The model is the inner model of ``imbalanced.model.build_model``, compiled as in
 ``imbalanced.train`` (SparseCategoricalCrossentropy, Adam, weighted accuracy). The same batches,
 read once and then served from memory (``Dataset.cache``), are the in-memory baseline.

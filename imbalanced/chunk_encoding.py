@@ -28,7 +28,7 @@ from imbalanced.batch_packing import (
 from imbalanced.config import FeatureSpec
 
 CHUNK_ROWS = 65_536
-"""Default minimum rows per chunk (~2 MB for 13 feature columns)."""
+"""Default minimum rows per chunk (about 4 MB for 13 feature columns)."""
 
 ENCODED_NUMERIC = "numeric"
 ENCODED_CATEGORICAL = "categorical"

@@ -170,7 +170,10 @@ def make_dataset(
     )
     if shuffle_batches:
         ds = ds.shuffle(shuffle_batches, seed=seed, reshuffle_each_iteration=False)
-    return _batched(ds, batch_size, drop_remainder, prefetch, threads, deterministic)
+    if not batch_size:
+        return _finished(ds, prefetch, threads, deterministic)
+    ds = _rebatched(ds, batch_size, drop_remainder, prefetch)
+    return _finished(ds, max(prefetch, 8), threads, deterministic)
 
 
 def make_encoded_dataset(
@@ -244,10 +247,10 @@ def make_encoded_dataset(
         return encoder.chunks(source.read_stream(stream_index), chunk_rows)
 
     ds = _read_streams(streams, chunks, encoded_signature(spec), deterministic)
-    ds = ds.prefetch(prefetch).rebatch(batch_size, drop_remainder=drop_remainder)
-    if shuffle_batches:
+    ds = _rebatched(ds, batch_size, drop_remainder, prefetch)
+    if shuffle_batches:  # whole batches: moving one costs no copy
         ds = ds.shuffle(shuffle_batches, seed=seed, reshuffle_each_iteration=False)
-    return _batched(ds, None, False, max(prefetch, 8), threads, deterministic)
+    return _finished(ds, max(prefetch, 8), threads, deterministic)
 
 
 def _worker_streams(source: RecordBatchSource, shard_index: int, num_shards: int) -> list[int]:
@@ -292,22 +295,18 @@ def _read_streams(
     )
 
 
-def _batched(
-    ds: tf.data.Dataset,
-    batch_size: int | None,
-    drop_remainder: bool,
-    prefetch: int,
-    threads: int | None,
-    deterministic: bool,
+def _rebatched(ds: tf.data.Dataset, batch_size: int, drop_remainder: bool, prefetch: int):
+    # Keep whole source elements ready so the trainer never waits at a boundary.
+    return ds.prefetch(prefetch).rebatch(batch_size, drop_remainder=drop_remainder)
+
+
+def _finished(
+    ds: tf.data.Dataset, prefetch: int, threads: int | None, deterministic: bool
 ) -> tf.data.Dataset:
-    """Re-batch, prefetch and set the options shared by both feeds."""
-    if batch_size:
-        # Keep whole source elements ready so the trainer never waits at a boundary.
-        ds = ds.prefetch(prefetch).rebatch(batch_size, drop_remainder=drop_remainder)
-    ds = ds.prefetch(prefetch if not batch_size else max(prefetch, 8))
+    """Prefetch and set the options shared by both feeds (fixed sizes: no autotune stalls)."""
     options = tf.data.Options()
     options.deterministic = deterministic
     options.autotune.enabled = False
     if threads:
         options.threading.private_threadpool_size = threads
-    return ds.with_options(options)
+    return ds.prefetch(prefetch).with_options(options)
