@@ -8,6 +8,8 @@ a fresh child process (so its peak RSS, ``ru_maxrss``, is its own); the time cou
 creating the read session (or the in-memory source) to the last batch. Readers:
 
   v1             our BigQueryStorageSource (2 streams) through imbalanced.tfdata.make_dataset
+  v1_train       the same source through the training feed, make_encoded_dataset (numeric
+                 matrix + vocabulary ids; 1000-token vocabularies, batches of --batch-rows)
   tfio           tensorflow-io 0.37.1 best config, via bench/tfio_reader_bench.py in .venv-legacy
   pandas         what users usually write: whole table via the Storage API into
                  ReadRowsStream.to_dataframe(), then tf.data.Dataset.from_tensor_slices(dict(df))
@@ -38,7 +40,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-READERS = ("v1", "tfio", "pandas", "pyarrow", "tfdata_memory")
+READERS = ("v1", "v1_train", "tfio", "pandas", "pyarrow", "tfdata_memory")
 TABLE = "projects/p/datasets/d/tables/t"
 MALLOC_ENV = {
     "MALLOC_MMAP_THRESHOLD_": str(1 << 30),
@@ -79,6 +81,25 @@ def child_v1(args) -> tuple[int, float]:
     start = time.perf_counter()
     source = BigQueryStorageSource("p.d.t", list(spec.read_columns), num_streams=2, client=client)
     rows = _count_dataset(make_dataset(source, spec))
+    return rows, time.perf_counter() - start
+
+
+def child_v1_train(args) -> tuple[int, float]:
+    import numpy as np
+
+    from imbalanced.sources.bigquery_storage import BigQueryStorageSource
+    from imbalanced.testing.arrow_tables import random_strings
+    from imbalanced.testing.storage_server import local_client
+    from imbalanced.tfdata import make_encoded_dataset
+
+    spec = _spec()
+    rng = np.random.default_rng(1)  # random tokens: nearly every lookup misses, as costly as a hit
+    vocabularies = {c: random_strings(rng, 1000).to_pylist() for c in spec.categorical}
+    client = local_client(args.address)
+    start = time.perf_counter()
+    source = BigQueryStorageSource("p.d.t", list(spec.read_columns), num_streams=2, client=client)
+    ds = make_encoded_dataset(source, spec, vocabularies, batch_size=args.batch_rows)
+    rows = _count_dataset(ds)
     return rows, time.perf_counter() - start
 
 
@@ -180,6 +201,7 @@ def child_baseline(args) -> tuple[int, float]:
 CHILDREN = {
     "baseline": child_baseline,
     "v1": child_v1,
+    "v1_train": child_v1_train,
     "pandas": child_pandas,
     "pyarrow": child_pyarrow,
     "tfdata_memory": child_tfdata_memory,
