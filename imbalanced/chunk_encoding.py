@@ -5,7 +5,7 @@ A chunk holds ``numeric`` ``[n, k]`` float32 (NaN = NULL), ``categorical`` ``[n,
 token), the label ids (int32) and the weights (float32). Record batches are gathered until a
 chunk has at least ``chunk_rows`` rows, so the fixed cost of each pyarrow / numpy call and of
 handing a tensor to tf.data is paid per chunk rather than per (possibly small) record batch.
-The vocabularies must be those of the model (:func:`imbalanced.model.model_vocabulary`).
+The vocabularies must be those of the model (:func:`imbalanced.model.model_vocabularies`).
 """
 
 from __future__ import annotations
@@ -161,11 +161,6 @@ class ChunkEncoder:
         )
         self._lookups = {c: CategoryLookup(vocabularies[c]) for c in spec.categorical}
         self._buffers = BufferPool()
-
-    @property
-    def report(self) -> DatasetReport:
-        """The counters updated while encoding."""
-        return self._labels.report
 
     def encode(self, table: pa.Table | pa.RecordBatch) -> Chunk:
         """Encode all rows of ``table``."""

@@ -15,7 +15,7 @@ yields and serving cannot drift from training. The model has two levels:
   in float32 (also under a mixed-precision policy), one unit per class.
 
 The trainer fits the inner model on :func:`imbalanced.tfdata.make_encoded_dataset`, which applies
-the same vocabularies (:func:`model_vocabulary`) while reading Arrow, so training skips per-row
+the same vocabularies (:func:`model_vocabularies`) while reading Arrow, so training skips per-row
 string tensors; the weights are shared, and the outer model is what is saved and served.
 The model is built with Keras ops and layers only (no custom layers), so ``model.keras`` loads
 without importing this package.
@@ -34,17 +34,22 @@ from imbalanced.feature_stats import MISSING_CATEGORY, FeatureStats
 
 PROBABILITIES = "probabilities"
 CLASS_ID = "class_id"
-
-
 ENCODED_MODEL = "encoded_classifier"
 
 
-def model_vocabulary(stats: FeatureStats, column: str) -> list[str]:
-    """Tokens of one categorical column in lookup order (id ``i + 1``; 0 = out of vocabulary)."""
-    vocabulary = list(stats.vocabularies[column])
-    if MISSING_CATEGORY not in vocabulary:
-        vocabulary.append(MISSING_CATEGORY)
-    return vocabulary
+def model_vocabularies(spec: FeatureSpec, stats: FeatureStats) -> dict[str, list[str]]:
+    """Per categorical column, its tokens in lookup order (id ``i + 1``; 0 = out of vocabulary).
+
+    The training vocabulary plus ``""`` (NULL) as its own token; the model's ``StringLookup``
+    layers and the training feed (``make_encoded_dataset``) both use exactly these lists.
+    """
+    vocabularies = {}
+    for column in spec.categorical:
+        tokens = list(stats.vocabularies[column])
+        if MISSING_CATEGORY not in tokens:
+            tokens.append(MISSING_CATEGORY)
+        vocabularies[column] = tokens
+    return vocabularies
 
 
 def feature_inputs(spec: FeatureSpec) -> dict[str, keras.KerasTensor]:
@@ -81,16 +86,20 @@ def _numeric_block(values: keras.KerasTensor, spec: FeatureSpec, stats: FeatureS
     return [normalize(keras.ops.where(is_nan, means, values)), keras.ops.cast(is_nan, "float32")]
 
 
-def _categorical_block(ids: keras.KerasTensor, spec: FeatureSpec, stats: FeatureStats) -> list:
+def _categorical_block(ids: keras.KerasTensor, vocabularies: dict[str, list[str]]) -> list:
     """One-hot ``[n, vocabulary + 1]`` per categorical column (index 0 = out of vocabulary)."""
     return [
-        keras.ops.one_hot(ids[:, j], len(model_vocabulary(stats, name)) + 1, dtype="float32")
-        for j, name in enumerate(spec.categorical)
+        keras.ops.one_hot(ids[:, j], len(tokens) + 1, dtype="float32")
+        for j, tokens in enumerate(vocabularies.values())
     ]
 
 
 def _encoded_classifier(
-    spec: FeatureSpec, stats: FeatureStats, classes: Sequence[str], hp: Hyperparameters
+    spec: FeatureSpec,
+    stats: FeatureStats,
+    vocabularies: dict[str, list[str]],
+    classes: Sequence[str],
+    hp: Hyperparameters,
 ) -> keras.Model:
     """The inner model: encoded matrices in, float32 probabilities ``[n, C]`` out."""
     inputs = encoded_inputs(spec)
@@ -98,7 +107,7 @@ def _encoded_classifier(
     if spec.numeric:
         parts += _numeric_block(inputs[ENCODED_NUMERIC], spec, stats)
     if spec.categorical:
-        parts += _categorical_block(inputs[ENCODED_CATEGORICAL], spec, stats)
+        parts += _categorical_block(inputs[ENCODED_CATEGORICAL], vocabularies)
     x = parts[0] if len(parts) == 1 else keras.layers.Concatenate(name="features")(parts)
     regularizer = keras.regularizers.L1L2(l1=hp.l1, l2=hp.l2) if hp.l1 or hp.l2 else None
     for i, units in enumerate(hp.hidden_units):
@@ -144,22 +153,23 @@ def build_model(
         its inner model (:func:`encoded_model`) shares all trainable weights.
     """
     inputs = feature_inputs(spec)
+    vocabularies = model_vocabularies(spec, stats)
     encoded = {}
     if spec.numeric:
         columns = [inputs[n] for n in spec.numeric]
         encoded[ENCODED_NUMERIC] = keras.ops.stack(columns, axis=-1)
     if spec.categorical:
         ids = []
-        for name in spec.categorical:
+        for name, tokens in vocabularies.items():
             lookup = keras.layers.StringLookup(
-                vocabulary=model_vocabulary(stats, name),
+                vocabulary=tokens,
                 num_oov_indices=1,
                 output_mode="int",
                 name=f"lookup_{name}",
             )
             ids.append(keras.ops.cast(lookup(inputs[name]), "int32"))
         encoded[ENCODED_CATEGORICAL] = keras.ops.stack(ids, axis=-1)
-    outputs = _encoded_classifier(spec, stats, classes, hp)(encoded)
+    outputs = _encoded_classifier(spec, stats, vocabularies, classes, hp)(encoded)
     return keras.Model(inputs, outputs, name="imbalanced_classifier")
 
 

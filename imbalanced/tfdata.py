@@ -206,7 +206,7 @@ def make_encoded_dataset(
     Args:
         source: where the record batches come from.
         spec: feature roles; its columns are checked against the source schema first.
-        vocabularies: categorical column -> tokens (:func:`imbalanced.model.model_vocabulary`).
+        vocabularies: categorical column -> tokens (:func:`imbalanced.model.model_vocabularies`).
         classes: class names in id order (default ``spec.classes``).
         batch_size: rows per batch.
         drop_remainder: drop a final smaller batch.

@@ -38,7 +38,7 @@ from imbalanced.distribution import DistributionContext, choose_strategy, set_mi
 from imbalanced.errors import LabelError, PipelineInputError
 from imbalanced.feature_stats import FeatureStats, class_counts_text, compute_feature_stats
 from imbalanced.keras_compat import patch_multi_worker_fit
-from imbalanced.model import build_model, encoded_model, export_saved_model, model_vocabulary
+from imbalanced.model import build_model, encoded_model, export_saved_model, model_vocabularies
 from imbalanced.resumable import ResumableEarlyStopping
 from imbalanced.sources.base import RecordBatchSource
 from imbalanced.tfdata import make_dataset, make_encoded_dataset, raise_source_errors
@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 
 _LOG = logging.getLogger(__name__)
 METADATA_FILE = "model_metadata.json"
-SHUFFLE_BATCHES = 256  # training batches in the shuffle buffer (> 2 chunks of the feed)
+SHUFFLE_BATCHES = 256  # training batches in the shuffle buffer (2 chunks at batch size 512)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -325,7 +325,7 @@ def training_dataset(
     ds = make_encoded_dataset(
         source,
         spec,
-        {name: model_vocabulary(stats, name) for name in spec.categorical},
+        model_vocabularies(spec, stats),
         classes=classes,
         batch_size=hp.batch_size,
         shard_index=ctx.worker.index if training else 0,

@@ -11,7 +11,7 @@ from imbalanced.chunk_encoding import BufferPool, CategoryLookup, ChunkEncoder
 from imbalanced.config import FeatureSpec, Hyperparameters
 from imbalanced.errors import LabelError
 from imbalanced.feature_stats import compute_feature_stats
-from imbalanced.model import build_model, encoded_model, model_vocabulary
+from imbalanced.model import build_model, encoded_model, model_vocabularies
 from imbalanced.sources.arrow_memory import ArrowTableSource
 from imbalanced.tfdata import (
     DatasetReport,
@@ -74,7 +74,7 @@ def model_and_test():
             make_dataset(ArrowTableSource(train), SPEC), SPEC, len(CLASSES), description="train"
         )
     model = build_model(SPEC, stats, CLASSES, Hyperparameters(hidden_units=(8,), seed=3))
-    vocabularies = {c: model_vocabulary(stats, c) for c in SPEC.categorical}
+    vocabularies = model_vocabularies(SPEC, stats)
     return model, vocabularies, test
 
 
