@@ -96,7 +96,7 @@ def epoch_rate(model: keras.Model, ds: tf.data.Dataset, rows: int) -> float:
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; print the result (and write --json)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rows", type=int, default=200_000, help="table rows")
+    parser.add_argument("--rows", type=int, default=1_000_000, help="table rows")
     parser.add_argument("--batch-size", type=int, default=512, help="training batch size")
     parser.add_argument("--hidden", default="64,32", help="hidden units, comma-separated")
     parser.add_argument("--repeat", type=int, default=5, help="timed epochs per feed")
