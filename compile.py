@@ -21,9 +21,9 @@ from typing import Any
 import yaml
 
 from components.image import PROJECT_IMAGE
-from imbalanced.errors import PipelineInputError
-from imbalanced.provenance import current_git_commit
 from pipelines.vertex_training import VertexTrainingConfig
+from vertex_imbalanced.errors import PipelineInputError
+from vertex_imbalanced.registry.provenance import current_git_commit
 
 PIPELINE_FILE = "training_pipeline.yaml"
 _SAMPLE_VALUES = {

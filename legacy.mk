@@ -4,7 +4,7 @@ LEGACY_VENV := .venv-legacy
 LEGACY_BIN := $(LEGACY_VENV)/bin
 LEGACY_STAMP := $(LEGACY_VENV)/.synced
 # Only these files are collected there: the rest of tests/ imports kfp / TF 2.21 code.
-LEGACY_TESTS := tests/sources/test_tfio_source.py
+LEGACY_TESTS := tests/reading/sources/test_tfio_source.py
 
 .PHONY: legacy-env test-legacy legacy-lock legacy-bench
 

@@ -26,9 +26,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from imbalanced.config import IMBALANCE_MODES, FeatureSpec
-from imbalanced.errors import PipelineInputError
-from imbalanced.identifiers import require_columns, validate_column
+from vertex_imbalanced.config import IMBALANCE_MODES, FeatureSpec
+from vertex_imbalanced.errors import PipelineInputError
+from vertex_imbalanced.warehouse.identifiers import require_columns, validate_column
 
 DEFAULT_OUTPUT_DIR = "build/local_run"
 DEFAULT_REGISTRY = "build/registry"
@@ -138,7 +138,7 @@ def resolve_source(args: argparse.Namespace, output_dir: Path) -> tuple[str, Fea
     """(source URI for the pipeline, feature spec, human description) from the CLI options."""
     features = [f.strip() for f in args.features.split(",") if f.strip()] if args.features else None
     if args.source is None:
-        from imbalanced.demo_data import DEMO_SPEC, write_demo_duckdb
+        from vertex_imbalanced.warehouse.demo_data import DEMO_SPEC, write_demo_duckdb
 
         db = output_dir / "demo.duckdb"
         write_demo_duckdb(db, rows=args.rows, seed=args.seed, table=DEMO_TABLE)
@@ -447,8 +447,8 @@ def pipeline_arguments(
         hyper["learning_rate"] = args.learning_rate
     if args.hidden_units:
         hyper["hidden_units"] = [int(u) for u in args.hidden_units.split(",")]
-    from imbalanced.config import Hyperparameters
-    from imbalanced.provenance import current_git_commit
+    from vertex_imbalanced.config import Hyperparameters
+    from vertex_imbalanced.registry.provenance import current_git_commit
 
     Hyperparameters.from_dict(hyper)  # fail here, not three steps in
     return {

@@ -25,7 +25,7 @@ import yaml
 
 from compile import add_vertex_training_arguments, compile_pipeline, vertex_training_from_args
 from components.image import PROJECT_IMAGE
-from imbalanced.errors import PipelineInputError
+from vertex_imbalanced.errors import PipelineInputError
 
 _GCS_RE = re.compile(r"^gs://[a-z0-9][a-z0-9._-]{1,220}[a-z0-9](/[^\s]*)?$")
 _PROJECT_RE = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")

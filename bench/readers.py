@@ -3,11 +3,11 @@
     python bench/readers.py [--rows N] [--json PATH] [--repeat R]
 
 Table: 20 FLOAT64 + 5 STRING (5-20 chars) + INT64 label, record batches of --batch-rows rows,
-served by ``imbalanced.testing.storage_server`` in a separate process. Each measurement runs in
+served by ``fakes.storage_server`` in a separate process. Each measurement runs in
 a fresh child process (so its peak RSS, ``ru_maxrss``, is its own); the time counts from
 creating the read session (or the in-memory source) to the last batch. Readers:
 
-  v1             our BigQueryStorageSource (2 streams) through imbalanced.tfdata.make_dataset
+  v1             our BigQueryStorageSource (2 streams) through vertex_imbalanced.reading.datasets.make_dataset
   v1_train       the same source through the training feed, make_encoded_dataset (numeric
                  matrix + vocabulary ids; 1000-token vocabularies, batches of --batch-rows)
   tfio           tensorflow-io 0.37.1 best config, via bench/tfio_reader_bench.py in .venv-legacy
@@ -54,8 +54,8 @@ N_FLOAT, N_STRING = 20, 5
 
 
 def _spec():
-    from imbalanced.config import FeatureSpec
-    from imbalanced.testing.arrow_tables import wide_float_names, wide_string_names
+    from fakes.arrow_tables import wide_float_names, wide_string_names
+    from vertex_imbalanced.config import FeatureSpec
 
     return FeatureSpec(
         label="label",
@@ -72,9 +72,9 @@ def _count_dataset(ds) -> int:
 
 
 def child_v1(args) -> tuple[int, float]:
-    from imbalanced.sources.bigquery_storage import BigQueryStorageSource
-    from imbalanced.testing.storage_server import local_client
-    from imbalanced.tfdata import make_dataset
+    from fakes.storage_server import local_client
+    from vertex_imbalanced.reading.datasets import make_dataset
+    from vertex_imbalanced.reading.sources.bigquery_storage import BigQueryStorageSource
 
     spec = _spec()
     client = local_client(args.address)
@@ -87,10 +87,10 @@ def child_v1(args) -> tuple[int, float]:
 def child_v1_train(args) -> tuple[int, float]:
     import numpy as np
 
-    from imbalanced.sources.bigquery_storage import BigQueryStorageSource
-    from imbalanced.testing.arrow_tables import random_strings
-    from imbalanced.testing.storage_server import local_client
-    from imbalanced.tfdata import make_encoded_dataset
+    from fakes.arrow_tables import random_strings
+    from fakes.storage_server import local_client
+    from vertex_imbalanced.reading.datasets import make_encoded_dataset
+    from vertex_imbalanced.reading.sources.bigquery_storage import BigQueryStorageSource
 
     spec = _spec()
     rng = np.random.default_rng(1)  # random tokens: nearly every lookup misses, as costly as a hit
@@ -108,7 +108,7 @@ def child_pandas(args) -> tuple[int, float]:
     import tensorflow as tf
     from google.cloud.bigquery_storage_v1 import types
 
-    from imbalanced.testing.storage_server import local_client
+    from fakes.storage_server import local_client
 
     client = local_client(args.address)
     start = time.perf_counter()
@@ -131,7 +131,7 @@ def _fetch_raw_responses(address: str) -> list[bytes]:
     import grpc
     from google.cloud.bigquery_storage_v1 import types
 
-    from imbalanced.testing.storage_server import local_client
+    from fakes.storage_server import local_client
 
     client = local_client(address)
     requested = types.ReadSession(table=TABLE, data_format=types.DataFormat.ARROW)
@@ -177,9 +177,9 @@ def child_pyarrow(args) -> tuple[int, float]:
 
 
 def child_tfdata_memory(args) -> tuple[int, float]:
-    from imbalanced.sources.arrow_memory import ArrowTableSource
-    from imbalanced.testing.arrow_tables import make_wide_table
-    from imbalanced.tfdata import make_dataset
+    from fakes.arrow_tables import make_wide_table
+    from vertex_imbalanced.reading.datasets import make_dataset
+    from vertex_imbalanced.reading.sources.arrow_memory import ArrowTableSource
 
     table = make_wide_table(args.rows, N_FLOAT, N_STRING, seed=args.seed)
     start = time.perf_counter()
@@ -193,7 +193,7 @@ def child_baseline(args) -> tuple[int, float]:
     import pandas  # noqa: F401
     from google.cloud.bigquery_storage_v1 import types  # noqa: F401
 
-    import imbalanced.tfdata  # noqa: F401
+    import vertex_imbalanced.reading.datasets  # noqa: F401
 
     return 0, 1.0
 
@@ -283,7 +283,7 @@ def summarize(reader: str, runs: list[dict]) -> dict:
 
 
 def run_parent(args) -> int:
-    from imbalanced.testing.storage_server import serve_in_subprocess
+    from fakes.storage_server import serve_in_subprocess
 
     results: list[dict] = []
     notes: dict[str, str] = {}

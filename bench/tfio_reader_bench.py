@@ -3,7 +3,7 @@
     .venv-legacy/bin/python bench/tfio_reader_bench.py [--rows N] [--batch-rows B] [--repeat R]
                                                        [--batch-size S] [--streams K]
 
-Starts ``imbalanced.testing.storage_server_v1beta1`` in its own process over a table of N rows
+Starts ``fakes.storage_server_v1beta1`` in its own process over a table of N rows
 (20 FLOAT64 + 5 STRING of 5-20 chars + INT64 label; ``ReadRows`` responses of --batch-rows
 rows), then, per format, a fresh child process that opens a ``TfioBigQuerySource`` (2 streams)
 and iterates ``dataset(batch_size)`` to the end: each stream read by tensorflow-io and batched
@@ -39,9 +39,9 @@ def run_child(args) -> int:
     import tensorflow as tf
     import tensorflow_io.bigquery as tfio_bq
 
-    from imbalanced.config import FeatureSpec
-    from imbalanced.sources.tfio_source import TfioBigQuerySource, raise_tfio_errors
-    from imbalanced.testing.arrow_tables import wide_float_names, wide_string_names
+    from fakes.arrow_tables import wide_float_names, wide_string_names
+    from vertex_imbalanced.config import FeatureSpec
+    from vertex_imbalanced.reading.sources.tfio_source import TfioBigQuerySource, raise_tfio_errors
 
     spec = FeatureSpec(
         label="label",
@@ -91,7 +91,7 @@ def measure(args, address: str, data_format: str) -> dict:
 
 
 def run_parent(args) -> int:
-    from imbalanced.testing.storage_server_v1beta1 import serve_in_subprocess
+    from fakes.storage_server_v1beta1 import serve_in_subprocess
 
     runs: dict[str, list[dict]] = {f: [] for f in args.formats.split(",")}
     with serve_in_subprocess(

@@ -4,10 +4,10 @@
 
 A synthetic table (10 FLOAT64 columns with NULLs, 3 STRING columns, a 3-class label and a
 ``sample_weight`` column) is served by ``ArrowTableSource`` (2 streams, 8192-row record
-batches) through ``imbalanced.train.training_dataset`` -- the trainer's own feed
+batches) through ``vertex_imbalanced.training.trainer.training_dataset`` -- the trainer's own feed
 (``make_encoded_dataset``: chunks, vocabulary ids, batches shuffled, weights scaled).
-The model is the inner model of ``imbalanced.model.build_model``, compiled as in
-``imbalanced.train`` (SparseCategoricalCrossentropy, Adam, weighted accuracy). The same batches,
+The model is the inner model of ``vertex_imbalanced.training.model.build_model``, compiled as in
+``vertex_imbalanced.training.trainer`` (SparseCategoricalCrossentropy, Adam, weighted accuracy). The same batches,
 read once and then served from memory (``Dataset.cache``), are the in-memory baseline.
 Each measurement is one ``fit`` epoch after a warm-up epoch; the two feeds alternate ``--repeat``
 times. The verdict uses each feed's best epoch (as ``timeit`` does: on a shared machine other
@@ -34,13 +34,13 @@ import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from imbalanced.config import WEIGHT_COLUMN, FeatureSpec, Hyperparameters  # noqa: E402
-from imbalanced.distribution import choose_strategy  # noqa: E402
-from imbalanced.feature_stats import FeatureStats, compute_feature_stats  # noqa: E402
-from imbalanced.model import build_model, encoded_model  # noqa: E402
-from imbalanced.sources.arrow_memory import ArrowTableSource  # noqa: E402
-from imbalanced.tfdata import make_dataset  # noqa: E402
-from imbalanced.train import training_dataset  # noqa: E402
+from vertex_imbalanced.config import WEIGHT_COLUMN, FeatureSpec, Hyperparameters  # noqa: E402
+from vertex_imbalanced.reading.datasets import make_dataset  # noqa: E402
+from vertex_imbalanced.reading.sources.arrow_memory import ArrowTableSource  # noqa: E402
+from vertex_imbalanced.training.model import build_model, encoded_model  # noqa: E402
+from vertex_imbalanced.training.statistics import FeatureStats, compute_feature_stats  # noqa: E402
+from vertex_imbalanced.training.strategy import choose_strategy  # noqa: E402
+from vertex_imbalanced.training.trainer import training_dataset  # noqa: E402
 
 NUMERIC = tuple(f"x{i}" for i in range(10))
 CATEGORICAL = ("c0", "c1", "c2")

@@ -30,12 +30,12 @@ def evaluate(
     """
     import shutil
 
-    from imbalanced.evaluate import (
+    from vertex_imbalanced.evaluation.evaluate import (
         evaluate_model,
         roc_points,
         scalar_metrics,
     )
-    from imbalanced.prepare import PreparedData
+    from vertex_imbalanced.warehouse.prepare import PreparedData
 
     splits = PreparedData.read(prepared_data.path)
     result = evaluate_model(

@@ -32,7 +32,7 @@ def gate(
     """
     from collections import namedtuple
 
-    from imbalanced.gate import decide, load_metrics, parse_champion
+    from vertex_imbalanced.evaluation.gate import decide, load_metrics, parse_champion
 
     decision = decide(
         load_metrics(challenger_metrics.path),

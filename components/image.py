@@ -3,4 +3,4 @@
 ``compile.py --image`` replaces it in the compiled YAML; locally ``kfp.local`` ignores it.
 """
 
-PROJECT_IMAGE = "us-docker.pkg.dev/your-project/imbalanced/trainer:0.1.0"
+PROJECT_IMAGE = "us-docker.pkg.dev/your-project/vertex_imbalanced/trainer:0.1.0"

@@ -26,7 +26,7 @@ def lookup_champion(registry_uri: str, model_name: str) -> NamedTuple(
     import json
     from collections import namedtuple
 
-    from imbalanced.registry.base import open_registry
+    from vertex_imbalanced.registry.base import open_registry
 
     outputs = namedtuple("ChampionOutputs", ["metrics_json", "version"])
     champion = open_registry(registry_uri).champion(model_name)

@@ -41,8 +41,8 @@ def prepare_data(
         expiration_hours: BigQuery output tables expire after this many hours (0: never).
         output_dataset: BigQuery ``[project.]dataset`` for the outputs ("" = the source's).
     """
-    from imbalanced.config import FeatureSpec, ImbalanceConfig
-    from imbalanced.prepare import prepare_data as run
+    from vertex_imbalanced.config import FeatureSpec, ImbalanceConfig
+    from vertex_imbalanced.warehouse.prepare import prepare_data as run
 
     result = run(
         source_uri,

@@ -46,8 +46,8 @@ def register(
     import json
     from collections import namedtuple
 
-    from imbalanced.errors import PipelineInputError
-    from imbalanced.registry.base import open_registry, read_metrics_artifact
+    from vertex_imbalanced.errors import PipelineInputError
+    from vertex_imbalanced.registry.base import open_registry, read_metrics_artifact
 
     try:
         labels = json.loads(labels_json or "{}")

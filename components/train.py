@@ -29,9 +29,9 @@ def train(
     """
     import json
 
-    from imbalanced.config import FeatureSpec, Hyperparameters
-    from imbalanced.prepare import PreparedData
-    from imbalanced.train import backup_dir_for, train_prepared
+    from vertex_imbalanced.config import FeatureSpec, Hyperparameters
+    from vertex_imbalanced.training.trainer import backup_dir_for, train_prepared
+    from vertex_imbalanced.warehouse.prepare import PreparedData
 
     result = train_prepared(
         PreparedData.read(prepared_data.path),

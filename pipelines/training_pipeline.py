@@ -108,7 +108,7 @@ def build_pipeline(
             imbalance_mode: downsample_upweight, class_weight, none or downsample_only.
             imbalance_max_ratio: largest majority:minority ratio kept (0: no limit).
             imbalance_target_share: largest share any class may keep (0: no limit).
-            hyperparameters: JSON object of ``imbalanced.config.Hyperparameters`` fields
+            hyperparameters: JSON object of ``vertex_imbalanced.config.Hyperparameters`` fields
                 (missing fields take the defaults).
             gate_metric: metric the gate compares (higher is better).
             min_metric: minimum value of ``gate_metric``.

@@ -12,7 +12,7 @@ import copy
 import dataclasses
 from typing import Any
 
-from imbalanced.errors import PipelineInputError
+from vertex_imbalanced.errors import PipelineInputError
 
 REDUCTION_SERVER_IMAGE = "us-docker.pkg.dev/vertex-ai-restricted/training/reductionserver:latest"
 """Google's Reduction Server image (pool 2 of a custom job)."""

@@ -5,7 +5,7 @@
 -- train [0, t), validation [t, v), test [v, 10000) and passes one range per query.
 -- NULL keys hash as the empty string (all land in one bucket).
 --
--- Identifiers (validated, substituted by imbalanced.warehouse.render): source, key.
+-- Identifiers (validated, substituted by vertex_imbalanced.warehouse.engines.render): source, key.
 -- Parameters: @bucket_lo INT64, @bucket_hi INT64.
 SELECT src.*
 FROM {source} AS src

@@ -1,7 +1,7 @@
 import pytest
 
-from imbalanced.config import FeatureSpec, Hyperparameters, ImbalanceConfig
-from imbalanced.errors import PipelineInputError
+from vertex_imbalanced.config import FeatureSpec, Hyperparameters, ImbalanceConfig
+from vertex_imbalanced.errors import PipelineInputError
 
 
 def test_feature_spec_round_trips_and_orders_columns():

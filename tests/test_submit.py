@@ -7,9 +7,9 @@ from google.cloud.aiplatform import pipeline_jobs
 
 import compile as compile_cli
 import submit
-from imbalanced.testing.fake_vertex import FakeVertex
-from imbalanced.testing.fake_vertex_metadata import FakeMetadata
-from imbalanced.testing.fake_vertex_pipelines import FakePipelineJobs
+from fakes.vertex import FakeVertex
+from fakes.vertex_metadata import FakeMetadata
+from fakes.vertex_pipelines import FakePipelineJobs
 
 PROJECT = "test-project"
 LOCATION = f"projects/{PROJECT}/locations/us-central1"

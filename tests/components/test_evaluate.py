@@ -10,7 +10,7 @@ from kfp import dsl, local
 from kfp.dsl import Dataset, Model
 
 from components.evaluate import evaluate
-from imbalanced.config import FeatureSpec
+from vertex_imbalanced.config import FeatureSpec
 
 CLASSES = ["ok", "fraud"]
 

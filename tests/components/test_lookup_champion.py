@@ -3,9 +3,9 @@
 import json
 
 from components.lookup_champion import lookup_champion
-from imbalanced.registry.local import LocalRegistry
-from imbalanced.registry.vertex import VertexRegistry
-from imbalanced.testing.fake_vertex import FakeVertex
+from fakes.vertex import FakeVertex
+from vertex_imbalanced.registry.local import LocalRegistry
+from vertex_imbalanced.registry.vertex import VertexRegistry
 
 
 def metrics_for(macro_f1):

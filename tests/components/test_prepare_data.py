@@ -5,8 +5,8 @@ import pytest
 from kfp import local
 
 from components.prepare_data import prepare_data
-from imbalanced.demo_data import DEMO_SPEC, write_demo_duckdb
-from imbalanced.prepare import PreparedData
+from vertex_imbalanced.warehouse.demo_data import DEMO_SPEC, write_demo_duckdb
+from vertex_imbalanced.warehouse.prepare import PreparedData
 
 
 @pytest.fixture()

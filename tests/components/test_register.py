@@ -8,9 +8,9 @@ from kfp import dsl
 from kfp.dsl import Artifact, Model
 
 from components.register import register
-from imbalanced.errors import PipelineInputError
-from imbalanced.registry.local import LocalRegistry
-from imbalanced.testing.fake_vertex import FakeVertex
+from fakes.vertex import FakeVertex
+from vertex_imbalanced.errors import PipelineInputError
+from vertex_imbalanced.registry.local import LocalRegistry
 
 METRICS = {"classes": ["neg", "pos"], "macro_f1": 0.75, "confusion_matrix": [[8, 1], [1, 2]]}
 

@@ -7,11 +7,11 @@ from kfp import dsl, local
 from kfp.dsl import Dataset
 
 from components.train import train
-from imbalanced.config import ImbalanceConfig
-from imbalanced.demo_data import DEMO_SPEC, write_demo_duckdb
-from imbalanced.errors import PipelineInputError
-from imbalanced.prepare import prepare_data
-from imbalanced.train import backup_dir_for
+from vertex_imbalanced.config import ImbalanceConfig
+from vertex_imbalanced.errors import PipelineInputError
+from vertex_imbalanced.training.trainer import backup_dir_for
+from vertex_imbalanced.warehouse.demo_data import DEMO_SPEC, write_demo_duckdb
+from vertex_imbalanced.warehouse.prepare import prepare_data
 
 HP = {"hidden_units": [8], "epochs": 2, "batch_size": 128}
 
@@ -70,6 +70,6 @@ def test_backup_dir_prefers_vertex_checkpoint_dir():
     env = {"AIP_CHECKPOINT_DIR": "gs://b/job/checkpoints"}
     assert backup_dir_for("/gcs/b/model", env) == "gs://b/job/checkpoints"
     with pytest.raises(PipelineInputError, match="unknown hyperparameters"):
-        from imbalanced.config import Hyperparameters
+        from vertex_imbalanced.config import Hyperparameters
 
         Hyperparameters.from_dict({"hiden_units": [8]})

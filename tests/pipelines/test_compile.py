@@ -8,8 +8,8 @@ import yaml
 
 import compile as compile_cli
 from components.image import PROJECT_IMAGE
-from imbalanced.errors import PipelineInputError
 from pipelines.vertex_training import REDUCTION_SERVER_IMAGE, VertexTrainingConfig
+from vertex_imbalanced.errors import PipelineInputError
 
 ROOT = Path(__file__).resolve().parents[2]
 GCPC_IMAGE_PREFIX = "gcr.io/ml-pipeline/google-cloud-pipeline-components"

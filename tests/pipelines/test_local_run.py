@@ -77,7 +77,7 @@ def test_failing_task_stops_the_run_names_it_and_leaves_the_registry_alone(two_r
     _, registry = two_runs
     before = registry_listing(registry)
     source = tmp_path / "demo.duckdb"
-    from imbalanced.demo_data import DEMO_SPEC, write_demo_duckdb
+    from vertex_imbalanced.warehouse.demo_data import DEMO_SPEC, write_demo_duckdb
 
     uri = write_demo_duckdb(source, rows=500, seed=1, table="demo")
     arguments = {

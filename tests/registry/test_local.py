@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from imbalanced.errors import PipelineInputError
-from imbalanced.registry.base import RegisteredVersion, Registry, open_registry
-from imbalanced.registry.local import LocalRegistry
+from vertex_imbalanced.errors import PipelineInputError
+from vertex_imbalanced.registry.base import RegisteredVersion, Registry, open_registry
+from vertex_imbalanced.registry.local import LocalRegistry
 
 NAME = "fraud-model"
 
@@ -90,7 +90,7 @@ def test_concurrent_registrations_get_distinct_versions(registry, model_dir, tmp
         _run_python(
             f"""
             import os, time
-            from imbalanced.registry.local import LocalRegistry
+            from vertex_imbalanced.registry.local import LocalRegistry
             while not os.path.exists({str(go)!r}):  # start together
                 time.sleep(0.001)
             LocalRegistry({str(registry.root)!r}).register(
@@ -116,7 +116,7 @@ def _crash_at(registry, model_dir, run: str, champion: bool, call: str) -> int:
     proc = _run_python(
         f"""
         import os
-        from imbalanced.registry.local import LocalRegistry
+        from vertex_imbalanced.registry.local import LocalRegistry
         os.{call} = lambda *a, **k: os._exit(17)
         LocalRegistry({str(registry.root)!r}).register(
             {NAME!r}, {str(model_dir)!r}, {{"macro_f1": 0.9}}, {{}}, {run!r}, {champion})

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from imbalanced.errors import PipelineInputError
-from imbalanced.registry.base import RegistryError, open_registry
-from imbalanced.registry.vertex import (
+from fakes.vertex import FakeVertex
+from vertex_imbalanced.errors import PipelineInputError
+from vertex_imbalanced.registry.base import RegistryError, open_registry
+from vertex_imbalanced.registry.vertex import (
     CLASSIFICATION_SCHEMA_URI,
     MODEL_LABEL,
     RUN_LABEL,
@@ -14,7 +15,6 @@ from imbalanced.registry.vertex import (
     VertexRegistry,
     sanitize_label_value,
 )
-from imbalanced.testing.fake_vertex import FakeVertex
 
 PARENT = "projects/p/locations/us-central1"
 TF_IMAGE = "us-docker.pkg.dev/vertex-ai/prediction/tf2-cpu.2-15:latest"

@@ -1,0 +1,191 @@
+"""BigQueryStorageSource against the local Storage Read v1 gRPC server (no Google Cloud)."""
+
+import collections
+
+import grpc
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+from fakes.arrow_tables import make_nested_table, make_typed_table, make_wide_table
+from fakes.storage_server import Faults, StorageReadServer, local_client
+from vertex_imbalanced.errors import PipelineInputError, SchemaError, SourceError
+from vertex_imbalanced.reading.sources.base import RecordBatchSource
+from vertex_imbalanced.reading.sources.bigquery_storage import BigQueryStorageSource
+
+TYPED = make_typed_table(60, seed=1)
+WIDE = make_wide_table(5000, n_float=3, n_string=2, seed=2, key=True)
+
+
+def path(name: str) -> str:
+    return f"projects/p/datasets/d/tables/{name}"
+
+
+@pytest.fixture(scope="module")
+def server():
+    with StorageReadServer(batch_rows=1000) as srv:
+        srv.add_table(path("typed"), TYPED)
+        srv.add_table(path("wide"), WIDE)
+        srv.add_table(path("nested"), make_nested_table())
+        srv.add_table(path("empty"), TYPED.slice(0, 0))
+        srv.add_table(path("zero"), TYPED, Faults(zero_streams=True))
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return local_client(server.address)
+
+
+def open_source(client, table, columns=None, **kwargs) -> BigQueryStorageSource:
+    kwargs.setdefault("retry_backoff_s", 0.001)
+    return BigQueryStorageSource(f"p.d.{table}", columns, client=client, **kwargs)
+
+
+def read_all(source) -> pa.Table:
+    batches = [b for i in range(source.num_streams) for b in source.read_stream(i)]
+    assert all(isinstance(b, pa.RecordBatch) for b in batches)
+    return pa.Table.from_batches(batches, schema=source.schema)
+
+
+def requests_for(server, stream_name):
+    return [offset for name, offset in server.read_requests if name == stream_name]
+
+
+def test_round_trip_keeps_types_values_and_nulls(client):
+    source = open_source(client, "typed", TYPED.schema.names, num_streams=1)
+    assert isinstance(source, RecordBatchSource)
+    assert source.description == "bq://p.d.typed"
+    assert source.schema == TYPED.schema
+    got = read_all(source)
+    assert got.equals(TYPED)
+    assert got.column("f64").null_count == TYPED.column("f64").null_count > 0
+    assert got.column("cat").null_count > 0
+
+
+def test_selected_columns_come_in_requested_order(client):
+    columns = ["label", "cat", "key"]
+    source = open_source(client, "typed", columns)
+    assert source.schema.names == columns
+    got = read_all(source)
+    assert got.equals(TYPED.select(columns))
+
+
+def test_row_restriction_is_applied_by_the_server(client):
+    source = open_source(client, "typed", ["key", "cat"], row_restriction='cat = "red" AND i64 > 0')
+    got = read_all(source)
+    mask = pc.and_(pc.equal(TYPED["cat"], "red"), pc.greater(TYPED["i64"], 0))
+    expected = TYPED.filter(mask)["key"].to_pylist()
+    assert 0 < len(expected) < TYPED.num_rows
+    assert sorted(got["key"].to_pylist()) == expected
+    assert "WHERE" in source.description
+
+
+def test_streams_cover_every_row_exactly_once(client):
+    source = open_source(client, "wide", ["key", "f00", "s01"], num_streams=3)
+    assert source.num_streams == 3
+    keys = [k for i in range(3) for b in source.read_stream(i) for k in b["key"].to_pylist()]
+    assert sorted(keys) == list(range(WIDE.num_rows))
+    per_stream = [sum(b.num_rows for b in source.read_stream(i)) for i in range(3)]
+    assert all(n > 0 for n in per_stream)
+
+
+def test_fewer_streams_than_asked_when_the_table_is_small(server, client):
+    server.add_table(path("two_rows"), TYPED.slice(0, 2))
+    source = open_source(client, "two_rows", ["key"], num_streams=4)
+    assert source.num_streams == 2
+    assert sorted(read_all(source)["key"].to_pylist()) == [0, 1]
+
+
+@pytest.mark.parametrize(
+    "code",
+    [grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL, grpc.StatusCode.DEADLINE_EXCEEDED],
+)
+def test_broken_stream_resumes_with_no_row_lost_or_doubled(server, client, code):
+    # Breaks inside a record batch (1500 with 1000-row batches), twice per stream.
+    server.add_table(path("flaky"), WIDE, Faults(break_at_row=1500, break_times=2, break_code=code))
+    source = open_source(client, "flaky", ["key", "f01", "s00"], num_streams=2)
+    got = read_all(source)
+    counts = collections.Counter(got["key"].to_pylist())
+    assert counts == collections.Counter(range(WIDE.num_rows))
+    for name in source.stream_names:
+        assert requests_for(server, name) == [0, 1500, 1500]  # 2 breaks, then success
+    by_key = got.sort_by("key")
+    assert by_key["f01"].equals(WIDE["f01"]) and by_key["s00"].equals(WIDE["s00"])
+
+
+def test_stream_breaking_every_time_gives_source_error_naming_stream_and_offset(server, client):
+    server.add_table(path("dead"), WIDE, Faults(break_at_row=700, break_times=None, streams=(1,)))
+    source = open_source(client, "dead", ["key"], num_streams=2, max_retries=3)
+    assert sum(b.num_rows for b in source.read_stream(0)) == 2500
+    rows = 0
+    with pytest.raises(SourceError) as info:
+        for batch in source.read_stream(1):
+            rows += batch.num_rows
+    name = source.stream_names[1]
+    assert name in str(info.value) and "offset 700" in str(info.value)
+    assert rows == 700
+    assert requests_for(server, name) == [0, 700, 700, 700]
+
+
+def test_non_transient_stream_error_is_not_retried(server, client):
+    faults = Faults(break_at_row=10, break_code=grpc.StatusCode.PERMISSION_DENIED)
+    server.add_table(path("denied"), WIDE, faults)
+    source = open_source(client, "denied", ["key"], num_streams=1)
+    with pytest.raises(SourceError, match="offset 10"):
+        list(source.read_stream(0))
+    assert requests_for(server, source.stream_names[0]) == [0]
+
+
+@pytest.mark.parametrize("table", ["zero", "empty"])
+def test_zero_streams_is_a_clear_error(client, table):
+    with pytest.raises(PipelineInputError, match=rf"table p\.d\.{table} is empty or the row"):
+        open_source(client, table, ["key"])
+
+
+def test_row_restriction_matching_nothing_names_it(client):
+    with pytest.raises(PipelineInputError, match="matched no rows.*key < 0"):
+        open_source(client, "typed", ["key"], row_restriction="key < 0")
+
+
+def test_missing_table_is_named(client):
+    with pytest.raises(PipelineInputError, match=r"table p\.d\.nope not found"):
+        open_source(client, "nope", ["key"])
+
+
+def test_misspelled_column_suggests_the_closest(client):
+    with pytest.raises(SchemaError, match=r"no column 'lable'; did you mean 'label'\?"):
+        open_source(client, "typed", ["key", "lable"])
+
+
+def test_bad_row_restriction_is_input_error(client):
+    with pytest.raises(PipelineInputError, match="row restriction 'no_such_col = 1'"):
+        open_source(client, "typed", ["key"], row_restriction="no_such_col = 1")
+
+
+@pytest.mark.parametrize(("column", "kind"), [("address", "STRUCT"), ("tags", "ARRAY")])
+def test_struct_and_array_columns_are_rejected(client, column, kind):
+    with pytest.raises(SchemaError, match=rf"column '{column}' .* unsupported type {kind}"):
+        open_source(client, "nested", ["key", column])
+
+
+@pytest.mark.parametrize("bad", ["p.d.t; DROP TABLE x", "d.t"])
+def test_bad_table_reference(client, bad):
+    with pytest.raises(PipelineInputError):
+        BigQueryStorageSource(bad, ["key"], client=client)
+
+
+def test_streams_interleaved_into_tf_data_survive_a_broken_stream(server, client):
+    from vertex_imbalanced.config import FeatureSpec
+    from vertex_imbalanced.reading.datasets import make_dataset
+
+    server.add_table(path("flaky_tf"), WIDE, Faults(break_at_row=1234, break_times=1))
+    spec = FeatureSpec(label="label", numeric=("f00", "f02"), categorical=("s01",), key="key")
+    source = open_source(client, "flaky_tf", ["key", "f00", "f02", "s01", "label"])
+    labels = 0
+    positives = 0
+    for _, label, _ in make_dataset(source, spec):
+        labels += int(label.shape[0])
+        positives += int(label.numpy().sum())
+    assert labels == WIDE.num_rows
+    assert positives == pc.sum(WIDE["label"]).as_py()

@@ -1,0 +1,370 @@
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import keras
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+import tensorflow as tf
+
+from vertex_imbalanced.config import WEIGHT_COLUMN, FeatureSpec, Hyperparameters
+from vertex_imbalanced.errors import LabelError, PipelineInputError, SchemaError
+from vertex_imbalanced.reading.sources.arrow_memory import ArrowTableSource
+from vertex_imbalanced.training.trainer import train_model
+from vertex_imbalanced.warehouse.demo_data import DEMO_SPEC, demo_table
+
+CLASSES = ("0", "1", "2")
+SPEC = DEMO_SPEC.with_weight(WEIGHT_COLUMN)
+TINY = Hyperparameters(hidden_units=(8,), epochs=3, batch_size=128, early_stopping_patience=5)
+
+
+def weighted(table: pa.Table, weights=None) -> pa.Table:
+    w = np.ones(table.num_rows) if weights is None else weights
+    return table.append_column(WEIGHT_COLUMN, pa.array(w, pa.float64()))
+
+
+def sources(train_rows=1200, val_rows=400):
+    return (
+        ArrowTableSource(weighted(demo_table(train_rows, seed=1)), batch_rows=256, name="train"),
+        ArrowTableSource(demo_table(val_rows, seed=2), name="validation"),
+    )
+
+
+def no_output(out: Path) -> bool:
+    return not out.exists() and not out.with_name(f"{out.name}.partial").exists()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("train") / "model"
+    backup = out.parent / "backup"
+    train, val = sources()
+    result = train_model(
+        train,
+        val,
+        SPEC,
+        CLASSES,
+        TINY,
+        out,
+        backup_dir=str(backup),
+        imbalance_report={"mode": "none"},
+    )
+    return result
+
+
+def test_model_directory_follows_the_contract(trained):
+    out = trained.model_dir
+    assert sorted(p.name for p in out.iterdir()) == [
+        "logs",
+        "model.keras",
+        "model_metadata.json",
+        "saved_model",
+    ]
+    meta = json.loads((out / "model_metadata.json").read_text())
+    assert meta["framework"] == "tensorflow" and meta["classes"] == list(CLASSES)
+    assert meta["feature_spec"]["numeric"] == list(DEMO_SPEC.numeric)
+    assert (
+        meta["feature_spec"]["weight"] is None and meta["training_weight_column"] == WEIGHT_COLUMN
+    )
+    assert meta["imbalance"] == {"mode": "none"}
+    assert meta["hyperparameters"]["hidden_units"] == [8]
+    assert meta["training_metrics"]["epochs_run"] == 3
+    assert meta["training_metrics"]["train_rows_per_epoch"] == 1200
+    assert meta["training_metrics"]["val_loss"] == pytest.approx(min(trained.history["val_loss"]))
+    assert not out.with_name("model.partial").exists()
+    assert not (out.parent / "backup").exists()  # BackupAndRestore cleans up after success
+    events = list((out / "logs").rglob("events.out.tfevents.*"))
+    assert {p.parent.name for p in events} == {"train", "validation"}
+
+
+RAW_ROWS = {
+    "x1": [0.1, np.nan, 2.5, -1.0, np.nan],
+    "x2": [np.nan, -2.0, 0.0, 1.0, np.nan],
+    "x3": [0.0, 0.5, np.nan, 3.5, np.nan],
+    "n_items": [2.0, 4.0, 1.0, np.nan, np.nan],
+    "is_member": [0.0, 1.0, np.nan, 1.0, np.nan],
+    "color": ["blue", "", "purple", "red", ""],  # "" = NULL, "purple" never seen
+    "region": ["north", "mars", "", "west", ""],
+}
+
+
+def test_exported_models_predict_like_the_in_memory_model(trained):
+    numeric = {k: tf.constant(v, tf.float32) for k, v in RAW_ROWS.items() if k in DEMO_SPEC.numeric}
+    strings = {k: tf.constant(v) for k, v in RAW_ROWS.items() if k in DEMO_SPEC.categorical}
+    features = numeric | strings
+    expected = trained.model(features).numpy()
+    assert np.isfinite(expected).all()
+    reloaded = keras.models.load_model(trained.model_dir / "model.keras")
+    np.testing.assert_allclose(reloaded(features).numpy(), expected, rtol=1e-6, atol=1e-7)
+    serving = tf.saved_model.load(str(trained.model_dir / "saved_model"))
+    out = serving.signatures["serving_default"](**features)
+    np.testing.assert_allclose(out["probabilities"].numpy(), expected, rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(out["class_id"].numpy(), expected.argmax(axis=1))
+    assert out["class_id"].dtype == tf.int64
+
+
+def test_same_seed_same_metrics_different_seed_different_metrics(tmp_path, trained):
+    train, val = sources()
+    again = train_model(train, val, SPEC, CLASSES, TINY, tmp_path / "again")
+    assert again.metrics == trained.metrics
+    assert again.history == trained.history
+    other = train_model(
+        train,
+        val,
+        SPEC,
+        CLASSES,
+        Hyperparameters(**{**TINY.to_dict(), "seed": 7}),
+        tmp_path / "other",
+    )
+    assert other.metrics["val_loss"] != trained.metrics["val_loss"]
+
+
+def _replace(table: pa.Table, name: str, values: pa.Array) -> pa.Table:
+    return table.set_column(table.schema.get_field_index(name), name, values)
+
+
+def _train_table():
+    return weighted(demo_table(600, seed=3))
+
+
+BAD_INPUTS = {
+    "one declared class": (
+        lambda: (_train_table(), SPEC, ("0",)),
+        LabelError,
+        r"at least two classes",
+    ),
+    "one class in the data": (
+        lambda: (_train_table().filter(pc.equal(pc.field("label"), 0)), SPEC, CLASSES),
+        LabelError,
+        r"holds only class \['0'\]",
+    ),
+    "labels outside the declared classes": (
+        lambda: (_train_table(), SPEC, ("0", "1")),
+        LabelError,
+        r"'label' of train.*value 2",
+    ),
+    "missing feature column": (
+        lambda: (
+            _train_table(),
+            FeatureSpec(**{**SPEC.to_dict(), "numeric": ["x1", "x_1"]}),
+            CLASSES,
+        ),
+        SchemaError,
+        r"x_1",
+    ),
+    "all-NULL feature": (
+        lambda: (_replace(_train_table(), "x3", pa.nulls(600, pa.float64())), SPEC, CLASSES),
+        PipelineInputError,
+        r"'x3' of train is NULL in all 600 rows",
+    ),
+    "zero rows after downsampling": (
+        lambda: (_train_table().slice(0, 0), SPEC, CLASSES),
+        PipelineInputError,
+        r"zero rows",
+    ),
+    "non-numeric values in a numeric column": (
+        lambda: (
+            _train_table(),
+            FeatureSpec(
+                **{**SPEC.to_dict(), "numeric": ["x1", "region"], "categorical": ["color"]}
+            ),
+            CLASSES,
+        ),
+        SchemaError,
+        r"'region' of train is STRING but is listed as numeric",
+    ),
+    "float label": (
+        lambda: (
+            _replace(
+                _train_table(), "label", pc.cast(_train_table().column("label"), pa.float64())
+            ),
+            SPEC,
+            CLASSES,
+        ),
+        LabelError,
+        r"label column 'label' of train is FLOAT64",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_fails_clearly_and_writes_nothing(tmp_path, case):
+    make, error, pattern = BAD_INPUTS[case]
+    table, spec, classes = make()
+    out = tmp_path / "model"
+    train = ArrowTableSource(table, name="train")
+    val = ArrowTableSource(demo_table(300, seed=4), name="validation")
+    with pytest.raises(error, match=pattern):
+        train_model(train, val, spec, classes, TINY, out, backup_dir=str(tmp_path / "b"))
+    assert no_output(out) and not (tmp_path / "b").exists()
+
+
+def test_class_absent_from_validation_warns_and_trains(tmp_path):
+    train, _ = sources(600)
+    val_table = demo_table(400, seed=2)
+    val = ArrowTableSource(val_table.filter(pc.not_equal(pc.field("label"), 2)), name="val")
+    hp = Hyperparameters(**{**TINY.to_dict(), "epochs": 1})
+    with pytest.warns(UserWarning, match=r"classes \['2'\] are in the training data but absent"):
+        result = train_model(train, val, SPEC, CLASSES, hp, tmp_path / "model")
+    assert (result.model_dir / "saved_model").is_dir()
+
+
+# -- fault tolerance: kill the training process after epoch k, restart from the backup -------
+
+FAULT_HP = Hyperparameters(
+    hidden_units=(8,),
+    epochs=5,
+    dropout=0.2,
+    batch_size=128,
+    early_stopping_patience=2,
+    learning_rate=0.02,
+    seed=3,
+)
+
+
+def fault_run(out: str, backup: str, kill_after: int | None = None) -> dict:
+    """Train on fixed data; with ``kill_after`` the process dies (os._exit) after that epoch."""
+
+    class Kill(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if kill_after is not None and epoch + 1 == kill_after:
+                os._exit(17)
+
+    train, val = sources(900, 500)
+    result = train_model(
+        train, val, SPEC, CLASSES, FAULT_HP, out, backup_dir=backup, callbacks=[Kill()]
+    )
+    return {"metrics": result.metrics, "history": result.history}
+
+
+SCRIPT = textwrap.dedent(
+    """
+    import json, os, sys
+    sys.path.insert(0, {tests!r})
+    from test_train import fault_run
+    kill = os.environ.get("KILL_AFTER_EPOCH")
+    result = fault_run(sys.argv[1], sys.argv[2], int(kill) if kill else None)
+    print("RESULT", json.dumps(result))
+    """
+)
+
+
+def test_killed_training_resumes_from_backup_and_matches_uninterrupted_run(tmp_path):
+    reference = fault_run(str(tmp_path / "ref"), str(tmp_path / "ref_backup"))
+    script = tmp_path / "run.py"
+    script.write_text(SCRIPT.format(tests=str(Path(__file__).parent)))
+    out, backup = str(tmp_path / "model"), str(tmp_path / "backup")
+    env = {**os.environ, "KILL_AFTER_EPOCH": "2", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    killed = subprocess.run(
+        [sys.executable, str(script), out, backup],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert killed.returncode == 17, killed.stderr[-2000:]
+    assert Path(backup, "training_metadata.json").exists() and not Path(out).exists()
+    env.pop("KILL_AFTER_EPOCH")
+    resumed = subprocess.run(
+        [sys.executable, str(script), out, backup],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    result = json.loads(resumed.stdout.split("RESULT ", 1)[1])
+    assert len(result["history"]["loss"]) == reference["metrics"]["epochs_run"]
+    assert result["metrics"] == reference["metrics"]
+    assert result["history"] == reference["history"]
+    assert Path(out, "saved_model").is_dir() and not Path(backup).exists()
+
+
+# -- proof it works: downsample + upweight on a ~90/9/1 % problem, judged on the test split ---
+
+PROOF_HP = Hyperparameters(
+    hidden_units=(32, 16),
+    dropout=0.0,
+    learning_rate=0.005,
+    batch_size=256,
+    epochs=30,
+    early_stopping_patience=4,
+)
+
+
+def _train_and_predict(uri: str, mode: str, out: Path) -> dict:
+    """prepare_data (DuckDB SQL: split, downsample, weights) -> train_model -> test predictions."""
+    from vertex_imbalanced.config import ImbalanceConfig
+    from vertex_imbalanced.reading.datasets import make_dataset
+    from vertex_imbalanced.reading.sources.open import open_source
+    from vertex_imbalanced.warehouse.prepare import prepare_data
+
+    prepared = prepare_data(
+        uri,
+        DEMO_SPEC,
+        output_prefix=mode,
+        split_ratios=(0.5, 0.1, 0.4),
+        imbalance=ImbalanceConfig(mode=mode),
+    )
+    spec = prepared.spec
+    train_spec = spec.with_weight(WEIGHT_COLUMN)
+    result = train_model(
+        open_source(prepared.train_uri, train_spec.read_columns),
+        open_source(prepared.validation_uri, spec.read_columns),
+        train_spec,
+        prepared.classes,
+        PROOF_HP,
+        out / mode,
+        imbalance_report=prepared.imbalance,
+    )
+    test = open_source(prepared.test_uri, spec.read_columns)
+    probs, labels = [], []
+    for features, label, _ in make_dataset(test, spec, classes=prepared.classes):
+        probs.append(result.model(features).numpy())
+        labels.append(label.numpy())
+    return {
+        "rows": result.stats.rows,
+        "probs": np.concatenate(probs),
+        "labels": np.concatenate(labels),
+    }
+
+
+def test_downsample_upweight_is_calibrated_cheaper_and_as_good_as_no_downsampling(tmp_path):
+    from sklearn.metrics import f1_score, log_loss, recall_score
+
+    from vertex_imbalanced.warehouse.demo_data import write_demo_duckdb
+
+    uri = write_demo_duckdb(tmp_path / "demo.db", 80_000, seed=0)
+    runs = {
+        m: _train_and_predict(uri, m, tmp_path)
+        for m in ("none", "downsample_upweight", "downsample_only")
+    }
+    labels = runs["none"]["labels"]
+    share = np.bincount(labels, minlength=3) / labels.size
+    assert share[2] > 0.005 and share[0] > 0.85  # the test split keeps the original imbalance
+    summary = {}
+    for mode, run in runs.items():
+        np.testing.assert_array_equal(run["labels"], labels)
+        predicted = run["probs"].argmax(axis=1)
+        summary[mode] = {
+            "log_loss": log_loss(labels, run["probs"], labels=[0, 1, 2]),
+            "macro_f1": f1_score(labels, predicted, average="macro"),
+            "recall": recall_score(labels, predicted, average=None, labels=[0, 1, 2]),
+            "mean_prob": run["probs"].mean(axis=0),
+        }
+    print(summary)
+    dsu, only, none = summary["downsample_upweight"], summary["downsample_only"], summary["none"]
+    # (i) calibrated with weights; inflated minorities without them
+    tolerance = np.maximum(0.01, 0.3 * share)
+    assert (np.abs(dsu["mean_prob"] - share) <= tolerance).all(), (dsu["mean_prob"], share)
+    assert (only["mean_prob"][1:] > 1.2 * share[1:]).all(), (only["mean_prob"], share)
+    # (ii) same quality from >= 3x fewer rows per epoch
+    assert dsu["log_loss"] <= 1.05 * none["log_loss"]
+    assert runs["none"]["rows"] >= 3 * runs["downsample_upweight"]["rows"]
+    # (iii) every class is found
+    assert (dsu["recall"] > 0).all()

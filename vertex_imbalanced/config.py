@@ -1,0 +1,204 @@
+"""Typed configuration built once and passed down (feature spec, imbalance, hyperparameters)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from vertex_imbalanced.errors import PipelineInputError
+from vertex_imbalanced.warehouse.identifiers import validate_column
+
+WEIGHT_COLUMN = "sample_weight"
+"""Column added by sql/downsample.sql holding the per-example training weight."""
+
+ImbalanceMode = Literal["downsample_upweight", "class_weight", "none", "downsample_only"]
+IMBALANCE_MODES: tuple[str, ...] = (
+    "downsample_upweight",
+    "class_weight",
+    "none",
+    "downsample_only",
+)
+
+
+def _as_json_dict(obj: Any) -> dict[str, Any]:
+    """A dataclass as a JSON-safe dict (tuples as lists)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(obj).items()}
+
+
+def _check_keys(cls: type, data: Mapping[str, Any], what: str) -> None:
+    """Reject keys that are not fields of the dataclass ``cls``, naming them."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - known
+    if unknown:
+        raise PipelineInputError(f"unknown {what} {sorted(unknown)}; known: {sorted(known)}")
+
+
+def _tuple(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return tuple(v.strip() for v in value.split(",") if v.strip())
+    return tuple(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureSpec:
+    """Which columns play which role.
+
+    Attributes:
+        label: label column (INT64 class ids 0..N-1, or STRING/INT64 mapped through ``classes``).
+        numeric: numeric feature columns (INT64, FLOAT64, BOOL, DATE, TIMESTAMP).
+        categorical: categorical feature columns (STRING or INT64), one-hot encoded in the model.
+        key: unique row key; drives the deterministic split/downsampling and names bad rows.
+        classes: ordered class names; label value ``classes[i]`` becomes class id ``i``.
+            When empty the label must already be integers 0..N-1.
+        ignored: columns present in the table but not used.
+        weight: per-example weight column (None: every example weighs 1).
+    """
+
+    label: str
+    numeric: tuple[str, ...] = ()
+    categorical: tuple[str, ...] = ()
+    key: str | None = None
+    classes: tuple[str, ...] = ()
+    ignored: tuple[str, ...] = ()
+    weight: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "numeric", _tuple(self.numeric))
+        object.__setattr__(self, "categorical", _tuple(self.categorical))
+        object.__setattr__(self, "ignored", _tuple(self.ignored))
+        object.__setattr__(self, "classes", tuple(str(c) for c in _tuple(self.classes)))
+        for name in (self.label, *self.numeric, *self.categorical, *self.ignored):
+            validate_column(name)
+        for name in (self.key, self.weight):
+            if name is not None:
+                validate_column(name)
+        overlap = set(self.numeric) & set(self.categorical)
+        if overlap:
+            raise PipelineInputError(f"columns both numeric and categorical: {sorted(overlap)}")
+        if self.label in self.features:
+            raise PipelineInputError(f"label column {self.label!r} is also listed as a feature")
+        if len(set(self.classes)) != len(self.classes):
+            raise PipelineInputError(f"duplicate class names in {list(self.classes)}")
+
+    @property
+    def features(self) -> tuple[str, ...]:
+        """Feature columns in model-input order (numeric first, then categorical)."""
+        return (*self.numeric, *self.categorical)
+
+    @property
+    def read_columns(self) -> tuple[str, ...]:
+        """Every column a reader must select: features, label, key, weight (no duplicates)."""
+        cols = [*self.features, self.label]
+        for extra in (self.key, self.weight):
+            if extra is not None and extra not in cols:
+                cols.append(extra)
+        return tuple(cols)
+
+    def with_weight(self, weight: str | None) -> FeatureSpec:
+        """Return a copy that reads the given weight column."""
+        return dataclasses.replace(self, weight=weight)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict (tuples as lists)."""
+        return _as_json_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> FeatureSpec:
+        """Build from a dict, rejecting unknown keys by name."""
+        _check_keys(cls, data, "feature config keys")
+        if "label" not in data:
+            raise PipelineInputError("feature config needs a 'label' column")
+        return cls(**dict(data))
+
+    @classmethod
+    def from_json(cls, text: str) -> FeatureSpec:
+        """Build from a JSON (or YAML) string, as passed through pipeline parameters."""
+        return cls.from_dict(yaml.safe_load(text))
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> FeatureSpec:
+        """Load a YAML or JSON feature config file."""
+        return cls.from_dict(yaml.safe_load(Path(path).read_text()))
+
+    def to_json(self) -> str:
+        """Serialise as JSON."""
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class ImbalanceConfig:
+    """How the training split is rebalanced.
+
+    Attributes:
+        mode: ``downsample_upweight`` (default), ``class_weight``, ``none``, ``downsample_only``.
+        max_ratio: largest allowed majority:minority ratio after downsampling.
+        target_share: alternatively, the largest share any class may keep (0 < share < 1).
+            When both are set the stricter (smaller keep rate) wins.
+    """
+
+    mode: str = "downsample_upweight"
+    max_ratio: float | None = 10.0
+    target_share: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in IMBALANCE_MODES:
+            raise PipelineInputError(
+                f"unknown imbalance mode {self.mode!r}; choose one of {', '.join(IMBALANCE_MODES)}"
+            )
+        if self.max_ratio is not None and self.max_ratio < 1:
+            raise PipelineInputError(f"max_ratio must be >= 1, got {self.max_ratio}")
+        if self.target_share is not None and not 0 < self.target_share < 1:
+            raise PipelineInputError(f"target_share must be in (0, 1), got {self.target_share}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Hyperparameters:
+    """Model and training hyperparameters."""
+
+    hidden_units: tuple[int, ...] = (64, 32)
+    dropout: float = 0.1
+    learning_rate: float = 1e-3
+    batch_size: int = 512
+    epochs: int = 20
+    early_stopping_patience: int = 3
+    l1: float = 0.0
+    l2: float = 1e-5
+    seed: int = 42
+    mixed_precision: str | None = None  # None | "mixed_float16" | "mixed_bfloat16"
+    steps_per_execution: int = 16  # train steps per tf.function call: less Python per step
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hidden_units", tuple(int(u) for u in self.hidden_units))
+        checks = [
+            (self.batch_size > 0, "batch_size must be > 0"),
+            (self.epochs > 0, "epochs must be > 0"),
+            (self.steps_per_execution > 0, "steps_per_execution must be > 0"),
+            (0 <= self.dropout < 1, "dropout must be in [0, 1)"),
+            (self.learning_rate > 0, "learning_rate must be > 0"),
+            (self.l1 >= 0 and self.l2 >= 0, "l1 and l2 must be >= 0"),
+            (all(u > 0 for u in self.hidden_units), "hidden_units must be positive"),
+            (
+                self.mixed_precision in (None, "mixed_float16", "mixed_bfloat16"),
+                "mixed_precision must be None, 'mixed_float16' or 'mixed_bfloat16'",
+            ),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise PipelineInputError(f"{message} (got {self})")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict."""
+        return _as_json_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Hyperparameters:
+        """Build from a dict, rejecting unknown keys by name."""
+        _check_keys(cls, data, "hyperparameters")
+        return cls(**dict(data))

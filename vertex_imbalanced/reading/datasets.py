@@ -1,0 +1,312 @@
+"""Record-batch sources -> ``tf.data.Dataset`` of ``(features, label, weight)`` batches.
+
+Two feeds share one reading scheme: each stream of the source becomes a ``from_generator``
+dataset, the streams are read concurrently by ``interleave`` (sharded by worker, fixed order).
+
+* :func:`make_dataset` yields the raw feature dict (the exported model's input; statistics,
+  evaluation): each record batch is packed into a few tensors (``vertex_imbalanced.reading.record_packing``)
+  and split back into the dict in the graph. NULL -> NaN for numeric, "" for categorical.
+* :func:`make_encoded_dataset` yields the model's inner input for training: chunks of numeric
+  and vocabulary-id matrices (``vertex_imbalanced.reading.training_encoding``), so no per-row string tensor is
+  built while training.
+
+See docs/ARCHITECTURE.md for the element contracts.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+
+import tensorflow as tf
+
+from vertex_imbalanced.config import FeatureSpec
+from vertex_imbalanced.reading.record_packing import MISSING_CATEGORY, BatchPacker, DatasetReport
+from vertex_imbalanced.reading.schema import check_schema
+from vertex_imbalanced.reading.sources.base import RecordBatchSource, shard_streams
+from vertex_imbalanced.reading.training_encoding import (
+    CHUNK_ROWS,
+    ENCODED_CATEGORICAL,
+    ENCODED_NUMERIC,
+    ChunkEncoder,
+)
+
+__all__ = [
+    "MISSING_CATEGORY",
+    "DatasetReport",
+    "encoded_signature",
+    "feature_signature",
+    "make_dataset",
+    "make_encoded_dataset",
+    "raise_source_errors",
+]
+
+# tf.data turns an exception raised inside a generator into a tf.errors.OpError that only
+# carries its text; the original (LabelError, SourceError, ...) is kept here to be re-raised.
+_RECENT_ERRORS: collections.deque[Exception] = collections.deque(maxlen=16)
+_ERRORS_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def raise_source_errors() -> Iterator[None]:
+    """Re-raise the original error of a failed source/packer instead of TF's wrapper.
+
+    Wrap any iteration over a dataset from :func:`make_dataset` (``for`` loops, ``model.fit``)
+    so callers get ``LabelError`` / ``SchemaError`` / ``SourceError`` with their message.
+    """
+    try:
+        yield
+    except tf.errors.OpError as exc:
+        with _ERRORS_LOCK:
+            original = next((e for e in reversed(_RECENT_ERRORS) if str(e) in exc.message), None)
+        if original is not None:
+            raise original from None
+        raise
+
+
+def feature_signature(spec: FeatureSpec) -> dict[str, tf.TensorSpec]:
+    """TensorSpecs of the raw feature dict (the exported model's serving input)."""
+    sig = {name: tf.TensorSpec([None], tf.float32, name=name) for name in spec.numeric}
+    sig.update({name: tf.TensorSpec([None], tf.string, name=name) for name in spec.categorical})
+    return sig
+
+
+def encoded_signature(spec: FeatureSpec) -> tuple:
+    """Element spec of :func:`make_encoded_dataset`: ``(features, label int32, weight f32)``."""
+    features = {}
+    if spec.numeric:
+        features[ENCODED_NUMERIC] = tf.TensorSpec([None, len(spec.numeric)], tf.float32)
+    if spec.categorical:
+        features[ENCODED_CATEGORICAL] = tf.TensorSpec([None, len(spec.categorical)], tf.int32)
+    return features, tf.TensorSpec([None], tf.int32), tf.TensorSpec([None], tf.float32)
+
+
+def _packed_signature(spec: FeatureSpec) -> tuple[tf.TensorSpec, ...]:
+    return (
+        tf.TensorSpec([None, len(spec.numeric)], tf.float32),
+        tf.TensorSpec([], tf.string),
+        tf.TensorSpec([len(spec.categorical), None], tf.int64),
+        tf.TensorSpec([None], tf.int64),
+        tf.TensorSpec([None], tf.float32),
+    )
+
+
+def _unpacker(spec: FeatureSpec):
+    numeric, categorical = spec.numeric, spec.categorical
+
+    def unpack(values, strings, offsets, label, weight):
+        features = {name: values[:, j] for j, name in enumerate(numeric)}
+        for j, name in enumerate(categorical):
+            starts = offsets[j, :-1]
+            features[name] = tf.strings.substr(strings, starts, offsets[j, 1:] - starts)
+        return features, label, weight
+
+    return unpack
+
+
+def make_dataset(
+    source: RecordBatchSource,
+    spec: FeatureSpec,
+    *,
+    classes: Sequence[str] | None = None,
+    batch_size: int | None = None,
+    drop_remainder: bool = False,
+    shard_index: int = 0,
+    num_shards: int = 1,
+    label_policy: str = "error",
+    shuffle_batches: int = 0,
+    seed: int | None = None,
+    deterministic: bool = True,
+    prefetch: int = 2,
+    threads: int | None = 2,
+    report: DatasetReport | None = None,
+) -> tf.data.Dataset:
+    """Build the dataset of ``(features: dict, label: int64[n], weight: float32[n])`` batches.
+
+    Args:
+        source: where the record batches come from.
+        spec: feature roles; its columns are checked against the source schema first.
+        classes: class names in id order (default ``spec.classes``); label values are matched
+            as strings. Empty: labels must be integer ids >= 0.
+        batch_size: re-batch to this size; None keeps the source's record batches.
+        drop_remainder: with ``batch_size``, drop a final smaller batch.
+        shard_index: this worker's index, for multi-worker training.
+        num_shards: number of workers; each reads a disjoint subset of the streams.
+        label_policy: ``"error"`` on NULL/unknown labels (default) or ``"skip"`` and count them.
+        shuffle_batches: shuffle buffer in record batches (same order every epoch, so a run
+            resumed from a backup sees the same data as an uninterrupted one); 0 = off.
+        seed: shuffle seed.
+        deterministic: interleave streams in a fixed order (same seed + data -> same batches).
+        prefetch: batches to prefetch (fixed, not AUTOTUNE: autotune can stall at the end).
+        threads: size of a private tf.data thread pool (None: the global pool).
+        report: counters updated while reading (rows, skipped labels).
+
+    Returns:
+        The dataset. Reading raises ``LabelError`` / ``SchemaError`` for bad data.
+
+    Raises:
+        SchemaError: missing or unusable columns (raised here, before any data is read).
+        LabelError: a label column of a type that cannot hold class ids.
+    """
+    check_schema(source.description, source.schema, spec)
+    streams = _worker_streams(source, shard_index, num_shards)
+    packer = BatchPacker(
+        spec,
+        spec.classes if classes is None else classes,
+        description=source.description,
+        label_policy=label_policy,
+        report=report,
+    )
+
+    def packed(stream_index: int) -> Iterator:
+        for batch in source.read_stream(stream_index):
+            if batch.num_rows:
+                yield packer.pack(batch)
+
+    ds = _read_streams(
+        streams, packed, _packed_signature(spec), deterministic, unpack=_unpacker(spec)
+    )
+    if shuffle_batches:
+        ds = ds.shuffle(shuffle_batches, seed=seed, reshuffle_each_iteration=False)
+    if not batch_size:
+        return _finished(ds, prefetch, threads, deterministic)
+    ds = _rebatched(ds, batch_size, drop_remainder, prefetch)
+    return _finished(ds, max(prefetch, 8), threads, deterministic)
+
+
+def make_encoded_dataset(
+    source: RecordBatchSource,
+    spec: FeatureSpec,
+    vocabularies: Mapping[str, Sequence[str]],
+    *,
+    classes: Sequence[str] | None = None,
+    batch_size: int,
+    drop_remainder: bool = False,
+    shard_index: int = 0,
+    num_shards: int = 1,
+    label_policy: str = "error",
+    shuffle_batches: int = 0,
+    seed: int | None = None,
+    weight_scale: float = 1.0,
+    deterministic: bool = True,
+    chunk_rows: int = CHUNK_ROWS,
+    prefetch: int = 2,
+    threads: int | None = 2,
+    report: DatasetReport | None = None,
+) -> tf.data.Dataset:
+    """Build the training feed: ``({"numeric": [n, k], "categorical": [n, m]}, label, weight)``.
+
+    The element is the input of :func:`vertex_imbalanced.training.model.encoded_model`: numeric columns as one
+    float32 matrix (NULL -> NaN), categorical columns as int32 ids of ``vocabularies`` (the
+    model's ``StringLookup`` order), int32 label ids and float32 weights. Labels, sharding,
+    errors and ``report`` behave as in :func:`make_dataset`.
+
+    Args:
+        source: where the record batches come from.
+        spec: feature roles; its columns are checked against the source schema first.
+        vocabularies: categorical column -> tokens (:func:`vertex_imbalanced.training.model.model_vocabularies`).
+        classes: class names in id order (default ``spec.classes``).
+        batch_size: rows per batch.
+        drop_remainder: drop a final smaller batch.
+        shard_index: this worker's index, for multi-worker training.
+        num_shards: number of workers; each reads a disjoint subset of the streams.
+        label_policy: ``"error"`` (default) or ``"skip"`` rows with NULL/unknown labels.
+        shuffle_batches: shuffle buffer in batches (same order every epoch, so a run resumed
+            from a backup sees the same batches as an uninterrupted one); 0 = off. Batches, not
+            rows, are shuffled: moving a batch costs no copy.
+        seed: shuffle seed.
+        weight_scale: factor applied to every weight (the trainer scales them to mean 1).
+        deterministic: interleave streams in a fixed order.
+        chunk_rows: rows gathered per chunk before encoding (see ``vertex_imbalanced.reading.training_encoding``).
+        prefetch: batches to prefetch (a fixed number, at least 8).
+        threads: size of a private tf.data thread pool (None: the global pool).
+        report: counters updated while reading.
+
+    Returns:
+        The dataset. Reading raises ``LabelError`` / ``SchemaError`` for bad data.
+
+    Raises:
+        SchemaError: missing or unusable columns (raised here, before any data is read).
+        ValueError: a categorical column without a vocabulary; a worker without streams.
+    """
+    check_schema(source.description, source.schema, spec)
+    streams = _worker_streams(source, shard_index, num_shards)
+    encoder = ChunkEncoder(
+        spec,
+        spec.classes if classes is None else classes,
+        vocabularies,
+        description=source.description,
+        label_policy=label_policy,
+        weight_scale=weight_scale,
+        report=report,
+    )
+
+    def chunks(stream_index: int) -> Iterator:
+        return encoder.chunks(source.read_stream(stream_index), chunk_rows)
+
+    ds = _read_streams(streams, chunks, encoded_signature(spec), deterministic)
+    ds = _rebatched(ds, batch_size, drop_remainder, prefetch)
+    if shuffle_batches:  # whole batches: moving one costs no copy
+        ds = ds.shuffle(shuffle_batches, seed=seed, reshuffle_each_iteration=False)
+    return _finished(ds, max(prefetch, 8), threads, deterministic)
+
+
+def _worker_streams(source: RecordBatchSource, shard_index: int, num_shards: int) -> list[int]:
+    streams = shard_streams(source.num_streams, shard_index, num_shards)
+    if not streams:
+        raise ValueError(
+            f"worker {shard_index} of {num_shards} gets no stream of {source.description} "
+            f"({source.num_streams} streams); create the read session with >= {num_shards} streams"
+        )
+    return streams
+
+
+def _read_streams(
+    streams: Sequence[int],
+    elements: Callable[[int], Iterator],
+    signature: object,
+    deterministic: bool,
+    unpack: Callable | None = None,
+) -> tf.data.Dataset:
+    """Interleave one ``from_generator`` dataset per stream, keeping errors for re-raising."""
+
+    def generate(stream_index):
+        try:
+            yield from elements(int(stream_index))
+        except Exception as exc:
+            with _ERRORS_LOCK:
+                _RECENT_ERRORS.append(exc)
+            raise
+
+    def stream_dataset(stream_index):
+        ds = tf.data.Dataset.from_generator(
+            generate, args=(stream_index,), output_signature=signature
+        )
+        return ds.map(unpack) if unpack else ds
+
+    ds = tf.data.Dataset.from_tensor_slices(tf.constant(streams, dtype=tf.int64))
+    return ds.interleave(
+        stream_dataset,
+        cycle_length=len(streams),
+        num_parallel_calls=len(streams),
+        deterministic=deterministic,
+    )
+
+
+def _rebatched(ds: tf.data.Dataset, batch_size: int, drop_remainder: bool, prefetch: int):
+    # Keep whole source elements ready so the trainer never waits at a boundary.
+    return ds.prefetch(prefetch).rebatch(batch_size, drop_remainder=drop_remainder)
+
+
+def _finished(
+    ds: tf.data.Dataset, prefetch: int, threads: int | None, deterministic: bool
+) -> tf.data.Dataset:
+    """Prefetch and set the options shared by both feeds (fixed sizes: no autotune stalls)."""
+    options = tf.data.Options()
+    options.deterministic = deterministic
+    options.autotune.enabled = False
+    if threads:
+        options.threading.private_threadpool_size = threads
+    return ds.prefetch(prefetch).with_options(options)

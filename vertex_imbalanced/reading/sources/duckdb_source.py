@@ -1,0 +1,153 @@
+"""A table in a DuckDB file as a RecordBatchSource (the embedded, local default).
+
+Streams are contiguous ``rowid`` ranges of the table, read with their own read-only connection,
+so several streams can be read at once from different threads.
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from vertex_imbalanced.errors import PipelineInputError, SchemaError
+from vertex_imbalanced.warehouse.identifiers import TableRef, require_columns, validate_column
+
+BATCH_ROWS = 8192
+
+
+def parse_duckdb_uri(uri: str) -> tuple[str, TableRef]:
+    """Split ``duckdb:///abs/path.db?table=[schema.]name`` into the file path and table.
+
+    Raises:
+        PipelineInputError: not an absolute ``duckdb:///`` URI, or no valid ``table=``.
+    """
+    parsed = urllib.parse.urlparse(uri)
+    query = urllib.parse.parse_qs(parsed.query)
+    if parsed.scheme != "duckdb" or parsed.netloc or not parsed.path.startswith("/"):
+        raise PipelineInputError(
+            f"invalid DuckDB URI {uri!r}: use duckdb:///absolute/path.db?table=name"
+        )
+    tables = query.get("table", [])
+    if len(tables) != 1:
+        raise PipelineInputError(f"DuckDB URI {uri!r} needs exactly one ?table=name")
+    return parsed.path, TableRef.parse(tables[0])
+
+
+def duckdb_uri(path: str | Path, table: str | TableRef) -> str:
+    """Build ``duckdb:///abs/path.db?table=name`` (the path is made absolute)."""
+    ref = table if isinstance(table, TableRef) else TableRef.parse(table)
+    return f"duckdb://{Path(path).resolve()}?table={ref}"
+
+
+def _connect(path: str) -> duckdb.DuckDBPyConnection:
+    try:
+        return duckdb.connect(path, read_only=True)
+    except duckdb.ConnectionException:
+        # This process already holds the file open for writing (DuckDB refuses a second
+        # configuration of the same file in one process); share that mode instead.
+        return duckdb.connect(path)
+
+
+class DuckDBSource:
+    """Read selected columns of a DuckDB table as ``num_streams`` rowid ranges."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        table: str | TableRef,
+        columns: Sequence[str],
+        row_restriction: str | None = None,
+        num_streams: int = 1,
+        *,
+        batch_rows: int = BATCH_ROWS,
+    ) -> None:
+        """Open the table and check the columns exist.
+
+        Args:
+            path: DuckDB database file (must exist).
+            table: ``name`` or ``schema.name``.
+            columns: columns to read, in this order.
+            row_restriction: optional SQL filter (trusted text from our code, like the
+                BigQuery Storage API's ``row_restriction``; ``;`` is refused).
+            num_streams: how many rowid ranges to split the table into.
+            batch_rows: rows per record batch.
+
+        Raises:
+            PipelineInputError: the file or table does not exist, or bad arguments.
+            SchemaError: a column is missing (the closest name is suggested).
+        """
+        self._path = str(Path(path).resolve())
+        self._ref = table if isinstance(table, TableRef) else TableRef.parse(table)
+        self._columns = [validate_column(c) for c in columns]
+        if row_restriction is not None and ";" in row_restriction:
+            raise PipelineInputError(f"row_restriction may not contain ';': {row_restriction!r}")
+        self._where = f"({row_restriction})" if row_restriction else "TRUE"
+        self._batch_rows = batch_rows
+        if not Path(self._path).exists():
+            raise PipelineInputError(f"DuckDB file {self._path} does not exist")
+        con = _connect(self._path)
+        try:
+            self._schema, self._ranges = self._inspect(con, max(1, num_streams))
+        finally:
+            con.close()
+
+    def _inspect(
+        self, con: duckdb.DuckDBPyConnection, num_streams: int
+    ) -> tuple[pa.Schema, list[tuple[int, int]]]:
+        found = con.execute(
+            "SELECT table_type FROM information_schema.tables "
+            "WHERE table_schema = ? AND table_name = ?",
+            [self._ref.dataset or "main", self._ref.table],
+        ).fetchall()
+        if not found:
+            raise PipelineInputError(f"table {self.description} does not exist")
+        full = con.sql(f"SELECT * FROM {self._ref.duckdb} LIMIT 0").to_arrow_table().schema
+        require_columns(self.description, self._columns, full.names)
+        if not self._columns:
+            raise SchemaError(f"no columns selected from {self.description}")
+        schema = pa.schema([full.field(c) for c in self._columns])
+        if found[0][0] != "BASE TABLE":  # views have no rowid: one stream
+            return schema, [(-1, -1)]
+        end = con.sql(f"SELECT coalesce(max(rowid) + 1, 0) FROM {self._ref.duckdb}").fetchall()[0][
+            0
+        ]
+        n = max(1, min(num_streams, end))
+        return schema, [(end * i // n, end * (i + 1) // n) for i in range(n)]
+
+    @property
+    def description(self) -> str:
+        """``path:table`` for error messages."""
+        return f"{self._path}:{self._ref}"
+
+    @property
+    def schema(self) -> pa.Schema:
+        """Arrow schema of the selected columns."""
+        return self._schema
+
+    @property
+    def num_streams(self) -> int:
+        """Number of rowid ranges."""
+        return len(self._ranges)
+
+    def read_stream(self, index: int) -> Iterator[pa.RecordBatch]:
+        """Yield the record batches of rowid range ``index`` (own connection, read-only)."""
+        lo, hi = self._ranges[index]
+        cols = ", ".join(f'"{c}"' for c in self._columns)
+        sql = f"SELECT {cols} FROM {self._ref.duckdb} WHERE {self._where}"
+        params: dict[str, int] = {}
+        if lo >= 0:
+            # DuckDB keeps insertion (rowid) order by default, so no ORDER BY is needed.
+            sql += " AND rowid >= $lo AND rowid < $hi"
+            params = {"lo": lo, "hi": hi}
+        con = _connect(self._path)
+        try:
+            reader = con.sql(sql, params=params).to_arrow_reader(self._batch_rows)
+            for batch in reader:
+                if batch.num_rows:
+                    yield batch.cast(self._schema) if batch.schema != self._schema else batch
+        finally:
+            con.close()

@@ -1,0 +1,657 @@
+"""Vertex AI Model Registry: versions, aliases, labels and the imported evaluation.
+
+How a registration goes (every step safe to repeat, so a retried task finishes the work):
+
+1. Check the inputs (display name, SavedModel, metrics, labels) before any call.
+2. Find the model by the stable label ``imbalanced_model=<sanitised display name>``; more than
+   one model with it is an error. No model: the upload creates one.
+3. Find a version carrying this run's label ``imbalanced_run=<run id>``; if there is none,
+   upload one (``parent_model`` = the model found), after taking the run alias
+   (``challenger``) off whichever version holds it (an alias names one version per model).
+4. Import the evaluation (Vertex's classification metrics schema; our full metrics dict in
+   the evaluation's metadata) unless this run already imported it.
+5. With ``make_champion``: take ``champion`` off the old champion, put ``champion`` and
+   ``default`` on the new version.
+
+The champion is the version holding the ``champion`` alias; its metrics come from *its*
+imported evaluation, never from the newest version.
+
+Errors: HTTP 5xx / 429 / connection errors are retried ``max_attempts`` times with backoff, then
+raise :class:`RegistryError`; other 4xx raise :class:`RegistryError` at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import re
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from google.api_core import exceptions as api_exceptions
+from google.cloud import aiplatform
+from google.cloud.aiplatform import initializer
+from google.cloud.aiplatform import utils as aip_utils
+from google.protobuf import json_format
+
+from vertex_imbalanced.errors import PipelineInputError
+from vertex_imbalanced.registry.base import (
+    CHALLENGER_ALIAS,
+    CHAMPION_ALIAS,
+    RegisteredVersion,
+    RegistryError,
+    find_saved_model,
+)
+from vertex_imbalanced.registry.local import validate_alias
+
+_LOG = logging.getLogger(__name__)
+T = TypeVar("T")
+
+MODEL_LABEL = "imbalanced_model"
+RUN_LABEL = "imbalanced_run"
+CLASSIFICATION_SCHEMA_URI = (
+    "gs://google-cloud-aiplatform/schema/modelevaluation/classification_metrics_1.0.0.yaml"
+)
+# Newest TensorFlow prebuilt *prediction* image Vertex publishes (Nov 2026: tf2-cpu.2-15; no
+# 2.16+ prediction images exist). TF Serving 2.15 loads SavedModels from newer TF as long as
+# they use no newer ops; for anything else pass serving_image= (a custom serving container).
+SERVING_TF_VERSION = "2.15"
+METRIC_LABELS = (
+    "accuracy",
+    "macro_f1",
+    "macro_precision",
+    "macro_recall",
+    "weighted_f1",
+    "log_loss",
+    "roc_auc",
+    "pr_auc",
+)
+# Left out of the copy of metrics.json stored in the evaluation's metadata (size).
+BULKY_METRIC_KEYS = ("curves", "threshold_counts")
+MAX_DISPLAY_NAME = 128
+_LABEL_MAX = 63
+_LABEL_VALUE_RE = re.compile(r"^[a-z0-9_-]{0,63}$")
+_LABEL_KEY_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+_RETRYABLE = (
+    api_exceptions.ServerError,
+    api_exceptions.TooManyRequests,
+    api_exceptions.RetryError,
+    ConnectionError,
+)
+
+
+class LabelSanitizedWarning(UserWarning):
+    """A label key or value was changed to satisfy Vertex's label rules."""
+
+
+def default_serving_image(location: str) -> str:
+    """Google's prebuilt TF CPU prediction image for ``location`` (us/europe/asia registry)."""
+    try:
+        return aiplatform.helpers.get_prebuilt_prediction_container_uri(
+            "tensorflow", SERVING_TF_VERSION, region=location, accelerator="cpu"
+        )
+    except ValueError:
+        return f"us-docker.pkg.dev/vertex-ai/prediction/tf2-cpu.{SERVING_TF_VERSION.replace('.', '-')}:latest"
+
+
+def sanitize_label_value(text: str, *, what: str = "label value", warn: bool = True) -> str:
+    """Make ``text`` a valid Vertex label value, warning (or with ``warn=False`` logging) on change.
+
+    Valid values are lowercase letters, digits, ``_`` and ``-``, at most 63 characters. A value
+    that needs changes is lowercased, other characters become ``_``, and it is cut to 54
+    characters plus ``-`` and 8 hex digits of its SHA-256, so distinct inputs stay distinct.
+    """
+    text = str(text)
+    if _LABEL_VALUE_RE.match(text):
+        return text
+    digest = hashlib.sha256(text.encode()).hexdigest()[:8]
+    cleaned = re.sub(r"[^a-z0-9_-]", "_", text.lower())[: _LABEL_MAX - 9] + "-" + digest
+    message = f"{what} {text!r} violates Vertex label rules; using {cleaned!r}"
+    if warn:
+        _LOG.warning(message)
+        warnings.warn(message, LabelSanitizedWarning, stacklevel=3)
+    else:
+        _LOG.info(message)
+    return cleaned
+
+
+def sanitize_label_key(key: str) -> str:
+    """Make ``key`` a valid Vertex label key (starts with a lowercase letter), warning on change."""
+    key = str(key)
+    if _LABEL_KEY_RE.match(key):
+        return key
+    cleaned = re.sub(r"[^a-z0-9_-]", "_", key.lower())
+    if not cleaned[:1].isalpha():
+        cleaned = "k" + cleaned
+    cleaned = cleaned[:_LABEL_MAX]
+    message = f"label key {key!r} violates Vertex label rules; using {cleaned!r}"
+    _LOG.warning(message)
+    warnings.warn(message, LabelSanitizedWarning, stacklevel=3)
+    return cleaned
+
+
+def metric_label_value(value: float) -> str:
+    """A metric as a label value: 4 decimals, ``.`` -> ``_`` (``0.81234`` -> ``0_8123``)."""
+    return f"{float(value):.4f}".replace(".", "_").replace("-", "m")
+
+
+def validate_display_name(name: str) -> str:
+    """Return ``name`` if Vertex accepts it as a model display name.
+
+    Raises:
+        PipelineInputError: if empty, longer than 128 characters, padded with spaces or
+            holding control characters.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise PipelineInputError("model display name must be a non-empty string")
+    if len(name) > MAX_DISPLAY_NAME:
+        raise PipelineInputError(
+            f"model display name {name[:40]!r}... is {len(name)} characters; "
+            f"Vertex allows at most {MAX_DISPLAY_NAME}"
+        )
+    if name != name.strip() or any(ord(c) < 32 or ord(c) == 127 for c in name):
+        raise PipelineInputError(
+            f"model display name {name!r} has leading/trailing spaces or control characters"
+        )
+    return name
+
+
+def gcs_uri(path: str) -> str:
+    """``gs://`` form of a model path (``/gcs/b/x`` -> ``gs://b/x``).
+
+    Raises:
+        PipelineInputError: if the path is not on Cloud Storage.
+    """
+    if path.startswith("gs://"):
+        return path.rstrip("/")
+    if path.startswith("/gcs/"):
+        return "gs://" + path[len("/gcs/") :].rstrip("/")
+    raise PipelineInputError(
+        f"model artifact {path!r} is not on Cloud Storage: Vertex AI reads models from gs:// "
+        "(run the pipeline with a gs:// pipeline root)"
+    )
+
+
+def classification_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Our metrics dict in Vertex's classification metrics schema.
+
+    ``confusionMatrix`` gets one ``annotationSpecs`` entry ({id, displayName}) per class and
+    ``rows`` as a square list of lists of numbers (rows = true class), which is what the
+    service accepts (other shapes give "400 Invalid Metrics Format").
+
+    Raises:
+        PipelineInputError: if classes or the confusion matrix are missing or misshapen.
+    """
+    classes = [str(c) for c in metrics.get("classes") or []]
+    matrix = metrics.get("confusion_matrix")
+    if not classes or not isinstance(matrix, list):
+        raise PipelineInputError("metrics need 'classes' and 'confusion_matrix' to import")
+    if len(matrix) != len(classes) or any(
+        not isinstance(row, list) or len(row) != len(classes) for row in matrix
+    ):
+        raise PipelineInputError(
+            f"confusion_matrix must be {len(classes)}x{len(classes)} for classes {classes}"
+        )
+    out: dict[str, Any] = {
+        "confusionMatrix": {
+            "annotationSpecs": [{"id": str(i), "displayName": c} for i, c in enumerate(classes)],
+            "rows": [[float(v) for v in row] for row in matrix],
+        }
+    }
+    for ours, theirs in (("roc_auc", "auRoc"), ("pr_auc", "auPrc"), ("log_loss", "logLoss")):
+        value = metrics.get(ours)
+        if isinstance(value, int | float) and math.isfinite(value):
+            out[theirs] = float(value)
+    return out
+
+
+def overall_classification_metrics(evaluation: dict[str, Any]) -> dict[str, Any]:
+    """The overall classification metrics of a Vertex evaluation JSON.
+
+    Accepts a ModelEvaluation-shaped dict (``{"metricsSchemaUri": ..., "metrics": {...}}``),
+    the model-evaluation output format (``{"slicedMetrics": [{"singleOutputSlicingSpec": {},
+    "metrics": {"classification": {...}}}, ...]}``, overall slice first, as GCPC's import reads
+    it), or the classification metrics dict itself.
+    """
+    if "metricsSchemaUri" in evaluation and isinstance(evaluation.get("metrics"), dict):
+        return dict(evaluation["metrics"])
+    if "slicedMetrics" in evaluation:
+        slices = evaluation["slicedMetrics"]
+        if not slices:
+            raise PipelineInputError("vertex evaluation JSON has an empty slicedMetrics")
+        metrics = slices[0].get("metrics", {})
+        return dict(metrics.get("classification") or next(iter(metrics.values()), {}))
+    return dict(evaluation)
+
+
+def _check_classification_metrics(metrics: dict[str, Any]) -> None:
+    matrix = metrics.get("confusionMatrix")
+    if matrix is None:
+        return
+    specs, rows = matrix.get("annotationSpecs") or [], matrix.get("rows") or []
+    n = len(specs)
+    if not n or len(rows) != n or any(len(r) != n for r in rows):
+        raise PipelineInputError(
+            f"confusionMatrix must have one row of {n} numbers per annotation spec; "
+            f"got {len(rows)} rows"
+        )
+    if any(not isinstance(s, dict) or "displayName" not in s for s in specs):
+        raise PipelineInputError("confusionMatrix.annotationSpecs entries need a displayName")
+
+
+def _metrics_from_confusion(classification: dict[str, Any]) -> dict[str, Any]:
+    """Accuracy and macro P/R/F1 from a classification schema confusion matrix."""
+    matrix = classification.get("confusionMatrix") or {}
+    rows = matrix.get("rows") or []
+    names = [s.get("displayName", str(i)) for i, s in enumerate(matrix.get("annotationSpecs", []))]
+    total = sum(sum(r) for r in rows)
+    if not rows or not total:
+        return {}
+    n = len(rows)
+    precision, recall, f1 = [], [], []
+    for i in range(n):
+        tp = rows[i][i]
+        predicted = sum(rows[j][i] for j in range(n))
+        actual = sum(rows[i])
+        p = tp / predicted if predicted else 0.0
+        r = tp / actual if actual else 0.0
+        precision.append(p)
+        recall.append(r)
+        f1.append(2 * p * r / (p + r) if p + r else 0.0)
+    return {
+        "classes": names,
+        "accuracy": sum(rows[i][i] for i in range(n)) / total,
+        "macro_precision": sum(precision) / n,
+        "macro_recall": sum(recall) / n,
+        "macro_f1": sum(f1) / n,
+        "confusion_matrix": rows,
+    }
+
+
+def _compact(metrics: dict[str, Any]) -> dict[str, Any]:
+    """``metrics`` without the bulky curve data (kept in the imported evaluation's own fields)."""
+    return {k: v for k, v in metrics.items() if k not in BULKY_METRIC_KEYS}
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with NaN / infinity replaced by None (JSON and protobuf Values reject them)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+class VertexRegistry:
+    """Vertex AI Model Registry implementing :class:`vertex_imbalanced.registry.base.Registry`.
+
+    Constructing one calls ``aiplatform.init`` (the SDK keeps its settings process-wide).
+
+    Args:
+        project: Google Cloud project.
+        location: Vertex AI region, e.g. ``us-central1``.
+        api_endpoint: optional endpoint override; an ``http://`` endpoint (a local emulator)
+            uses the REST transport and anonymous credentials.
+        credentials: optional credentials (default: application default credentials).
+        serving_image: serving container image (default: :func:`default_serving_image`).
+        description: model description for new versions.
+        max_attempts: attempts per call on retryable errors (5xx, 429, connection).
+        retry_delay_s: first retry delay; doubles per attempt, capped at 30 s.
+    """
+
+    def __init__(
+        self,
+        project: str,
+        location: str,
+        *,
+        api_endpoint: str | None = None,
+        credentials: Any = None,
+        serving_image: str | None = None,
+        description: str = "Imbalanced classification model (imbalanced pipeline)",
+        max_attempts: int = 5,
+        retry_delay_s: float = 1.0,
+    ):
+        if max_attempts < 1:
+            raise PipelineInputError(f"max_attempts must be >= 1, got {max_attempts}")
+        self.project = project
+        self.location = location
+        self.serving_image = serving_image or default_serving_image(location)
+        self.description = description
+        self.max_attempts = max_attempts
+        self.retry_delay_s = retry_delay_s
+        init_kwargs: dict[str, Any] = {"project": project, "location": location}
+        if api_endpoint:
+            init_kwargs["api_endpoint"] = api_endpoint
+            if api_endpoint.startswith("http://"):
+                from google.auth.credentials import AnonymousCredentials
+
+                init_kwargs["api_transport"] = "rest"
+                credentials = credentials or AnonymousCredentials()
+        if credentials is not None:
+            init_kwargs["credentials"] = credentials
+        aiplatform.init(**init_kwargs)
+        self._client = initializer.global_config.create_client(
+            client_class=aip_utils.ModelClientWithOverride, location_override=location
+        )
+
+    def __repr__(self) -> str:
+        return f"VertexRegistry({self.project!r}, {self.location!r})"
+
+    # ------------------------------------------------------------------ calls and retries
+    def _call(self, what: str, fn: Callable[[], T]) -> T:
+        """Run one API call with bounded retries on transient errors."""
+        delay = self.retry_delay_s
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                return fn()
+            except _RETRYABLE as err:
+                if attempt == self.max_attempts:
+                    raise RegistryError(
+                        f"Vertex AI failed to {what} after {attempt} attempts: {err}"
+                    ) from err
+                _LOG.warning("%s failed (attempt %d): %s; retrying", what, attempt, err)
+                time.sleep(delay)
+                delay = min(delay * 2, 30.0)
+            except api_exceptions.GoogleAPICallError as err:
+                raise RegistryError(f"Vertex AI refused to {what}: {err}") from err
+        raise AssertionError("unreachable")
+
+    def _model_label(self, display_name: str) -> str:
+        # Display names are free text; their label form is expected to differ: log, no warning.
+        return sanitize_label_value(display_name, what="model display name", warn=False)
+
+    def _find_model(self, display_name: str) -> str | None:
+        """Resource name of the model carrying our label for ``display_name``, or None."""
+        label = self._model_label(display_name)
+        found = self._call(
+            f"list models labelled {MODEL_LABEL}={label}",
+            lambda: list(
+                self._client.list_models(
+                    request={
+                        "parent": initializer.global_config.common_location_path(
+                            self.project, self.location
+                        ),
+                        "filter": f'labels.{MODEL_LABEL}="{label}"',
+                    }
+                )
+            ),
+        )
+        names = sorted({m.name for m in found})
+        if len(names) > 1:
+            raise RegistryError(
+                f"{len(names)} Vertex models carry the label {MODEL_LABEL}={label} "
+                f"(display name {display_name!r}): {names}. Delete or relabel all but one."
+            )
+        return names[0] if names else None
+
+    def _versions(self, resource_name: str, label_filter: str = "") -> list[Any]:
+        return self._call(
+            f"list versions of {resource_name}",
+            lambda: list(
+                self._client.list_model_versions(
+                    request={"name": resource_name, "filter": label_filter}
+                )
+            ),
+        )
+
+    def _get(self, name: str) -> Any | None:
+        try:
+            return self._call(f"get {name}", lambda: self._client.get_model(name=name))
+        except RegistryError as err:
+            if isinstance(err.__cause__, api_exceptions.NotFound):
+                return None
+            raise
+
+    def _merge_aliases(self, resource_name: str, version: str, changes: list[str]) -> None:
+        name = f"{resource_name}@{version}"
+        self._call(
+            f"change aliases {changes} of {name}",
+            lambda: self._client.merge_version_aliases(name=name, version_aliases=changes),
+        )
+
+    def _free_alias(self, resource_name: str, alias: str, keep_version: str | None) -> None:
+        holder = self._get(f"{resource_name}@{alias}")
+        if holder is not None and holder.version_id != keep_version:
+            self._merge_aliases(resource_name, holder.version_id, [f"-{alias}"])
+
+    # ------------------------------------------------------------------ register
+    def register(
+        self,
+        model_name: str,
+        model_dir: str,
+        metrics: dict[str, Any],
+        labels: dict[str, str],
+        run_id: str,
+        make_champion: bool,
+        alias: str = CHALLENGER_ALIAS,
+        *,
+        artifact_uri: str | None = None,
+        evaluation: dict[str, Any] | None = None,
+    ) -> RegisteredVersion:
+        """Upload ``model_dir`` as a new version of ``model_name`` (see the module docstring).
+
+        Args:
+            model_name: the model display name (also the source of the stable model label).
+            model_dir: local view of the model artifact (``/gcs/...`` on Vertex); must hold a
+                SavedModel.
+            metrics: our metrics dict (``metrics.json``); stored in the evaluation's metadata.
+            labels: extra labels (pipeline job id, source table, git commit...); sanitised.
+            run_id: the pipeline run (idempotency key, stored as label ``imbalanced_run``).
+            make_champion: whether the new version becomes champion and default.
+            alias: the run's alias.
+            artifact_uri: ``gs://`` model directory to upload; default: ``model_dir`` mapped
+                from ``/gcs/`` to ``gs://``. The SavedModel subdirectory is what is uploaded.
+            evaluation: Vertex evaluation JSON (``slicedMetrics`` or classification metrics);
+                default: built from ``metrics``.
+
+        Returns:
+            The registered version (fresh from the service).
+
+        Raises:
+            PipelineInputError: bad inputs, found before any call.
+            RegistryError: the service failed or refused; ambiguous models.
+        """
+        display_name = validate_display_name(model_name)
+        validate_alias(alias)
+        if not isinstance(run_id, str) or not run_id.strip():
+            raise PipelineInputError("run_id must be a non-empty string")
+        saved_model = find_saved_model(model_dir)
+        base_uri = gcs_uri(artifact_uri or str(model_dir))
+        relative = saved_model.relative_to(model_dir).as_posix()
+        upload_uri = base_uri if relative == "." else f"{base_uri}/{relative}"
+        vertex_metrics = overall_classification_metrics(
+            evaluation or classification_metrics(metrics)
+        )
+        _check_classification_metrics(vertex_metrics)
+        all_labels = self._labels(display_name, run_id, labels, metrics)
+
+        resource_name = self._find_model(display_name)
+        run_filter = f'labels.{RUN_LABEL}="{all_labels[RUN_LABEL]}"'
+        version = self._find_run_version(resource_name, run_filter)
+        if version is None:
+            resource_name, version = self._upload(
+                resource_name,
+                display_name,
+                upload_uri,
+                all_labels,
+                alias,
+                run_filter,
+            )
+            newest = True
+        else:
+            _LOG.info(
+                "run %s is already %s@%s; not uploading again", run_id, resource_name, version
+            )
+            # Redo alias moves a failure may have skipped, unless newer versions exist since.
+            newest = version == max((v.version_id for v in self._versions(resource_name)), key=int)
+        self._import_evaluation(
+            resource_name, version, display_name, run_id, vertex_metrics, metrics
+        )
+        if newest:
+            self._set_aliases(resource_name, version, alias, make_champion)
+        return self._version_info(resource_name, version, metrics)
+
+    def _labels(
+        self, display_name: str, run_id: str, labels: dict[str, str], metrics: dict[str, Any]
+    ) -> dict[str, str]:
+        out = {
+            sanitize_label_key(k): sanitize_label_value(v, what=f"label {k!r} value")
+            for k, v in (labels or {}).items()
+        }
+        for name in METRIC_LABELS:
+            if isinstance(metrics.get(name), int | float):
+                out[f"metric_{name}"] = metric_label_value(metrics[name])
+        out[MODEL_LABEL] = self._model_label(display_name)
+        out[RUN_LABEL] = sanitize_label_value(run_id, what="run id")
+        if len(out) > 64:
+            raise PipelineInputError(f"Vertex allows at most 64 labels; got {len(out)}")
+        return out
+
+    def _find_run_version(self, resource_name: str | None, run_filter: str) -> str | None:
+        if resource_name is None:
+            return None
+        versions = self._versions(resource_name, run_filter)
+        return versions[0].version_id if versions else None
+
+    def _upload(
+        self,
+        resource_name: str | None,
+        display_name: str,
+        upload_uri: str,
+        labels: dict[str, str],
+        alias: str,
+        run_filter: str,
+    ) -> tuple[str, str]:
+        """Upload a version, retrying transient errors without ever uploading twice."""
+        delay = self.retry_delay_s
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                if resource_name is not None:
+                    self._free_alias(resource_name, alias, keep_version=None)
+                model = aiplatform.Model.upload(
+                    display_name=display_name,
+                    description=self.description,
+                    artifact_uri=upload_uri,
+                    serving_container_image_uri=self.serving_image,
+                    parent_model=resource_name,
+                    # default moves together with champion, after the evaluation is in
+                    is_default_version=resource_name is None,
+                    version_aliases=[alias],
+                    labels=labels,
+                    project=self.project,
+                    location=self.location,
+                )
+                return model.resource_name, model.version_id
+            except _RETRYABLE as err:
+                if attempt == self.max_attempts:
+                    raise RegistryError(
+                        f"Vertex AI failed to upload {display_name!r} after {attempt} attempts: {err}"
+                    ) from err
+                _LOG.warning("upload failed (attempt %d): %s; retrying", attempt, err)
+                time.sleep(delay)
+                delay = min(delay * 2, 30.0)
+                # The failed call may still have created the version: look before uploading.
+                resource_name = resource_name or self._find_model(display_name)
+                found = self._find_run_version(resource_name, run_filter)
+                if found is not None:
+                    return resource_name, found  # type: ignore[return-value]
+            except api_exceptions.GoogleAPICallError as err:
+                raise RegistryError(f"Vertex AI refused to upload {display_name!r}: {err}") from err
+        raise AssertionError("unreachable")
+
+    def _evaluations(self, resource_name: str, version: str) -> list[dict[str, Any]]:
+        parent = f"{resource_name}@{version}"
+        found = self._call(
+            f"list evaluations of {parent}",
+            lambda: list(self._client.list_model_evaluations(parent=parent)),
+        )
+        return [json_format.MessageToDict(type(e).pb(e)) for e in found]
+
+    def _import_evaluation(
+        self,
+        resource_name: str,
+        version: str,
+        display_name: str,
+        run_id: str,
+        vertex_metrics: dict[str, Any],
+        metrics: dict[str, Any],
+    ) -> None:
+        parent = f"{resource_name}@{version}"
+        for existing in self._evaluations(resource_name, version):
+            if (existing.get("metadata") or {}).get("run_id") == run_id:
+                _LOG.info("evaluation of run %s already imported on %s", run_id, parent)
+                return
+        evaluation = aiplatform.gapic.ModelEvaluation(
+            display_name=f"{display_name} {run_id}"[:MAX_DISPLAY_NAME],
+            metrics_schema_uri=CLASSIFICATION_SCHEMA_URI,
+            metrics=vertex_metrics,
+            metadata={"run_id": run_id, "metrics": _finite(_compact(metrics))},
+        )
+        self._call(
+            f"import the evaluation into {parent}",
+            lambda: self._client.import_model_evaluation(
+                parent=parent, model_evaluation=evaluation
+            ),
+        )
+
+    def _set_aliases(
+        self, resource_name: str, version: str, alias: str, make_champion: bool
+    ) -> None:
+        current = self._get(f"{resource_name}@{version}")
+        have = set(current.version_aliases) if current is not None else set()
+        wanted = {alias}
+        if make_champion:
+            self._free_alias(resource_name, CHAMPION_ALIAS, keep_version=version)
+            wanted |= {CHAMPION_ALIAS, "default"}
+        missing = sorted(wanted - have)
+        if alias in missing:
+            self._free_alias(resource_name, alias, keep_version=version)
+        if missing:
+            self._merge_aliases(resource_name, version, missing)
+
+    def _version_info(
+        self, resource_name: str, version: str, metrics: dict[str, Any] | None = None
+    ) -> RegisteredVersion:
+        model = self._get(f"{resource_name}@{version}")
+        if model is None:
+            raise RegistryError(f"version {resource_name}@{version} vanished")
+        labels = dict(model.labels)
+        if metrics is None:
+            metrics = self._stored_metrics(resource_name, version)
+        return RegisteredVersion(
+            name=model.display_name,
+            version=model.version_id,
+            uri=f"{resource_name}@{model.version_id}",
+            aliases=tuple(sorted(model.version_aliases)),
+            metrics=metrics,
+            labels=labels,
+            run_id=labels.get(RUN_LABEL, ""),
+            resource_name=resource_name,
+        )
+
+    def _stored_metrics(self, resource_name: str, version: str) -> dict[str, Any]:
+        """Metrics of a version's newest imported evaluation ({} if none)."""
+        evaluations = self._evaluations(resource_name, version)
+        if not evaluations:
+            return {}
+        newest = max(evaluations, key=lambda e: e.get("createTime", ""))
+        stored = (newest.get("metadata") or {}).get("metrics")
+        if isinstance(stored, dict) and stored:
+            return stored
+        return _metrics_from_confusion(newest.get("metrics") or {})
+
+    # ------------------------------------------------------------------ champion
+    def champion(self, model_name: str) -> RegisteredVersion | None:
+        """The version with the ``champion`` alias and the metrics of *its* evaluation, or None."""
+        resource_name = self._find_model(validate_display_name(model_name))
+        if resource_name is None:
+            return None
+        holder = self._get(f"{resource_name}@{CHAMPION_ALIAS}")
+        if holder is None:
+            return None
+        return self._version_info(resource_name, holder.version_id)

@@ -1,0 +1,204 @@
+"""The Keras 3 classifier: raw feature dict in, class probabilities out.
+
+Preprocessing lives inside the model (fit from :class:`vertex_imbalanced.training.statistics.FeatureStats`),
+so the exported model takes exactly the feature dict :func:`vertex_imbalanced.reading.datasets.make_dataset`
+yields and serving cannot drift from training. The model has two levels:
+
+* the outer (exported) model takes the raw dict: it stacks the numeric columns into one
+  ``[n, k]`` float32 matrix and maps each categorical column (string, ``""`` = NULL) through a
+  ``StringLookup`` over the training vocabulary plus ``""`` as its own token (index 0 = out of
+  vocabulary), giving an ``[n, m]`` int32 id matrix;
+* the inner model (:func:`encoded_model`, the layer named ``encoded_classifier``) takes
+  ``{"numeric": [n, k], "categorical": [n, m]}``: missing indicators ``isnan(x)``, NaN replaced
+  by the training mean, ``Normalization`` with the training mean/variance, one-hot ids, hidden
+  ``Dense`` + ReLU layers with L1/L2 kernel regularisers and dropout, and a ``Dense`` softmax head
+  in float32 (also under a mixed-precision policy), one unit per class.
+
+The trainer fits the inner model on :func:`vertex_imbalanced.reading.datasets.make_encoded_dataset`, which applies
+the same vocabularies (:func:`model_vocabularies`) while reading Arrow, so training skips per-row
+string tensors; the weights are shared, and the outer model is what is saved and served.
+The model is built with Keras ops and layers only (no custom layers), so ``model.keras`` loads
+without importing this package.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import keras
+import numpy as np
+
+from vertex_imbalanced.config import FeatureSpec, Hyperparameters
+from vertex_imbalanced.reading.training_encoding import ENCODED_CATEGORICAL, ENCODED_NUMERIC
+from vertex_imbalanced.training.statistics import MISSING_CATEGORY, FeatureStats
+
+PROBABILITIES = "probabilities"
+CLASS_ID = "class_id"
+ENCODED_MODEL = "encoded_classifier"
+
+
+def model_vocabularies(spec: FeatureSpec, stats: FeatureStats) -> dict[str, list[str]]:
+    """Per categorical column, its tokens in lookup order (id ``i + 1``; 0 = out of vocabulary).
+
+    The training vocabulary plus ``""`` (NULL) as its own token; the model's ``StringLookup``
+    layers and the training feed (``make_encoded_dataset``) both use exactly these lists.
+    """
+    vocabularies = {}
+    for column in spec.categorical:
+        tokens = list(stats.vocabularies[column])
+        if MISSING_CATEGORY not in tokens:
+            tokens.append(MISSING_CATEGORY)
+        vocabularies[column] = tokens
+    return vocabularies
+
+
+def feature_inputs(spec: FeatureSpec) -> dict[str, keras.KerasTensor]:
+    """One rank-1 ``keras.Input`` per feature column (float32 numeric, string categorical)."""
+    inputs = {n: keras.Input(shape=(), dtype="float32", name=n) for n in spec.numeric}
+    inputs |= {n: keras.Input(shape=(), dtype="string", name=n) for n in spec.categorical}
+    return inputs
+
+
+def encoded_inputs(spec: FeatureSpec) -> dict[str, keras.KerasTensor]:
+    """Inputs of the inner model: ``numeric`` ``[n, k]`` float32, ``categorical`` ``[n, m]`` int32."""
+    inputs = {}
+    if spec.numeric:
+        inputs[ENCODED_NUMERIC] = keras.Input(
+            shape=(len(spec.numeric),), dtype="float32", name=ENCODED_NUMERIC
+        )
+    if spec.categorical:
+        inputs[ENCODED_CATEGORICAL] = keras.Input(
+            shape=(len(spec.categorical),), dtype="int32", name=ENCODED_CATEGORICAL
+        )
+    return inputs
+
+
+def _numeric_block(values: keras.KerasTensor, spec: FeatureSpec, stats: FeatureStats) -> list:
+    """Normalised imputed values ``[n, k]`` and missing indicators ``[n, k]``."""
+    means = np.array([stats.numeric[n].mean for n in spec.numeric], np.float32)
+    is_nan = keras.ops.isnan(values)
+    normalize = keras.layers.Normalization(
+        mean=means,
+        variance=np.array([stats.numeric[n].variance for n in spec.numeric], np.float32),
+        dtype="float32",
+        name="normalize_numeric",
+    )
+    return [normalize(keras.ops.where(is_nan, means, values)), keras.ops.cast(is_nan, "float32")]
+
+
+def _categorical_block(ids: keras.KerasTensor, vocabularies: dict[str, list[str]]) -> list:
+    """One-hot ``[n, vocabulary + 1]`` per categorical column (index 0 = out of vocabulary)."""
+    return [
+        keras.ops.one_hot(ids[:, j], len(tokens) + 1, dtype="float32")
+        for j, tokens in enumerate(vocabularies.values())
+    ]
+
+
+def _encoded_classifier(
+    spec: FeatureSpec,
+    stats: FeatureStats,
+    vocabularies: dict[str, list[str]],
+    classes: Sequence[str],
+    hp: Hyperparameters,
+) -> keras.Model:
+    """The inner model: encoded matrices in, float32 probabilities ``[n, C]`` out."""
+    inputs = encoded_inputs(spec)
+    parts = []
+    if spec.numeric:
+        parts += _numeric_block(inputs[ENCODED_NUMERIC], spec, stats)
+    if spec.categorical:
+        parts += _categorical_block(inputs[ENCODED_CATEGORICAL], vocabularies)
+    x = parts[0] if len(parts) == 1 else keras.layers.Concatenate(name="features")(parts)
+    regularizer = keras.regularizers.L1L2(l1=hp.l1, l2=hp.l2) if hp.l1 or hp.l2 else None
+    for i, units in enumerate(hp.hidden_units):
+        x = keras.layers.Dense(
+            units,
+            activation="relu",
+            kernel_regularizer=regularizer,
+            kernel_initializer=keras.initializers.GlorotUniform(seed=hp.seed + i),
+            name=f"hidden_{i}",
+        )(x)
+        if hp.dropout:
+            x = keras.layers.Dropout(hp.dropout, seed=hp.seed + 100 + i, name=f"dropout_{i}")(x)
+    # Logits and softmax stay float32 under mixed precision (numerically stable loss).
+    logits = keras.layers.Dense(
+        len(classes),
+        kernel_regularizer=regularizer,
+        kernel_initializer=keras.initializers.GlorotUniform(seed=hp.seed + 99),
+        dtype="float32",
+        name="logits",
+    )(x)
+    outputs = keras.layers.Activation("softmax", dtype="float32", name=PROBABILITIES)(logits)
+    return keras.Model(inputs, outputs, name=ENCODED_MODEL)
+
+
+def build_model(
+    spec: FeatureSpec,
+    stats: FeatureStats,
+    classes: Sequence[str],
+    hp: Hyperparameters,
+) -> keras.Model:
+    """Build the (uncompiled) classifier.
+
+    Call it inside ``strategy.scope()`` and after setting the dtype policy.
+
+    Args:
+        spec: feature roles (input names and order).
+        stats: training statistics for imputation, normalisation and vocabularies.
+        classes: class names in id order (output width).
+        hp: hidden units, dropout, L1/L2 strengths, seed.
+
+    Returns:
+        A functional model mapping the raw feature dict to float32 probabilities ``[n, C]``;
+        its inner model (:func:`encoded_model`) shares all trainable weights.
+    """
+    inputs = feature_inputs(spec)
+    vocabularies = model_vocabularies(spec, stats)
+    encoded = {}
+    if spec.numeric:
+        columns = [inputs[n] for n in spec.numeric]
+        encoded[ENCODED_NUMERIC] = keras.ops.stack(columns, axis=-1)
+    if spec.categorical:
+        ids = []
+        for name, tokens in vocabularies.items():
+            lookup = keras.layers.StringLookup(
+                vocabulary=tokens,
+                num_oov_indices=1,
+                output_mode="int",
+                name=f"lookup_{name}",
+            )
+            ids.append(keras.ops.cast(lookup(inputs[name]), "int32"))
+        encoded[ENCODED_CATEGORICAL] = keras.ops.stack(ids, axis=-1)
+    outputs = _encoded_classifier(spec, stats, vocabularies, classes, hp)(encoded)
+    return keras.Model(inputs, outputs, name="imbalanced_classifier")
+
+
+def encoded_model(model: keras.Model) -> keras.Model:
+    """The inner model of :func:`build_model` (fit it on ``make_encoded_dataset`` batches)."""
+    return model.get_layer(ENCODED_MODEL)
+
+
+def export_saved_model(model: keras.Model, spec: FeatureSpec, path: str) -> None:
+    """Write a SavedModel whose ``serving_default`` takes the raw feature dict.
+
+    Outputs: ``probabilities`` (float32 ``[n, C]``) and ``class_id`` (int64 ``[n]``).
+
+    Args:
+        model: the trained classifier from :func:`build_model`.
+        spec: feature roles; one rank-1 input per feature (float32 numeric, string categorical).
+        path: directory to write (must not exist yet).
+    """
+    import tensorflow as tf
+
+    from vertex_imbalanced.reading.datasets import feature_signature
+
+    def serve(features):
+        probabilities = tf.cast(model(features, training=False), tf.float32)
+        return {PROBABILITIES: probabilities, CLASS_ID: tf.argmax(probabilities, axis=-1)}
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(
+        name="serving_default", fn=serve, input_signature=[feature_signature(spec)]
+    )
+    archive.write_out(path, verbose=False)

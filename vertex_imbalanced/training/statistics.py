@@ -1,0 +1,217 @@
+"""One streaming pass over the training dataset: the statistics the model's preprocessing needs.
+
+Per numeric column the weighted mean and variance ignoring NaN (= NULL), per categorical column
+a vocabulary (most frequent first), and the class counts and row count. Means are weighted by
+the example weights so that, after downsample + upweight, the imputed value and the scaling are
+those of the original (not the downsampled) distribution. Only O(columns + vocabulary) state is
+kept, so the pass works on tables that do not fit in memory.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from vertex_imbalanced.config import FeatureSpec
+from vertex_imbalanced.errors import LabelError, PipelineInputError
+
+MISSING_CATEGORY = ""  # same value as vertex_imbalanced.reading.record_packing.MISSING_CATEGORY
+
+
+@dataclasses.dataclass(frozen=True)
+class NumericStats:
+    """Statistics of one numeric column (NaN = NULL excluded).
+
+    Attributes:
+        mean: weighted mean of the present values (the imputed value).
+        variance: weighted population variance of the present values.
+        present: number of non-NULL rows.
+        missing: number of NULL rows.
+    """
+
+    mean: float
+    variance: float
+    present: int
+    missing: int
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureStats:
+    """Training statistics that parameterise the model's preprocessing layers.
+
+    Attributes:
+        rows: rows read.
+        numeric: column -> :class:`NumericStats`.
+        vocabularies: column -> tokens, most frequent first (may include ``""`` = NULL).
+        class_counts: rows per class id (unweighted).
+        weighted_class_counts: sum of example weights per class id.
+    """
+
+    rows: int
+    numeric: dict[str, NumericStats]
+    vocabularies: dict[str, tuple[str, ...]]
+    class_counts: tuple[int, ...]
+    weighted_class_counts: tuple[float, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict."""
+        data = dataclasses.asdict(self)
+        data["vocabulary_sizes"] = {k: len(v) for k, v in self.vocabularies.items()}
+        data["vocabularies"] = {k: list(v) for k, v in self.vocabularies.items()}
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> FeatureStats:
+        """Inverse of :meth:`to_dict`."""
+        return cls(
+            rows=int(data["rows"]),
+            numeric={k: NumericStats(**v) for k, v in data["numeric"].items()},
+            vocabularies={k: tuple(v) for k, v in data["vocabularies"].items()},
+            class_counts=tuple(int(c) for c in data["class_counts"]),
+            weighted_class_counts=tuple(float(c) for c in data["weighted_class_counts"]),
+        )
+
+
+class _Moments:
+    """Weighted count / mean / M2, merged batch by batch (Chan et al.), NaN excluded."""
+
+    def __init__(self) -> None:
+        self.weight = 0.0
+        self.mean = 0.0
+        self.m2 = 0.0
+        self.present = 0
+        self.missing = 0
+        self.non_finite = 0
+
+    def update(self, values: np.ndarray, weights: np.ndarray) -> None:
+        nan = np.isnan(values)
+        self.missing += int(nan.sum())
+        self.present += int(values.size - nan.sum())
+        finite = np.isfinite(values)
+        self.non_finite += int((~finite & ~nan).sum())
+        values, weights = values[finite].astype(np.float64), weights[finite].astype(np.float64)
+        w = float(weights.sum())
+        if w <= 0:
+            return
+        mean = float(np.dot(weights, values) / w)
+        m2 = float(np.dot(weights, (values - mean) ** 2))
+        total = self.weight + w
+        delta = mean - self.mean
+        self.mean += delta * w / total
+        self.m2 += m2 + delta * delta * self.weight * w / total
+        self.weight = total
+
+
+def compute_feature_stats(
+    dataset: Any,
+    spec: FeatureSpec,
+    num_classes: int,
+    *,
+    description: str = "the training data",
+    max_vocabulary: int = 1000,
+    min_count: int = 1,
+) -> FeatureStats:
+    """Read ``dataset`` once (``(features, label, weight)`` batches from ``make_dataset``).
+
+    Args:
+        dataset: an iterable of ``(features dict, label, weight)`` batches.
+        spec: which columns are numeric / categorical.
+        num_classes: number of declared classes; a label id >= this is an error.
+        description: table name for error messages.
+        max_vocabulary: keep at most this many tokens per categorical column (most frequent).
+        min_count: drop tokens seen fewer times (they fall into the OOV bucket).
+
+    Returns:
+        The statistics.
+
+    Raises:
+        PipelineInputError: zero rows; a feature column that is NULL in every row; a numeric
+            column holding infinite values.
+        LabelError: a label id outside ``0..num_classes-1``.
+    """
+    moments = {name: _Moments() for name in spec.numeric}
+    counters = {name: collections.Counter() for name in spec.categorical}
+    class_counts = np.zeros(num_classes, np.int64)
+    weighted = np.zeros(num_classes, np.float64)
+    rows = 0
+    for features, label, weight in dataset:
+        label = np.asarray(label)
+        weight = np.asarray(weight, dtype=np.float64)
+        if label.size and (label.min() < 0 or label.max() >= num_classes):
+            bad = int(label[(label < 0) | (label >= num_classes)][0])
+            raise LabelError(
+                f"label column {spec.label!r} of {description} holds class id {bad}, outside "
+                f"0..{num_classes - 1} for the {num_classes} declared classes"
+            )
+        rows += label.size
+        class_counts += np.bincount(label, minlength=num_classes)
+        weighted += np.bincount(label, weights=weight, minlength=num_classes)
+        for name in spec.numeric:
+            moments[name].update(np.asarray(features[name]), weight)
+        for name in spec.categorical:
+            values, counts = np.unique(np.asarray(features[name]), return_counts=True)
+            counters[name].update(dict(zip(values.tolist(), counts.tolist(), strict=True)))
+    if rows == 0:
+        raise PipelineInputError(
+            f"{description} has zero rows; nothing to train on (check the source table and, "
+            "with downsampling, the keep rates)"
+        )
+    return FeatureStats(
+        rows=rows,
+        numeric=_numeric_stats(moments, description),
+        vocabularies=_vocabularies(counters, description, max_vocabulary, min_count),
+        class_counts=tuple(int(c) for c in class_counts),
+        weighted_class_counts=tuple(float(c) for c in weighted),
+    )
+
+
+def _numeric_stats(moments: Mapping[str, _Moments], description: str) -> dict[str, NumericStats]:
+    out = {}
+    for name, m in moments.items():
+        if m.non_finite:
+            raise PipelineInputError(
+                f"numeric column {name!r} of {description} holds {m.non_finite} infinite "
+                "value(s); replace them (or NULL them) in SQL"
+            )
+        if m.present == 0 or m.weight <= 0:
+            raise PipelineInputError(
+                f"feature column {name!r} of {description} is NULL in all {m.missing} rows; "
+                "drop it from the feature config (list it under 'ignored')"
+            )
+        variance = max(m.m2 / m.weight, 0.0)
+        out[name] = NumericStats(
+            mean=float(m.mean), variance=float(variance), present=m.present, missing=m.missing
+        )
+        if not math.isfinite(out[name].variance):
+            raise PipelineInputError(f"numeric column {name!r} of {description} overflows float64")
+    return out
+
+
+def _vocabularies(
+    counters: Mapping[str, collections.Counter],
+    description: str,
+    max_vocabulary: int,
+    min_count: int,
+) -> dict[str, tuple[str, ...]]:
+    out = {}
+    for name, counter in counters.items():
+        tokens = {k.decode("utf-8", "replace"): v for k, v in counter.items()}
+        if set(tokens) <= {MISSING_CATEGORY}:
+            raise PipelineInputError(
+                f"feature column {name!r} of {description} is NULL (or empty) in all "
+                f"{sum(tokens.values())} rows; drop it from the feature config "
+                "(list it under 'ignored')"
+            )
+        ranked = sorted(tokens.items(), key=lambda kv: (-kv[1], kv[0]))
+        out[name] = tuple(t for t, c in ranked if c >= min_count)[:max_vocabulary]
+    return out
+
+
+def class_counts_text(classes: Sequence[str], counts: Sequence[float]) -> str:
+    """``"a=10, b=3"`` for messages."""
+    return ", ".join(f"{c}={n:g}" for c, n in zip(classes, counts, strict=True))

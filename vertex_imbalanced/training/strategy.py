@@ -1,0 +1,185 @@
+"""Pick the ``tf.distribute`` strategy, this worker's shard and the mixed-precision policy.
+
+Read from the environment at call time (never at import time):
+
+* ``TF_CONFIG`` (set by Vertex AI and by hand) or Vertex's ``CLUSTER_SPEC``, translated to a
+  ``TF_CONFIG`` (worker pool 0 -> ``chief``, pool 1 -> ``worker``, pool 2 = Reduction Server
+  (not a TF task), pool 3 -> ``evaluator``). More than one chief/worker task means
+  ``MultiWorkerMirroredStrategy``.
+* otherwise more than one visible GPU means ``MirroredStrategy``; else the default strategy.
+
+Each worker reads a disjoint subset of the source's streams (``shard_index`` / ``num_shards``
+of :func:`vertex_imbalanced.reading.datasets.make_dataset`); only the chief writes the model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from vertex_imbalanced.errors import PipelineInputError
+
+MIXED_PRECISION_POLICIES = ("mixed_float16", "mixed_bfloat16")
+_POOL_TO_TASK = {"workerpool0": "chief", "workerpool1": "worker", "workerpool3": "evaluator"}
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerInfo:
+    """Where this process sits in the training cluster.
+
+    Attributes:
+        index: this worker's index among the training workers (chief = 0).
+        count: number of training workers (chief + workers).
+        is_chief: whether this process writes the model and logs.
+        task_type: ``chief``, ``worker``, ``evaluator`` or ``local``.
+    """
+
+    index: int = 0
+    count: int = 1
+    is_chief: bool = True
+    task_type: str = "local"
+
+
+@dataclasses.dataclass(frozen=True)
+class DistributionContext:
+    """The strategy to build and fit the model under, and this worker's place."""
+
+    strategy: Any
+    kind: str
+    worker: WorkerInfo
+
+    @property
+    def num_replicas(self) -> int:
+        """Replicas training in sync (across all workers)."""
+        return int(self.strategy.num_replicas_in_sync)
+
+
+def tf_config_from_cluster_spec(cluster_spec: Mapping[str, Any]) -> dict[str, Any]:
+    """Translate Vertex AI's ``CLUSTER_SPEC`` into a ``TF_CONFIG`` dict.
+
+    Args:
+        cluster_spec: parsed ``CLUSTER_SPEC``:
+            ``{"cluster": {"workerpool0": [...], ...}, "task": {"type": ..., "index": ...}}``.
+
+    Returns:
+        ``{"cluster": {"chief": [...], "worker": [...]}, "task": {"type", "index"}}``.
+        A Reduction Server task (pool 2) gets task type ``reduction_server``.
+
+    Raises:
+        PipelineInputError: the spec lacks ``cluster`` or ``task``.
+    """
+    try:
+        pools = cluster_spec["cluster"]
+        task = cluster_spec["task"]
+        pool, index = task["type"], int(task["index"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise PipelineInputError(
+            f"CLUSTER_SPEC needs 'cluster' and 'task': {{'type', 'index'}}; got {cluster_spec!r}"
+        ) from exc
+    cluster = {
+        _POOL_TO_TASK[name]: list(hosts) for name, hosts in pools.items() if name in _POOL_TO_TASK
+    }
+    task_type = _POOL_TO_TASK.get(pool, "reduction_server")
+    return {"cluster": cluster, "task": {"type": task_type, "index": index}}
+
+
+def cluster_config(environ: Mapping[str, str] | None = None) -> dict[str, Any] | None:
+    """The ``TF_CONFIG`` in effect: ``TF_CONFIG`` itself, else one built from ``CLUSTER_SPEC``.
+
+    Raises:
+        PipelineInputError: either variable holds invalid JSON.
+    """
+    environ = os.environ if environ is None else environ
+    for name in ("TF_CONFIG", "CLUSTER_SPEC"):
+        text = environ.get(name, "").strip()
+        if not text:
+            continue
+        try:
+            parsed = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise PipelineInputError(f"{name} is not valid JSON: {exc}: {text[:200]!r}") from exc
+        if not parsed.get("cluster"):
+            continue
+        return parsed if name == "TF_CONFIG" else tf_config_from_cluster_spec(parsed)
+    return None
+
+
+def worker_info(tf_config: Mapping[str, Any] | None) -> WorkerInfo:
+    """This worker's index / count / chief flag from a ``TF_CONFIG`` dict (None: local)."""
+    if not tf_config:
+        return WorkerInfo()
+    cluster = tf_config.get("cluster", {})
+    task = tf_config.get("task", {})
+    chiefs = len(cluster.get("chief", []))
+    count = chiefs + len(cluster.get("worker", []))
+    if count > 1 and "index" not in task:
+        # TensorFlow's resolver treats a missing index as None and the workers then wait for
+        # each other forever; fail instead.
+        raise PipelineInputError(f"TF_CONFIG task needs an 'index' in a {count}-worker cluster")
+    task_type, index = task.get("type", "worker"), int(task.get("index", 0))
+    if task_type == "chief":
+        return WorkerInfo(index=index, count=max(count, 1), is_chief=True, task_type=task_type)
+    if task_type == "worker":
+        # Without a chief task, worker 0 plays the chief (TF's own convention).
+        is_chief = chiefs == 0 and index == 0
+        return WorkerInfo(
+            index=chiefs + index, count=max(count, 1), is_chief=is_chief, task_type=task_type
+        )
+    return WorkerInfo(index=0, count=max(count, 1), is_chief=False, task_type=task_type)
+
+
+def choose_strategy(environ: Mapping[str, str] | None = None) -> DistributionContext:
+    """Build the strategy for this process from the environment.
+
+    A ``CLUSTER_SPEC`` without ``TF_CONFIG`` is translated and exported as ``TF_CONFIG``
+    (``MultiWorkerMirroredStrategy`` reads it from ``os.environ``).
+
+    Args:
+        environ: the environment to read (default ``os.environ``).
+
+    Returns:
+        The strategy, its kind (``multi_worker``, ``mirrored``, ``default``) and worker info.
+
+    Raises:
+        PipelineInputError: this task is not a training worker (evaluator, reduction server).
+    """
+    import tensorflow as tf
+
+    environ = os.environ if environ is None else environ
+    tf_config = cluster_config(environ)
+    info = worker_info(tf_config)
+    if info.task_type not in ("local", "chief", "worker"):
+        raise PipelineInputError(
+            f"task type {info.task_type!r} does not train; run the trainer on chief/worker tasks"
+        )
+    if info.count > 1:
+        if not environ.get("TF_CONFIG", "").strip():
+            os.environ["TF_CONFIG"] = json.dumps(tf_config)
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        return DistributionContext(strategy, "multi_worker", info)
+    if len(tf.config.list_logical_devices("GPU")) > 1:
+        return DistributionContext(tf.distribute.MirroredStrategy(), "mirrored", info)
+    return DistributionContext(tf.distribute.get_strategy(), "default", info)
+
+
+def set_mixed_precision(policy: str | None) -> str:
+    """Set Keras' global dtype policy; returns the previous policy's name to restore later.
+
+    Args:
+        policy: ``None`` (float32), ``"mixed_float16"`` or ``"mixed_bfloat16"``.
+
+    Raises:
+        PipelineInputError: an unknown policy name.
+    """
+    import keras
+
+    if policy is not None and policy not in MIXED_PRECISION_POLICIES:
+        raise PipelineInputError(
+            f"mixed_precision must be None or one of {MIXED_PRECISION_POLICIES}, got {policy!r}"
+        )
+    previous = keras.config.dtype_policy().name
+    keras.config.set_dtype_policy(policy or "float32")
+    return previous

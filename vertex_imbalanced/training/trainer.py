@@ -1,0 +1,482 @@
+"""Train the classifier on weighted training data and export it (see docs/ARCHITECTURE.md).
+
+``train_model`` reads the training split once for the preprocessing statistics
+(:mod:`vertex_imbalanced.training.statistics`), checks the labels of both splits, builds the model under the
+strategy of :mod:`vertex_imbalanced.training.strategy`, fits it with ``SparseCategoricalCrossentropy`` and the
+dataset's per-example weights as ``sample_weight`` (weighted metrics), early stopping on
+``val_loss`` with the best weights restored, ``BackupAndRestore`` for preemption, TensorBoard
+logs, and writes the model directory::
+
+    <output_dir>/saved_model/          serving_default: raw features -> probabilities, class_id
+    <output_dir>/model.keras
+    <output_dir>/model_metadata.json
+    <output_dir>/logs/                 TensorBoard (unless AIP_TENSORBOARD_LOG_DIR is set)
+
+Everything is written into ``<output_dir>.partial`` and renamed at the end, so a failed run
+leaves no model directory. Only the chief worker writes it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from vertex_imbalanced.config import WEIGHT_COLUMN, FeatureSpec, Hyperparameters
+from vertex_imbalanced.errors import LabelError, PipelineInputError
+from vertex_imbalanced.reading.datasets import (
+    make_dataset,
+    make_encoded_dataset,
+    raise_source_errors,
+)
+from vertex_imbalanced.reading.sources.base import RecordBatchSource
+from vertex_imbalanced.training.early_stopping import ResumableEarlyStopping
+from vertex_imbalanced.training.model import (
+    build_model,
+    encoded_model,
+    export_saved_model,
+    model_vocabularies,
+)
+from vertex_imbalanced.training.multiworker_fit import patch_multi_worker_fit
+from vertex_imbalanced.training.statistics import (
+    FeatureStats,
+    class_counts_text,
+    compute_feature_stats,
+)
+from vertex_imbalanced.training.strategy import (
+    DistributionContext,
+    choose_strategy,
+    set_mixed_precision,
+)
+from vertex_imbalanced.training.tensorboard import EpochScalars
+
+if TYPE_CHECKING:
+    from vertex_imbalanced.warehouse.prepare import PreparedData
+
+_LOG = logging.getLogger(__name__)
+METADATA_FILE = "model_metadata.json"
+SHUFFLE_BATCHES = 256  # training batches in the shuffle buffer (2 chunks at batch size 512)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainResult:
+    """What :func:`train_model` produced.
+
+    Attributes:
+        model_dir: the written model directory (None on non-chief workers).
+        metrics: final metrics (validation metrics of the restored best weights, training
+            metrics of the best epoch, epochs run, rows per epoch).
+        history: per-epoch logs of the whole run (across restarts from a backup).
+        stats: the training statistics the preprocessing was built from.
+        metadata: the content of ``model_metadata.json``.
+        model: the trained in-memory Keras model.
+    """
+
+    model_dir: Path | None
+    metrics: dict[str, float]
+    history: dict[str, list[float]]
+    stats: FeatureStats
+    metadata: dict[str, Any]
+    model: Any = dataclasses.field(repr=False, default=None)
+
+
+def train_model(
+    train_source: RecordBatchSource,
+    validation_source: RecordBatchSource,
+    spec: FeatureSpec,
+    classes: Sequence[str],
+    hp: Hyperparameters,
+    output_dir: str | Path,
+    *,
+    backup_dir: str | None = None,
+    tensorboard_dir: str | None = None,
+    imbalance_report: Mapping[str, Any] | Any | None = None,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+    environ: Mapping[str, str] | None = None,
+    verbose: int = 0,
+) -> TrainResult:
+    """Train, export and describe the model.
+
+    Args:
+        train_source: the (downsampled) training split; its weight column is ``spec.weight``.
+        validation_source: the untouched validation split (no weight column needed).
+        spec: feature roles; ``spec.weight`` names the training weight column (None: ones).
+        classes: class names in id order (label value ``classes[i]`` -> id ``i``).
+        hp: hyperparameters.
+        output_dir: the model directory to create (must not exist or be empty).
+        backup_dir: ``BackupAndRestore`` directory (local or ``gs://``); a restarted run with
+            the same directory resumes after the last finished epoch. None: no backup.
+        tensorboard_dir: TensorBoard log dir (default ``AIP_TENSORBOARD_LOG_DIR``, else
+            ``<output_dir>/logs``).
+        imbalance_report: what the imbalance step did (dict or object with ``to_dict()``),
+            stored in the metadata.
+        callbacks: extra Keras callbacks (run after ours).
+        environ: environment for the strategy / TensorBoard choice (default ``os.environ``).
+        verbose: Keras ``fit`` verbosity.
+
+    Returns:
+        The result (model directory, metrics, history, statistics, metadata, model).
+
+    Raises:
+        LabelError: fewer than two classes; only one class present in training; label values
+            outside the classes; a non-integer label column.
+        SchemaError: a configured column is missing or has an unusable type.
+        PipelineInputError: zero training rows, an all-NULL feature, a non-empty output_dir.
+    """
+    environ = os.environ if environ is None else environ
+    classes = tuple(str(c) for c in (classes or spec.classes))
+    if len(classes) < 2:
+        raise LabelError(f"need at least two classes to train a classifier, got {list(classes)}")
+    output_dir = Path(output_dir)
+    if output_dir.exists() and any(output_dir.iterdir()):
+        raise PipelineInputError(f"output directory {output_dir} already exists and is not empty")
+    ctx = choose_strategy(environ)
+    if ctx.kind == "multi_worker":
+        patch_multi_worker_fit()  # Keras 3 fit fails with several workers (see keras_compat)
+    previous_policy = set_mixed_precision(hp.mixed_precision)
+    try:
+        keras.utils.set_random_seed(hp.seed)
+        stats, shard_rows = _training_stats(train_source, spec, classes, ctx.worker.count)
+        validation_rows = _check_validation(validation_source, spec, classes, stats)
+        steps = None
+        if ctx.worker.count > 1:  # equal steps on every worker; the shards repeat
+            steps = max(1, -(-min(shard_rows) // hp.batch_size))
+        train_ds = training_dataset(
+            train_source, spec, classes, stats, hp, ctx, training=True, repeat=bool(steps)
+        )
+        val_ds = training_dataset(
+            validation_source, spec.with_weight(None), classes, stats, hp, ctx, rows=validation_rows
+        )
+        with ctx.strategy.scope():
+            model = build_model(spec, stats, classes, hp)
+            encoded_model(model).compile(
+                optimizer=keras.optimizers.Adam(hp.learning_rate),
+                loss=keras.losses.SparseCategoricalCrossentropy(),
+                weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+                steps_per_execution=hp.steps_per_execution,
+            )
+        return _fit_and_export(
+            model,
+            train_ds,
+            val_ds,
+            steps=steps,
+            spec=spec,
+            classes=classes,
+            hp=hp,
+            stats=stats,
+            ctx=ctx,
+            output_dir=output_dir,
+            backup_dir=backup_dir,
+            tensorboard_dir=tensorboard_dir or environ.get("AIP_TENSORBOARD_LOG_DIR") or None,
+            imbalance_report=imbalance_report,
+            extra_callbacks=callbacks,
+            verbose=verbose,
+        )
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
+
+
+def backup_dir_for(model_path: str | Path, environ: Mapping[str, str] | None = None) -> str:
+    """Where ``BackupAndRestore`` keeps its state for a model output path.
+
+    On Vertex AI custom training ``AIP_CHECKPOINT_DIR`` (under the job's base output directory);
+    otherwise ``<model_path>.backup`` beside the output (under the pipeline root, ``/gcs/...`` on
+    Vertex Pipelines), so a retried task resumes from the same place.
+    """
+    environ = os.environ if environ is None else environ
+    return environ.get("AIP_CHECKPOINT_DIR") or f"{str(model_path).rstrip('/')}.backup"
+
+
+def train_prepared(
+    prepared: PreparedData,
+    hp: Hyperparameters,
+    output_dir: str | Path,
+    *,
+    feature_config: FeatureSpec | None = None,
+    backup_dir: str | None = None,
+    num_streams: int = 2,
+) -> TrainResult:
+    """Train from the prepare step's output.
+
+    Args:
+        prepared: the prepare step's tables, classes, spec and imbalance report.
+        hp: hyperparameters.
+        output_dir: model directory to create.
+        feature_config: feature roles overriding ``prepared.spec`` (same label column).
+        backup_dir: ``BackupAndRestore`` directory (see :func:`backup_dir_for`).
+        num_streams: read streams per split.
+
+    Returns:
+        The result of :func:`train_model`.
+    """
+    from vertex_imbalanced.reading.sources.open import open_source
+
+    spec = feature_config or prepared.spec
+    # The prepare step always writes the weight column into the train table (all modes).
+    train_spec = spec.with_weight(WEIGHT_COLUMN)
+    train_source = open_source(prepared.train_uri, train_spec.read_columns, num_streams=num_streams)
+    validation = open_source(
+        prepared.validation_uri, spec.with_weight(None).read_columns, num_streams=num_streams
+    )
+    return train_model(
+        train_source,
+        validation,
+        train_spec,
+        prepared.classes,
+        hp,
+        output_dir,
+        backup_dir=backup_dir,
+        imbalance_report=prepared.imbalance,
+    )
+
+
+def _training_stats(
+    source: RecordBatchSource, spec: FeatureSpec, classes: Sequence[str], workers: int
+) -> tuple[FeatureStats, list[int]]:
+    """Statistics over the whole training split (identical on every worker) and shard sizes.
+
+    With several workers the split is read shard by shard, which gives each shard's row count:
+    every worker then runs the same number of steps (the smallest shard's), as collective
+    training requires.
+    """
+    shard_rows: list[int] = []
+
+    def batches() -> Iterator[Any]:
+        for shard in range(workers):
+            shard_rows.append(0)
+            ds = make_dataset(source, spec, classes=classes, shard_index=shard, num_shards=workers)
+            for batch in ds:
+                shard_rows[-1] += int(batch[1].shape[0])
+                yield batch
+
+    with raise_source_errors():
+        stats = compute_feature_stats(batches(), spec, len(classes), description=source.description)
+    present = [c for c, n in zip(classes, stats.class_counts, strict=True) if n]
+    if len(present) < 2:
+        raise LabelError(
+            f"training data {source.description} holds only class {present} "
+            f"({class_counts_text(classes, stats.class_counts)}); a classifier needs >= 2 classes"
+        )
+    absent = [c for c, n in zip(classes, stats.class_counts, strict=True) if not n]
+    if absent:
+        warnings.warn(
+            f"classes {absent} have no training rows in {source.description}", stacklevel=3
+        )
+    return stats, shard_rows
+
+
+def _check_validation(
+    source: RecordBatchSource, spec: FeatureSpec, classes: Sequence[str], stats: FeatureStats
+) -> int:
+    """Check the validation labels, warn about classes never validated; return the row count."""
+    label_only = FeatureSpec(label=spec.label, key=spec.key)
+    counts = np.zeros(len(classes), np.int64)
+    with raise_source_errors():
+        for _, label, _ in make_dataset(source, label_only, classes=classes):
+            counts += np.bincount(label.numpy(), minlength=len(classes))
+    counts = [int(n) for n in counts]
+    if sum(counts) == 0:
+        raise PipelineInputError(f"validation data {source.description} has zero rows")
+    missing = [
+        c for c, t, v in zip(classes, stats.class_counts, counts, strict=True) if t and not v
+    ]
+    if missing:
+        message = (
+            f"classes {missing} are in the training data but absent from the validation data "
+            f"{source.description} ({class_counts_text(classes, counts)}); validation loss "
+            "cannot measure them"
+        )
+        _LOG.warning(message)
+        warnings.warn(message, stacklevel=3)
+    return sum(counts)
+
+
+def weight_scale(stats: FeatureStats) -> float:
+    """Factor that gives the training weights mean 1 (rows / sum of weights)."""
+    total = sum(stats.weighted_class_counts)
+    return stats.rows / total if total > 0 else 1.0
+
+
+def training_dataset(
+    source: RecordBatchSource,
+    spec: FeatureSpec,
+    classes: Sequence[str],
+    stats: FeatureStats,
+    hp: Hyperparameters,
+    ctx: DistributionContext,
+    *,
+    rows: int | None = None,
+    training: bool = False,
+    repeat: bool = False,
+) -> tf.data.Dataset:
+    """Encoded batches for the inner model; training data: this worker's shard, batches shuffled.
+
+    The shuffle order is the same every epoch, so a run resumed from a backup sees the same
+    batches as an uninterrupted one. Training weights are scaled to mean 1 over the split
+    (:func:`weight_scale`): their ratios, which restore the class prior, are unchanged, and the
+    training loss stays on the scale of the (unweighted) validation loss.
+
+    Args:
+        source: the split to read.
+        spec: feature roles (with the weight column for training data).
+        classes: class names in id order.
+        stats: training statistics (the vocabularies come from them).
+        hp: batch size and seed.
+        ctx: the distribution context (worker shard).
+        rows: rows in the split (default ``stats.rows``), for the known length on one worker.
+        training: read this worker's shard and shuffle.
+        repeat: repeat forever (several workers run a fixed number of steps).
+    """
+    rows = stats.rows if rows is None else rows
+    ds = make_encoded_dataset(
+        source,
+        spec,
+        model_vocabularies(spec, stats),
+        classes=classes,
+        batch_size=hp.batch_size,
+        shard_index=ctx.worker.index if training else 0,
+        num_shards=ctx.worker.count if training else 1,
+        shuffle_batches=SHUFFLE_BATCHES if training else 0,
+        seed=hp.seed,
+        weight_scale=weight_scale(stats) if training else 1.0,
+    )
+    if ctx.worker.count == 1:  # known length: Keras shows progress and does not warn at the end
+        ds = ds.apply(tf.data.experimental.assert_cardinality(-(-rows // hp.batch_size)))
+    else:
+        options = tf.data.Options()
+        # Streams are sharded by make_encoded_dataset; Keras must not shard again.
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+        ds = ds.with_options(options)
+    return ds.repeat() if repeat else ds
+
+
+def _fit_and_export(
+    model: keras.Model,
+    train_ds: tf.data.Dataset,
+    val_ds: tf.data.Dataset,
+    *,
+    steps: int | None,
+    spec: FeatureSpec,
+    classes: tuple[str, ...],
+    hp: Hyperparameters,
+    stats: FeatureStats,
+    ctx: DistributionContext,
+    output_dir: Path,
+    backup_dir: str | None,
+    tensorboard_dir: str | None,
+    imbalance_report: Any,
+    extra_callbacks: Sequence[keras.callbacks.Callback],
+    verbose: int,
+) -> TrainResult:
+    """Fit into a staging directory, then rename it to ``output_dir`` (chief only)."""
+    chief = ctx.worker.is_chief
+    if chief:
+        staging = output_dir.with_name(f"{output_dir.name}.partial")
+        staging.mkdir(parents=True, exist_ok=True)
+    else:  # other workers take part in the collective save but write to a scratch dir
+        staging = Path(tempfile.mkdtemp(prefix=f"worker{ctx.worker.index}-"))
+    early_stopping = ResumableEarlyStopping(hp.early_stopping_patience, state_dir=backup_dir)
+    callbacks: list[keras.callbacks.Callback] = []
+    if backup_dir:
+        callbacks.append(keras.callbacks.BackupAndRestore(backup_dir))
+    callbacks.append(early_stopping)  # after BackupAndRestore: reloads its own state on resume
+    logs = tensorboard_dir if chief and tensorboard_dir else str(staging / "logs")
+    callbacks.append(EpochScalars(logs))
+    callbacks.extend(extra_callbacks)
+    trainable = encoded_model(model)  # shares its weights with the exported model
+    try:
+        with raise_source_errors():
+            trainable.fit(
+                train_ds,
+                validation_data=val_ds,
+                epochs=hp.epochs,
+                steps_per_epoch=steps,
+                callbacks=callbacks,
+                shuffle=False,  # the feed shuffles batches, same order every epoch
+                verbose=verbose,
+            )
+            final = trainable.evaluate(val_ds, return_dict=True, verbose=0)
+        metrics = _final_metrics(early_stopping, final, stats)
+        metadata = _metadata(spec, classes, hp, stats, metrics, imbalance_report, ctx)
+        model.save(staging / "model.keras")
+        shutil.rmtree(staging / "saved_model", ignore_errors=True)  # left by a killed run
+        export_saved_model(model, spec.with_weight(None), str(staging / "saved_model"))
+        (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=True))
+        model_dir = None
+        if chief:
+            if output_dir.exists():
+                output_dir.rmdir()  # empty (checked at the start)
+            os.replace(staging, output_dir)
+            model_dir = output_dir
+    except BaseException:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+        raise
+    finally:
+        if not chief:
+            shutil.rmtree(staging, ignore_errors=True)
+    return TrainResult(model_dir, metrics, early_stopping.history, stats, metadata, model)
+
+
+def _final_metrics(
+    early_stopping: ResumableEarlyStopping, final: Mapping[str, float], stats: FeatureStats
+) -> dict[str, float]:
+    """Validation metrics of the restored weights plus the best epoch's training metrics."""
+    history, best = early_stopping.history, max(early_stopping.best_epoch, 0)
+    metrics = {f"val_{k}": float(v) for k, v in final.items()}
+    for key in ("loss", "accuracy"):
+        if history.get(key):
+            metrics[f"train_{key}"] = history[key][best]
+    metrics.update(
+        epochs_run=early_stopping.epochs_done,
+        best_epoch=best + 1,
+        train_rows_per_epoch=stats.rows,
+        train_weighted_rows=float(sum(stats.weighted_class_counts)),
+    )
+    return metrics
+
+
+def _metadata(
+    spec: FeatureSpec,
+    classes: tuple[str, ...],
+    hp: Hyperparameters,
+    stats: FeatureStats,
+    metrics: Mapping[str, float],
+    imbalance_report: Any,
+    ctx: DistributionContext,
+) -> dict[str, Any]:
+    """The ``model_metadata.json`` content (layout in docs/ARCHITECTURE.md)."""
+    if imbalance_report is not None and hasattr(imbalance_report, "to_dict"):
+        imbalance_report = imbalance_report.to_dict()
+    data = stats.to_dict()
+    return {
+        "framework": "tensorflow",
+        "tf_version": tf.__version__,
+        "keras_version": keras.__version__,
+        "classes": list(classes),
+        "feature_spec": dataclasses.replace(spec.with_weight(None), classes=classes).to_dict(),
+        "training_weight_column": spec.weight,
+        "training_weight_scale": weight_scale(stats),
+        "hyperparameters": hp.to_dict(),
+        "imbalance": dict(imbalance_report or {}),
+        "training_metrics": dict(metrics),
+        "training_data": {
+            "rows": stats.rows,
+            "class_counts": dict(zip(classes, stats.class_counts, strict=True)),
+            "weighted_class_counts": dict(zip(classes, stats.weighted_class_counts, strict=True)),
+            "numeric": data["numeric"],
+            "vocabulary_sizes": data["vocabulary_sizes"],
+        },
+        "distribution": {"strategy": ctx.kind, "workers": ctx.worker.count},
+    }

@@ -1,0 +1,92 @@
+"""A deterministic, imbalanced 3-class demo table (about 90 / 9 / 1 %) in a DuckDB file.
+
+Columns: ``id`` (STRING key), ``label`` (INT64 0..2), numeric ``x1``, ``x2`` (with NULLs),
+``x3``, ``n_items`` (INT64), ``is_member`` (BOOL), categorical ``color`` (with NULLs) and
+``region`` (noise). Class 1 is shifted along ``x1``/``x2``, class 2 along ``x3`` and is mostly
+``color = 'red'``: a small MLP separates them well enough to recall every class.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from vertex_imbalanced.config import FeatureSpec
+from vertex_imbalanced.warehouse.identifiers import TableRef
+
+CLASS_SHARES = (0.90, 0.09, 0.01)
+DEMO_SPEC = FeatureSpec(
+    label="label",
+    key="id",
+    numeric=("x1", "x2", "x3", "n_items", "is_member"),
+    categorical=("color", "region"),
+)
+"""The feature roles of the demo table (the same as schema inference gives with key ``id``)."""
+
+_COLORS = np.array(["blue", "green", "red", "yellow"])
+_COLOR_P = np.array(
+    [
+        [0.45, 0.35, 0.05, 0.15],  # class 0
+        [0.20, 0.20, 0.20, 0.40],  # class 1
+        [0.05, 0.05, 0.80, 0.10],  # class 2
+    ]
+)
+_REGIONS = np.array(["north", "south", "east", "west", "centre"])
+_MEANS = np.array(  # x1, x2, x3 per class
+    [
+        [0.0, 0.0, 0.0],
+        [2.5, -2.0, 0.5],
+        [-1.0, 1.0, 3.5],
+    ]
+)
+
+
+def demo_table(rows: int, seed: int = 0) -> pa.Table:
+    """Generate the demo rows as an Arrow table (same ``rows`` and ``seed`` -> same table)."""
+    rng = np.random.default_rng(seed)
+    label = rng.choice(3, size=rows, p=CLASS_SHARES)
+    x = _MEANS[label] + rng.normal(size=(rows, 3))
+    color_idx = (rng.random(rows)[:, None] > np.cumsum(_COLOR_P[label], axis=1)).sum(axis=1)
+    color = _COLORS[np.minimum(color_idx, len(_COLORS) - 1)]
+    n_items = rng.poisson(2 + 2 * label)
+    is_member = rng.random(rows) < 0.3 + 0.2 * (label > 0)
+    x2_null = rng.random(rows) < 0.05
+    color_null = rng.random(rows) < 0.05
+    return pa.table(
+        {
+            "id": pa.array([f"row-{i:08d}" for i in range(rows)]),
+            "label": pa.array(label, pa.int64()),
+            "x1": pa.array(x[:, 0]),
+            "x2": pa.array(x[:, 1], mask=x2_null),
+            "x3": pa.array(x[:, 2]),
+            "n_items": pa.array(n_items, pa.int64()),
+            "is_member": pa.array(is_member),
+            "color": pa.array(color.tolist(), pa.string(), mask=color_null),
+            "region": pa.array(_REGIONS[rng.integers(0, len(_REGIONS), rows)].tolist()),
+        }
+    )
+
+
+def write_demo_duckdb(path: str | Path, rows: int, seed: int = 0, table: str = "demo") -> str:
+    """Write (or replace) the demo table in a DuckDB file.
+
+    Args:
+        path: database file (created if absent).
+        rows: number of rows.
+        seed: random seed.
+        table: table name (``name`` or ``schema.name``).
+
+    Returns:
+        The source URI ``duckdb:///abs/path.db?table=<table>``.
+    """
+    from vertex_imbalanced.reading.sources.duckdb_source import duckdb_uri
+
+    ref = TableRef.parse(table)
+    with duckdb.connect(str(path)) as con:
+        con.register("demo_rows", demo_table(rows, seed))
+        con.execute(f"CREATE OR REPLACE TABLE {ref.duckdb} AS SELECT * FROM demo_rows")
+        con.unregister("demo_rows")
+    return duckdb_uri(path, ref)

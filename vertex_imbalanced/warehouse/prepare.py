@@ -1,0 +1,379 @@
+"""The data-preparation step: validate the source, split it, downsample + weight the train split.
+
+Everything is checked before any table is written (table, columns, types, emptiness, labels);
+the three output tables are then written atomically (one DuckDB transaction; on BigQuery the
+tables written so far are deleted on failure). Validation and test keep the original class
+distribution and have no weight column; the train table gets ``sample_weight``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from vertex_imbalanced.config import WEIGHT_COLUMN, FeatureSpec, ImbalanceConfig
+from vertex_imbalanced.errors import LabelError, PipelineInputError, SchemaError
+from vertex_imbalanced.reading.schema import check_schema, infer_feature_spec
+from vertex_imbalanced.warehouse import rebalance as imb
+from vertex_imbalanced.warehouse.engines import (
+    Warehouse,
+    load_sql,
+    open_warehouse,
+    render,
+    source_table,
+)
+from vertex_imbalanced.warehouse.identifiers import TableRef
+
+SPLITS = ("train", "validation", "test")
+SPLIT_BUCKETS = 10_000
+"""Hash buckets of the split (sql/split.sql): ratios are honoured to 1/10000."""
+KEEP_SALT = "keep:"
+"""Prefix of the key for the downsampling hash, so keeping is independent of the split."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PreparedData:
+    """Output of :func:`prepare_data`, passed between components as JSON.
+
+    Attributes:
+        train_uri: downsampled, weighted train table (has ``WEIGHT_COLUMN``).
+        validation_uri: validation table (original distribution, no weight column).
+        test_uri: test table (original distribution, no weight column).
+        classes: class names in class-id order.
+        spec: feature spec of the source columns (features inferred if none were given).
+        split_counts: rows per split and class in the source, before downsampling.
+        imbalance: ``ImbalanceReport.to_dict()`` of the train table.
+    """
+
+    train_uri: str
+    validation_uri: str
+    test_uri: str
+    classes: tuple[str, ...]
+    spec: FeatureSpec
+    split_counts: dict[str, dict[str, int]]
+    imbalance: dict[str, Any]
+
+    @property
+    def imbalance_report(self) -> imb.ImbalanceReport:
+        """The imbalance report as a dataclass."""
+        return imb.ImbalanceReport.from_dict(self.imbalance)
+
+    def uri(self, split: str) -> str:
+        """URI of ``train``, ``validation`` or ``test``."""
+        return {"train": self.train_uri, "validation": self.validation_uri, "test": self.test_uri}[
+            split
+        ]
+
+    def to_json(self) -> str:
+        """Serialise as JSON."""
+        data = dataclasses.asdict(self)
+        data["classes"] = list(self.classes)
+        data["spec"] = self.spec.to_dict()
+        return json.dumps(data, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> PreparedData:
+        """Inverse of :meth:`to_json`."""
+        data = json.loads(text)
+        data["classes"] = tuple(data["classes"])
+        data["spec"] = FeatureSpec.from_dict(data["spec"])
+        return cls(**data)
+
+    @classmethod
+    def read(cls, path: str | Path) -> PreparedData:
+        """Load the JSON file a prepare step wrote (how the other steps receive it).
+
+        Raises:
+            PipelineInputError: the file is missing, not JSON, or lacks a field (named).
+        """
+        try:
+            return cls.from_json(Path(path).read_text())
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise PipelineInputError(f"cannot read the prepared-data JSON {path}: {exc!r}") from exc
+
+
+def table_prefix(text: str) -> str:
+    """Turn a run/job id into a safe table-name prefix (other characters become ``_``)."""
+    prefix = re.sub(r"[^A-Za-z0-9_]", "_", text or "").strip("_")[:200]
+    if not prefix:
+        raise PipelineInputError(f"output prefix {text!r} has no usable characters")
+    return prefix
+
+
+def split_boundaries(ratios: Sequence[float]) -> tuple[int, int]:
+    """Bucket boundaries ``(train_end, validation_end)`` of train/validation/test ratios.
+
+    Raises:
+        PipelineInputError: not three positive ratios summing to 1.
+    """
+    if len(ratios) != 3 or any(not r > 0 for r in ratios) or not math.isclose(sum(ratios), 1):
+        raise PipelineInputError(
+            f"split ratios must be three positive numbers (train, validation, test) summing to "
+            f"1, got {tuple(ratios)}"
+        )
+    train_end = round(ratios[0] * SPLIT_BUCKETS)
+    validation_end = round((ratios[0] + ratios[1]) * SPLIT_BUCKETS)
+    if not 0 < train_end < validation_end < SPLIT_BUCKETS:
+        raise PipelineInputError(f"split ratios {tuple(ratios)} are finer than 1/{SPLIT_BUCKETS}")
+    return train_end, validation_end
+
+
+def _output_refs(source: TableRef, prefix: str, output_dataset: str | None) -> dict[str, TableRef]:
+    base = source
+    if output_dataset:
+        parts = output_dataset.removeprefix("bq://").split(".")
+        base = TableRef.parse(".".join([*parts, "placeholder"]))
+        if base.project is None and source.project is not None:
+            base = TableRef(source.project, base.dataset, base.table)
+    refs = {split: base.with_table(f"{prefix}_{split}") for split in SPLITS}
+    if source in refs.values():
+        raise PipelineInputError(f"output prefix {prefix!r} would overwrite the source {source}")
+    return refs
+
+
+def _resolve_spec(description: str, schema: pa.Schema, spec: FeatureSpec) -> FeatureSpec:
+    if spec.key is None:
+        raise PipelineInputError(
+            "the feature spec needs a key column (unique row id): the split and the "
+            "downsampling hash it"
+        )
+    if spec.weight is not None:
+        raise PipelineInputError(
+            f"spec.weight={spec.weight!r}: prepare_data writes its own {WEIGHT_COLUMN!r} column; "
+            "leave weight unset"
+        )
+    if WEIGHT_COLUMN in schema.names:
+        raise SchemaError(
+            f"table {description} already has a column {WEIGHT_COLUMN!r}, which prepare_data "
+            "adds to the train table; rename it"
+        )
+    if not spec.features:
+        spec = infer_feature_spec(
+            schema, spec.label, key=spec.key, ignored=spec.ignored, classes=spec.classes
+        )
+        if not spec.features:
+            raise SchemaError(f"table {description} has no feature columns besides label and key")
+    check_schema(description, schema, spec)
+    return spec
+
+
+def _stats(
+    warehouse: Warehouse, source: TableRef, spec: FeatureSpec, bounds: tuple[int, int]
+) -> list[dict[str, Any]]:
+    sql = render(
+        load_sql("class_stats"),
+        tables={"source": source},
+        columns={"key": spec.key, "label": spec.label},
+    )
+    rows = warehouse.query(sql, {"train_end": bounds[0], "validation_end": bounds[1]})
+    return rows.to_pylist()
+
+
+def _classes(
+    description: str,
+    stats: list[dict[str, Any]],
+    spec: FeatureSpec,
+    label_type: pa.DataType,
+    num_classes: int | None,
+) -> tuple[str, ...]:
+    """Check the label values; return the class names in id order."""
+    key, label = spec.key, spec.label
+    values: dict[str, tuple[int, str]] = {}
+    for row in stats:
+        n, example = values.get(row["label_value"], (0, None))
+        values[row["label_value"]] = (n + row["row_count"], example or row["example_key"])
+    if None in values:
+        n, example = values[None]
+        raise LabelError(
+            f"label column {label!r} of {description} has {n} NULL value(s), e.g. the row with "
+            f"{key}={example!r}; fix or filter them"
+        )
+    if spec.classes:
+        if num_classes is not None and num_classes != len(spec.classes):
+            raise LabelError(
+                f"num_classes={num_classes} but {len(spec.classes)} classes are declared"
+            )
+        classes = spec.classes
+        allowed = set(classes)
+    else:
+        if not pa.types.is_integer(label_type):
+            raise LabelError(
+                f"label column {label!r} of {description} is not INT64 class ids; declare the "
+                "ordered class list (feature config 'classes')"
+            )
+        ids = sorted(int(v) for v in values)
+        n = num_classes if num_classes is not None else ids[-1] + 1
+        if num_classes is None and ids != list(range(n)):
+            raise LabelError(
+                f"label values {ids[:20]} of column {label!r} in {description} are not 0..N-1; "
+                "declare num_classes or the class list"
+            )
+        classes = tuple(str(i) for i in range(n))
+        allowed = set(classes)
+    for value, (n, example) in sorted(values.items()):
+        if value not in allowed:
+            raise LabelError(
+                f"label column {label!r} of {description} has value {value!r} ({n} row(s), "
+                f"e.g. {key}={example!r}) outside the classes {list(classes)}"
+            )
+    return classes
+
+
+def _split_counts(
+    stats: list[dict[str, Any]], classes: tuple[str, ...]
+) -> dict[str, dict[str, int]]:
+    counts = {split: dict.fromkeys(classes, 0) for split in SPLITS}
+    for row in stats:
+        counts[row["split"]][row["label_value"]] += row["row_count"]
+    return counts
+
+
+def _write(
+    warehouse: Warehouse,
+    source: TableRef,
+    outputs: Mapping[str, TableRef],
+    spec: FeatureSpec,
+    bounds: tuple[int, int],
+    plan: imb.ImbalancePlan,
+    expiration_hours: float,
+) -> dict[str, tuple[int, float]]:
+    """Write the three tables atomically; return (rows, weight sum) per class of train."""
+    ranges = {"train": (0, bounds[0]), "validation": bounds, "test": (bounds[1], SPLIT_BUCKETS)}
+    split_sql = render(load_sql("split"), tables={"source": source}, columns={"key": spec.key})
+    columns = {"key": spec.key, "label": spec.label, "weight": WEIGHT_COLUMN}
+    downsample_sql = render(load_sql("downsample"), tables={"source": source}, columns=columns)
+    stats_sql = render(
+        load_sql("weighted_class_stats"),
+        tables={"table": outputs["train"]},
+        columns={"label": spec.label, "weight": WEIGHT_COLUMN},
+    )
+    names = list(plan.keep_rates)
+    with warehouse.atomic():
+        for split in ("validation", "test"):
+            lo, hi = ranges[split]
+            params = {"bucket_lo": lo, "bucket_hi": hi}
+            warehouse.create_table(
+                outputs[split], split_sql, params, expiration_hours=expiration_hours
+            )
+        params = {
+            "bucket_lo": ranges["train"][0],
+            "bucket_hi": ranges["train"][1],
+            "class_names": names,
+            "keep_rates": [float(plan.keep_rates[c]) for c in names],
+            "class_weights": [float(plan.weights[c]) for c in names],
+            "keep_salt": KEEP_SALT,
+        }
+        warehouse.create_table(
+            outputs["train"], downsample_sql, params, expiration_hours=expiration_hours
+        )
+        kept = {
+            r["label_value"]: (int(r["row_count"]), float(r["weight_sum"]))
+            for r in warehouse.query(stats_sql, {}).to_pylist()
+        }
+        if not kept:
+            raise PipelineInputError(
+                f"zero training rows remain after downsampling {source} (keep rates "
+                f"{plan.keep_rates}); nothing was written"
+            )
+    return kept
+
+
+def prepare_data(
+    source_uri: str,
+    spec: FeatureSpec,
+    *,
+    output_prefix: str,
+    split_ratios: Sequence[float] = (0.8, 0.1, 0.1),
+    imbalance: ImbalanceConfig | None = None,
+    expiration_hours: float = 72.0,
+    num_classes: int | None = None,
+    output_dataset: str | None = None,
+    warehouse: Warehouse | None = None,
+) -> PreparedData:
+    """Split the source table, downsample + weight the train split, and report what was done.
+
+    Args:
+        source_uri: ``bq://project.dataset.table`` or ``duckdb:///abs/path.db?table=name``.
+        spec: feature roles; ``key`` is required. With no numeric/categorical columns listed,
+            they are inferred from the schema (strings categorical, other scalars numeric).
+        output_prefix: prefix of the output table names (e.g. the pipeline job id; characters
+            other than letters, digits and ``_`` become ``_``). Outputs are
+            ``<prefix>_train``, ``<prefix>_validation``, ``<prefix>_test``.
+        split_ratios: train, validation, test shares (positive, summing to 1).
+        imbalance: how to rebalance the train split (default ``ImbalanceConfig()``).
+        expiration_hours: BigQuery output tables expire after this many hours (0: never).
+        num_classes: number of classes for INT64 labels (default: max label + 1).
+        output_dataset: BigQuery ``[project.]dataset`` for the outputs (default: the source's).
+        warehouse: runner to use instead of one opened from ``source_uri`` (e.g. a
+            ``BigQueryWarehouse`` with its own client); the table comes from ``source_uri``.
+
+    Returns:
+        The output URIs, classes, spec, split counts and imbalance report.
+
+    Raises:
+        PipelineInputError: bad settings, a missing table, an empty table, or no training rows.
+        SchemaError: a missing column (with the closest name) or an unsupported type.
+        LabelError: NULL labels, or label values outside the classes.
+    """
+    config = imbalance or ImbalanceConfig()
+    bounds = split_boundaries(split_ratios)
+    prefix = table_prefix(output_prefix)
+    owned = warehouse is None
+    if warehouse is None:
+        warehouse, source = open_warehouse(source_uri)
+    else:
+        source = source_table(source_uri)
+    try:
+        if output_dataset and warehouse.engine != "bigquery":
+            raise PipelineInputError("output_dataset is only supported for BigQuery sources")
+        outputs = _output_refs(source, prefix, output_dataset)
+        description = str(source)
+        schema = warehouse.table_schema(source)
+        if schema is None:
+            raise PipelineInputError(f"table {description} does not exist ({source_uri})")
+        spec = _resolve_spec(description, schema, spec)
+        stats = _stats(warehouse, source, spec, bounds)
+        if not stats:
+            raise PipelineInputError(f"table {description} is empty")
+        classes = _classes(description, stats, spec, schema.field(spec.label).type, num_classes)
+        split_counts = _split_counts(stats, classes)
+        train_counts = split_counts["train"]
+        present = [c for c, n in train_counts.items() if n > 0]
+        if not present:
+            raise PipelineInputError(
+                f"zero training rows: the train split of {description} is empty "
+                f"(split ratios {tuple(split_ratios)})"
+            )
+        if len(present) < 2:
+            raise LabelError(
+                f"the train split of {description} has only class {present[0]!r} in label "
+                f"column {spec.label!r}; a classifier needs at least two classes"
+            )
+        plan = imb.plan(train_counts, config)
+        kept = _write(warehouse, source, outputs, spec, bounds, plan, expiration_hours)
+        report = imb.ImbalanceReport(
+            mode=config.mode,
+            original_counts=dict(train_counts),
+            keep_rates=dict(plan.keep_rates),
+            kept_counts={c: kept.get(c, (0, 0.0))[0] for c in classes},
+            weighted_counts={c: kept.get(c, (0, 0.0))[1] for c in classes},
+        )
+        return PreparedData(
+            train_uri=warehouse.uri(outputs["train"]),
+            validation_uri=warehouse.uri(outputs["validation"]),
+            test_uri=warehouse.uri(outputs["test"]),
+            classes=classes,
+            spec=spec,
+            split_counts=split_counts,
+            imbalance=report.to_dict(),
+        )
+    finally:
+        if owned and hasattr(warehouse, "close"):
+            warehouse.close()
