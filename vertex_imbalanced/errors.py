@@ -15,3 +15,19 @@ class LabelError(PipelineInputError):
 
 class SourceError(RuntimeError):
     """A data source failed in a way retries could not fix (names stream and offset)."""
+
+
+class EvaluationError(RuntimeError):
+    """The model produced unusable predictions (NaN / infinite / wrong shape); names the batch."""
+
+
+class VertexSchemaError(PipelineInputError):
+    """A document does not fit Vertex AI's ModelEvaluation classification schema (names the field)."""
+
+
+class RegistryError(RuntimeError):
+    """The registry service failed (server errors after retries, or a refused request)."""
+
+
+class UndefinedMetricWarning(UserWarning):
+    """A metric was 0/0 and set to 0 (like scikit-learn's ``zero_division=0``)."""
