@@ -31,3 +31,7 @@ class RegistryError(RuntimeError):
 
 class UndefinedMetricWarning(UserWarning):
     """A metric was 0/0 and set to 0 (like scikit-learn's ``zero_division=0``)."""
+
+
+class PipelineRunError(RuntimeError):
+    """A pipeline run failed or left inconsistent outputs; names the task and its error."""
