@@ -35,3 +35,7 @@ class UndefinedMetricWarning(UserWarning):
 
 class PipelineRunError(RuntimeError):
     """A pipeline run failed or left inconsistent outputs; names the task and its error."""
+
+
+class PipelineSpecError(PipelineInputError):
+    """A compiled pipeline YAML that cannot be read, is not a PipelineSpec, or the SDK refuses."""
