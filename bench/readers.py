@@ -89,7 +89,7 @@ def child_v1_train(args) -> tuple[int, float]:
 
     from fakes.arrow_tables import random_strings
     from fakes.storage_server import local_client
-    from vertex_imbalanced.reading.datasets import make_encoded_dataset
+    from vertex_imbalanced.reading.datasets import FeedOptions, make_encoded_dataset
     from vertex_imbalanced.reading.sources.bigquery_storage import BigQueryStorageSource
 
     spec = _spec()
@@ -98,7 +98,7 @@ def child_v1_train(args) -> tuple[int, float]:
     client = local_client(args.address)
     start = time.perf_counter()
     source = BigQueryStorageSource("p.d.t", list(spec.read_columns), num_streams=2, client=client)
-    ds = make_encoded_dataset(source, spec, vocabularies, batch_size=args.batch_rows)
+    ds = make_encoded_dataset(source, spec, vocabularies, FeedOptions(batch_size=args.batch_rows))
     rows = _count_dataset(ds)
     return rows, time.perf_counter() - start
 

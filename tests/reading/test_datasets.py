@@ -1,3 +1,4 @@
+import dataclasses
 import datetime as dt
 import math
 
@@ -9,6 +10,7 @@ from vertex_imbalanced.config import FeatureSpec
 from vertex_imbalanced.errors import LabelError, SchemaError
 from vertex_imbalanced.reading.datasets import (
     DatasetReport,
+    FeedOptions,
     feature_signature,
     make_dataset,
     raise_source_errors,
@@ -100,7 +102,7 @@ def test_streams_batches_and_shards_cover_every_row_once():
     src = ArrowTableSource(table, num_streams=4, batch_rows=300)
     seen = []
     for shard in range(2):
-        ds = make_dataset(src, spec, shard_index=shard, num_shards=2, batch_size=128)
+        ds = make_dataset(src, spec, FeedOptions(shard_index=shard, num_shards=2, batch_size=128))
         for f, y, _ in ds:
             assert y.shape[0] <= 128
             seen.extend(f["x"].numpy().tolist())
@@ -114,7 +116,7 @@ def test_deterministic_order_with_seed():
     src = ArrowTableSource(table, num_streams=3, batch_rows=100)
 
     def order():
-        ds = make_dataset(src, spec, shuffle_batches=20, seed=7, batch_size=64)
+        ds = make_dataset(src, spec, FeedOptions(shuffle_batches=20, seed=7, batch_size=64))
         return np.concatenate([f["x"].numpy() for f, _, _ in ds])
 
     first = order()
@@ -145,7 +147,7 @@ def test_skip_policy_counts_and_reports_bad_labels():
     table = typed_table().set_column(8, "label", pa.array(["b", None, "zebra", "a", "b"]))
     report = DatasetReport()
     _, labels, _ = collect(
-        make_dataset(ArrowTableSource(table), SPEC, label_policy="skip", report=report)
+        make_dataset(ArrowTableSource(table), SPEC, FeedOptions(label_policy="skip"), report=report)
     )
     assert labels == [1, 0, 1]
     assert report.skipped_labels == 2 and report.rows_read == 3
@@ -201,6 +203,29 @@ def test_more_shards_than_streams_is_a_clear_error():
         make_dataset(
             ArrowTableSource(table),
             FeatureSpec(label="label", numeric=("x",)),
-            shard_index=1,
-            num_shards=2,
+            FeedOptions(shard_index=1, num_shards=2),
         )
+
+
+@pytest.mark.parametrize(
+    ("fields", "pattern"),
+    [
+        ({"batch_size": 0}, "batch_size must be > 0"),
+        ({"shuffle_batches": -1}, "shuffle_batches must be >= 0"),
+        ({"num_shards": 0}, "num_shards must be >= 1"),
+        ({"shard_index": 2, "num_shards": 2}, r"shard_index must be in \[0, num_shards\)"),
+        ({"label_policy": "drop"}, "label_policy must be 'error' or 'skip'"),
+        ({"prefetch": -1}, "prefetch must be >= 0"),
+        ({"threads": 0}, "threads must be > 0"),
+    ],
+)
+def test_feed_options_reject_settings_out_of_range_by_name(fields, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        FeedOptions(**fields)
+
+
+def test_feed_options_are_one_frozen_value_shared_by_both_feeds():
+    options = FeedOptions(batch_size=64, shuffle_batches=3, seed=1)
+    with pytest.raises(dataclasses.FrozenInstanceError, match="seed"):
+        options.seed = 2  # type: ignore[misc]
+    assert options == FeedOptions(batch_size=64, shuffle_batches=3, seed=1)

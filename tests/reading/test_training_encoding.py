@@ -11,13 +11,19 @@ from vertex_imbalanced.config import FeatureSpec, Hyperparameters
 from vertex_imbalanced.errors import LabelError
 from vertex_imbalanced.reading.datasets import (
     DatasetReport,
+    FeedOptions,
     encoded_signature,
     make_dataset,
     make_encoded_dataset,
     raise_source_errors,
 )
 from vertex_imbalanced.reading.sources.arrow_memory import ArrowTableSource
-from vertex_imbalanced.reading.training_encoding import BufferPool, CategoryLookup, ChunkEncoder
+from vertex_imbalanced.reading.training_encoding import (
+    CHUNK_ROWS,
+    BufferPool,
+    CategoryLookup,
+    ChunkEncoder,
+)
 from vertex_imbalanced.training.model import build_model, encoded_model, model_vocabularies
 from vertex_imbalanced.training.statistics import compute_feature_stats
 
@@ -78,9 +84,12 @@ def model_and_test():
     return model, vocabularies, test
 
 
-def encoded_rows(source, vocabularies, **kwargs):
+def encoded_rows(source, vocabularies, report=None, chunk_rows=CHUNK_ROWS, **options):
+    ds = make_encoded_dataset(
+        source, SPEC, vocabularies, FeedOptions(**options), report=report, chunk_rows=chunk_rows
+    )
     with raise_source_errors():
-        batches = list(make_encoded_dataset(source, SPEC, vocabularies, **kwargs))
+        batches = list(ds)
     features = {k: np.concatenate([b[0][k].numpy() for b in batches]) for k in batches[0][0]}
     label = np.concatenate([b[1].numpy() for b in batches])
     weight = np.concatenate([b[2].numpy() for b in batches])
@@ -92,7 +101,9 @@ def test_encoded_feed_is_what_the_exported_model_computes_from_raw_rows(model_an
     source = ArrowTableSource(test, num_streams=1, batch_rows=200)  # same row order in both
     encoded, label, weight = encoded_rows(source, vocabularies, batch_size=4096, chunk_rows=500)
     with raise_source_errors():
-        (raw, raw_label, raw_weight), *rest = list(make_dataset(source, SPEC, batch_size=4096))
+        (raw, raw_label, raw_weight), *rest = list(
+            make_dataset(source, SPEC, FeedOptions(batch_size=4096))
+        )
     assert not rest and len(label) == len(test)
     np.testing.assert_array_equal(label, raw_label.numpy())
     np.testing.assert_array_equal(weight, raw_weight.numpy())
@@ -110,7 +121,9 @@ def test_encoded_feed_is_what_the_exported_model_computes_from_raw_rows(model_an
 
 def test_element_spec_matches_encoded_signature(model_and_test):
     _, vocabularies, test = model_and_test
-    ds = make_encoded_dataset(ArrowTableSource(test), SPEC, vocabularies, batch_size=64)
+    ds = make_encoded_dataset(
+        ArrowTableSource(test), SPEC, vocabularies, FeedOptions(batch_size=64)
+    )
     assert ds.element_spec == tf.nest.map_structure(
         lambda s: tf.TensorSpec([None, *s.shape[1:]], s.dtype), encoded_signature(SPEC)
     )
@@ -124,10 +137,13 @@ def keyed_table(n: int) -> pa.Table:
 KEYED = FeatureSpec(label="label", numeric=("x",), weight="w", classes=("0", "1", "2"))
 
 
-def keyed_rows(source, **kwargs):
+def keyed_rows(source, chunk_rows=CHUNK_ROWS, weight_scale=1.0, **options):
     rows = []
+    ds = make_encoded_dataset(
+        source, KEYED, {}, FeedOptions(**options), chunk_rows=chunk_rows, weight_scale=weight_scale
+    )
     with raise_source_errors():
-        for f, y, w in make_encoded_dataset(source, KEYED, {}, **kwargs):
+        for f, y, w in ds:
             rows.append(np.stack([f["numeric"][:, 0].numpy(), y.numpy(), w.numpy()], axis=-1))
     return np.concatenate(rows)
 
@@ -166,7 +182,7 @@ def test_weight_scale_multiplies_weights_and_must_be_positive():
     rows = keyed_rows(source, batch_size=4, weight_scale=0.5)
     np.testing.assert_array_equal(rows[:, 2], rows[:, 0])
     with pytest.raises(ValueError, match="weight_scale"):
-        make_encoded_dataset(source, KEYED, {}, batch_size=4, weight_scale=0)
+        make_encoded_dataset(source, KEYED, {}, FeedOptions(batch_size=4), weight_scale=0)
 
 
 def test_bad_labels_fail_or_are_skipped_like_the_raw_feed(model_and_test):
@@ -187,11 +203,16 @@ def test_bad_labels_fail_or_are_skipped_like_the_raw_feed(model_and_test):
     assert report.rows_read == len(test) - 2
 
 
+def test_training_feed_needs_a_batch_size():
+    with pytest.raises(ValueError, match="needs FeedOptions.batch_size"):
+        make_encoded_dataset(ArrowTableSource(keyed_table(10)), KEYED, {}, FeedOptions())
+
+
 def test_missing_vocabulary_is_a_clear_error(model_and_test):
     _, vocabularies, test = model_and_test
     partial = {k: v for k, v in vocabularies.items() if k != "zone"}
     with pytest.raises(ValueError, match=r"no vocabulary.*'zone'"):
-        make_encoded_dataset(ArrowTableSource(test), SPEC, partial, batch_size=8)
+        make_encoded_dataset(ArrowTableSource(test), SPEC, partial, FeedOptions(batch_size=8))
 
 
 def test_integer_labels_match_integer_class_names_in_declared_order():
@@ -215,7 +236,8 @@ def test_category_lookup_follows_string_lookup_rules():
 def test_reused_buffers_never_overwrite_batches_still_held():
     n = 3000
     source = ArrowTableSource(keyed_table(n), num_streams=2, batch_rows=70)
-    ds = make_encoded_dataset(source, KEYED, {}, batch_size=50, chunk_rows=100, shuffle_batches=7)
+    options = FeedOptions(batch_size=50, shuffle_batches=7)
+    ds = make_encoded_dataset(source, KEYED, {}, options, chunk_rows=100)
     with raise_source_errors():
         held = list(ds)  # every tensor of the epoch alive at once, then checked
     x = np.concatenate([f["numeric"][:, 0].numpy() for f, _, _ in held])

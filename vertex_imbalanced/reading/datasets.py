@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Literal, get_args
 
 import tensorflow as tf
 
 from vertex_imbalanced.config import FeatureSpec
-from vertex_imbalanced.reading.record_packing import MISSING_CATEGORY, BatchPacker, DatasetReport
+from vertex_imbalanced.reading.record_packing import BatchPacker, DatasetReport
 from vertex_imbalanced.reading.schema import check_schema
 from vertex_imbalanced.reading.sources.base import RecordBatchSource, shard_streams
 from vertex_imbalanced.reading.training_encoding import (
@@ -34,8 +36,10 @@ from vertex_imbalanced.reading.training_encoding import (
 )
 
 __all__ = [
-    "MISSING_CATEGORY",
+    "LABEL_POLICIES",
     "DatasetReport",
+    "FeedOptions",
+    "LabelPolicy",
     "encoded_signature",
     "feature_signature",
     "make_dataset",
@@ -106,42 +110,80 @@ def _unpacker(spec: FeatureSpec):
     return unpack
 
 
+LabelPolicy = Literal["error", "skip"]
+LABEL_POLICIES: tuple[str, ...] = get_args(LabelPolicy)
+
+
+@dataclasses.dataclass(frozen=True)
+class FeedOptions:
+    """How a feed batches, shuffles, shards and prefetches (shared by both feeds).
+
+    Attributes:
+        batch_size: rows per batch. None keeps the source's record batches (raw feed only;
+            the training feed needs a size).
+        drop_remainder: with ``batch_size``, drop a final smaller batch.
+        shuffle_batches: shuffle buffer in batches (the raw feed: record batches). The order
+            is the same every epoch, so a run resumed from a backup sees the same data as an
+            uninterrupted one; 0 = off.
+        seed: shuffle seed.
+        shard_index: this worker's index, for multi-worker training.
+        num_shards: number of workers; each reads a disjoint subset of the streams.
+        label_policy: ``"error"`` on NULL/unknown labels (default) or ``"skip"`` and count them.
+        deterministic: interleave streams in a fixed order (same seed + data -> same batches).
+        prefetch: batches to prefetch (fixed, not AUTOTUNE: autotune can stall at the end);
+            re-batched feeds keep at least 8.
+        threads: size of a private tf.data thread pool (None: the global pool).
+
+    Raises:
+        ValueError: a setting out of range (named with its value).
+    """
+
+    batch_size: int | None = None
+    drop_remainder: bool = False
+    shuffle_batches: int = 0
+    seed: int | None = None
+    shard_index: int = 0
+    num_shards: int = 1
+    label_policy: LabelPolicy = "error"
+    deterministic: bool = True
+    prefetch: int = 2
+    threads: int | None = 2
+
+    def __post_init__(self) -> None:
+        checks = (
+            (self.batch_size is None or self.batch_size > 0, "batch_size must be > 0 or None"),
+            (self.shuffle_batches >= 0, "shuffle_batches must be >= 0"),
+            (self.num_shards >= 1, "num_shards must be >= 1"),
+            (0 <= self.shard_index < self.num_shards, "shard_index must be in [0, num_shards)"),
+            (self.label_policy in LABEL_POLICIES, "label_policy must be 'error' or 'skip'"),
+            (self.prefetch >= 0, "prefetch must be >= 0"),
+            (self.threads is None or self.threads > 0, "threads must be > 0 or None"),
+        )
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(f"{message} (got {self})")
+
+
 def make_dataset(
     source: RecordBatchSource,
     spec: FeatureSpec,
+    options: FeedOptions = FeedOptions(),
     *,
     classes: Sequence[str] | None = None,
-    batch_size: int | None = None,
-    drop_remainder: bool = False,
-    shard_index: int = 0,
-    num_shards: int = 1,
-    label_policy: str = "error",
-    shuffle_batches: int = 0,
-    seed: int | None = None,
-    deterministic: bool = True,
-    prefetch: int = 2,
-    threads: int | None = 2,
     report: DatasetReport | None = None,
+    batch_size: int | None = None,
 ) -> tf.data.Dataset:
     """Build the dataset of ``(features: dict, label: int64[n], weight: float32[n])`` batches.
 
     Args:
         source: where the record batches come from.
         spec: feature roles; its columns are checked against the source schema first.
+        options: batching, shuffling, sharding, label policy, prefetch (:class:`FeedOptions`).
         classes: class names in id order (default ``spec.classes``); label values are matched
             as strings. Empty: labels must be integer ids >= 0.
-        batch_size: re-batch to this size; None keeps the source's record batches.
-        drop_remainder: with ``batch_size``, drop a final smaller batch.
-        shard_index: this worker's index, for multi-worker training.
-        num_shards: number of workers; each reads a disjoint subset of the streams.
-        label_policy: ``"error"`` on NULL/unknown labels (default) or ``"skip"`` and count them.
-        shuffle_batches: shuffle buffer in record batches (same order every epoch, so a run
-            resumed from a backup sees the same data as an uninterrupted one); 0 = off.
-        seed: shuffle seed.
-        deterministic: interleave streams in a fixed order (same seed + data -> same batches).
-        prefetch: batches to prefetch (fixed, not AUTOTUNE: autotune can stall at the end).
-        threads: size of a private tf.data thread pool (None: the global pool).
         report: counters updated while reading (rows, skipped labels).
+        batch_size: deprecated, ``options.batch_size`` instead (kept until
+            ``evaluation/evaluate.py`` passes options).
 
     Returns:
         The dataset. Reading raises ``LabelError`` / ``SchemaError`` for bad data.
@@ -149,14 +191,17 @@ def make_dataset(
     Raises:
         SchemaError: missing or unusable columns (raised here, before any data is read).
         LabelError: a label column of a type that cannot hold class ids.
+        ValueError: a worker without streams.
     """
+    if batch_size is not None:  # TODO(H3 switch): remove with the parameter
+        options = dataclasses.replace(options, batch_size=batch_size)
     check_schema(source.description, source.schema, spec)
-    streams = _worker_streams(source, shard_index, num_shards)
+    streams = _worker_streams(source, options)
     packer = BatchPacker(
         spec,
         spec.classes if classes is None else classes,
         description=source.description,
-        label_policy=label_policy,
+        label_policy=options.label_policy,
         report=report,
     )
 
@@ -166,62 +211,46 @@ def make_dataset(
                 yield packer.pack(batch)
 
     ds = _read_streams(
-        streams, packed, _packed_signature(spec), deterministic, unpack=_unpacker(spec)
+        streams, packed, _packed_signature(spec), options.deterministic, unpack=_unpacker(spec)
     )
-    if shuffle_batches:
-        ds = ds.shuffle(shuffle_batches, seed=seed, reshuffle_each_iteration=False)
-    if not batch_size:
-        return _finished(ds, prefetch, threads, deterministic)
-    ds = _rebatched(ds, batch_size, drop_remainder, prefetch)
-    return _finished(ds, max(prefetch, 8), threads, deterministic)
+    if options.shuffle_batches:
+        ds = ds.shuffle(options.shuffle_batches, seed=options.seed, reshuffle_each_iteration=False)
+    if not options.batch_size:
+        return _finished(ds, options.prefetch, options)
+    ds = _rebatched(ds, options)
+    return _finished(ds, max(options.prefetch, 8), options)
 
 
 def make_encoded_dataset(
     source: RecordBatchSource,
     spec: FeatureSpec,
     vocabularies: Mapping[str, Sequence[str]],
+    options: FeedOptions,
     *,
     classes: Sequence[str] | None = None,
-    batch_size: int,
-    drop_remainder: bool = False,
-    shard_index: int = 0,
-    num_shards: int = 1,
-    label_policy: str = "error",
-    shuffle_batches: int = 0,
-    seed: int | None = None,
     weight_scale: float = 1.0,
-    deterministic: bool = True,
     chunk_rows: int = CHUNK_ROWS,
-    prefetch: int = 2,
-    threads: int | None = 2,
     report: DatasetReport | None = None,
 ) -> tf.data.Dataset:
     """Build the training feed: ``({"numeric": [n, k], "categorical": [n, m]}, label, weight)``.
 
-    The element is the input of :func:`vertex_imbalanced.training.model.encoded_model`: numeric columns as one
-    float32 matrix (NULL -> NaN), categorical columns as int32 ids of ``vocabularies`` (the
-    model's ``StringLookup`` order), int32 label ids and float32 weights. Labels, sharding,
-    errors and ``report`` behave as in :func:`make_dataset`.
+    The element is the input of :func:`vertex_imbalanced.training.model.encoded_model`: numeric
+    columns as one float32 matrix (NULL -> NaN), categorical columns as int32 ids of
+    ``vocabularies`` (the model's ``StringLookup`` order), int32 label ids and float32 weights.
+    Labels, sharding, errors and ``report`` behave as in :func:`make_dataset`. Whole batches,
+    not rows, are shuffled (``options.shuffle_batches``): moving a batch costs no copy.
 
     Args:
         source: where the record batches come from.
         spec: feature roles; its columns are checked against the source schema first.
-        vocabularies: categorical column -> tokens (:func:`vertex_imbalanced.training.model.model_vocabularies`).
+        vocabularies: categorical column -> tokens
+            (:func:`vertex_imbalanced.training.model.model_vocabularies`).
+        options: batching (``batch_size`` required), shuffling, sharding, label policy,
+            prefetch (:class:`FeedOptions`).
         classes: class names in id order (default ``spec.classes``).
-        batch_size: rows per batch.
-        drop_remainder: drop a final smaller batch.
-        shard_index: this worker's index, for multi-worker training.
-        num_shards: number of workers; each reads a disjoint subset of the streams.
-        label_policy: ``"error"`` (default) or ``"skip"`` rows with NULL/unknown labels.
-        shuffle_batches: shuffle buffer in batches (same order every epoch, so a run resumed
-            from a backup sees the same batches as an uninterrupted one); 0 = off. Batches, not
-            rows, are shuffled: moving a batch costs no copy.
-        seed: shuffle seed.
         weight_scale: factor applied to every weight (the trainer scales them to mean 1).
-        deterministic: interleave streams in a fixed order.
-        chunk_rows: rows gathered per chunk before encoding (see ``vertex_imbalanced.reading.training_encoding``).
-        prefetch: batches to prefetch (a fixed number, at least 8).
-        threads: size of a private tf.data thread pool (None: the global pool).
+        chunk_rows: rows gathered per chunk before encoding
+            (see ``vertex_imbalanced.reading.training_encoding``).
         report: counters updated while reading.
 
     Returns:
@@ -229,16 +258,19 @@ def make_encoded_dataset(
 
     Raises:
         SchemaError: missing or unusable columns (raised here, before any data is read).
-        ValueError: a categorical column without a vocabulary; a worker without streams.
+        ValueError: no ``options.batch_size``; a categorical column without a vocabulary; a
+            worker without streams.
     """
+    if options.batch_size is None:
+        raise ValueError("the training feed needs FeedOptions.batch_size (rows per batch)")
     check_schema(source.description, source.schema, spec)
-    streams = _worker_streams(source, shard_index, num_shards)
+    streams = _worker_streams(source, options)
     encoder = ChunkEncoder(
         spec,
         spec.classes if classes is None else classes,
         vocabularies,
         description=source.description,
-        label_policy=label_policy,
+        label_policy=options.label_policy,
         weight_scale=weight_scale,
         report=report,
     )
@@ -246,14 +278,15 @@ def make_encoded_dataset(
     def chunks(stream_index: int) -> Iterator:
         return encoder.chunks(source.read_stream(stream_index), chunk_rows)
 
-    ds = _read_streams(streams, chunks, encoded_signature(spec), deterministic)
-    ds = _rebatched(ds, batch_size, drop_remainder, prefetch)
-    if shuffle_batches:  # whole batches: moving one costs no copy
-        ds = ds.shuffle(shuffle_batches, seed=seed, reshuffle_each_iteration=False)
-    return _finished(ds, max(prefetch, 8), threads, deterministic)
+    ds = _read_streams(streams, chunks, encoded_signature(spec), options.deterministic)
+    ds = _rebatched(ds, options)
+    if options.shuffle_batches:  # whole batches: moving one costs no copy
+        ds = ds.shuffle(options.shuffle_batches, seed=options.seed, reshuffle_each_iteration=False)
+    return _finished(ds, max(options.prefetch, 8), options)
 
 
-def _worker_streams(source: RecordBatchSource, shard_index: int, num_shards: int) -> list[int]:
+def _worker_streams(source: RecordBatchSource, options: FeedOptions) -> list[int]:
+    shard_index, num_shards = options.shard_index, options.num_shards
     streams = shard_streams(source.num_streams, shard_index, num_shards)
     if not streams:
         raise ValueError(
@@ -295,18 +328,18 @@ def _read_streams(
     )
 
 
-def _rebatched(ds: tf.data.Dataset, batch_size: int, drop_remainder: bool, prefetch: int):
+def _rebatched(ds: tf.data.Dataset, options: FeedOptions) -> tf.data.Dataset:
     # Keep whole source elements ready so the trainer never waits at a boundary.
-    return ds.prefetch(prefetch).rebatch(batch_size, drop_remainder=drop_remainder)
+    return ds.prefetch(options.prefetch).rebatch(
+        options.batch_size, drop_remainder=options.drop_remainder
+    )
 
 
-def _finished(
-    ds: tf.data.Dataset, prefetch: int, threads: int | None, deterministic: bool
-) -> tf.data.Dataset:
-    """Prefetch and set the options shared by both feeds (fixed sizes: no autotune stalls)."""
-    options = tf.data.Options()
-    options.deterministic = deterministic
-    options.autotune.enabled = False
-    if threads:
-        options.threading.private_threadpool_size = threads
-    return ds.prefetch(prefetch).with_options(options)
+def _finished(ds: tf.data.Dataset, prefetch: int, options: FeedOptions) -> tf.data.Dataset:
+    """Prefetch and set the tf.data options shared by both feeds (no autotune stalls)."""
+    tf_options = tf.data.Options()
+    tf_options.deterministic = options.deterministic
+    tf_options.autotune.enabled = False
+    if options.threads:
+        tf_options.threading.private_threadpool_size = options.threads
+    return ds.prefetch(prefetch).with_options(tf_options)
