@@ -16,6 +16,15 @@ Evaluation directory (written by the evaluate step, read by gate, register and t
 
 Prepared data (written by the prepare step): one JSON file,
 :class:`vertex_imbalanced.warehouse.prepare.PreparedData` (its ``read`` and ``to_json``).
+
+Local registry (:class:`vertex_imbalanced.registry.local.LocalRegistry`; a version's ``uri`` is
+its version directory)::
+
+    <root>/<model_name>/aliases.json                {"champion": "2", "challenger": "3"}
+    <root>/<model_name>/<version>/model/            copy of the model directory (above)
+    <root>/<model_name>/<version>/metrics.json      the metrics registered with the version
+    <root>/<model_name>/<version>/labels.json       {key: value}
+    <root>/<model_name>/<version>/run_id            the registering run's id (text)
 """
 
 from __future__ import annotations
@@ -23,6 +32,8 @@ from __future__ import annotations
 from pathlib import Path
 
 SAVED_MODEL_DIR = "saved_model"
+SAVED_MODEL_PROTO = "saved_model.pb"
+"""The file TensorFlow writes in every SavedModel directory (TensorFlow's name, not ours)."""
 KERAS_FILE = "model.keras"
 MODEL_METADATA_FILE = "model_metadata.json"
 
@@ -30,11 +41,21 @@ METRICS_FILE = "metrics.json"
 VERTEX_EVALUATION_FILE = "vertex_evaluation.json"
 REPORT_FILE = "report.html"
 
+REGISTRY_ALIASES_FILE = "aliases.json"
+REGISTRY_MODEL_DIR = "model"
+REGISTRY_LABELS_FILE = "labels.json"
+REGISTRY_RUN_ID_FILE = "run_id"
+
 
 def metrics_path(evaluation: str | Path) -> Path:
     """``metrics.json`` of an evaluation directory, or the path itself when it is a file."""
     path = Path(evaluation)
     return path / METRICS_FILE if path.is_dir() else path
+
+
+def vertex_evaluation_path(evaluation: str | Path) -> Path:
+    """``vertex_evaluation.json`` beside the :func:`metrics_path` of an evaluation artifact."""
+    return metrics_path(evaluation).parent / VERTEX_EVALUATION_FILE
 
 
 def model_metadata_path(model_dir: str | Path) -> Path:

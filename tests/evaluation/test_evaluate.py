@@ -12,14 +12,11 @@ from conftest_models import build_tiny_model, make_table
 from sklearn import metrics as skm
 
 from vertex_imbalanced.config import FeatureSpec
-from vertex_imbalanced.errors import LabelError, PipelineInputError
-from vertex_imbalanced.evaluation.evaluate import (
+from vertex_imbalanced.errors import EvaluationError, LabelError, PipelineInputError
+from vertex_imbalanced.evaluation.evaluate import evaluate_model, load_model, scalar_metrics
+from vertex_imbalanced.evaluation.vertex_schema import (
     CLASSIFICATION_SCHEMA_URI,
-    EvaluationError,
     check_vertex_evaluation,
-    evaluate_model,
-    load_model,
-    scalar_metrics,
 )
 from vertex_imbalanced.reading.sources.arrow_memory import ArrowTableSource
 
@@ -127,20 +124,6 @@ def test_vertex_file_is_read_by_gcpc_importer_and_parses_as_model_evaluation(thr
     assert [s["displayName"] for s in ev.metrics["confusionMatrix"]["annotationSpecs"]] == THREE
     assert len(ev.metrics["confidenceMetrics"]) == 25
     assert overall["metrics"].struct_value["logLoss"] == pytest.approx(res.metrics["log_loss"])
-
-
-def test_kfp_style_confusion_rows_are_rejected():
-    doc = {
-        "metricsSchemaUri": CLASSIFICATION_SCHEMA_URI,
-        "metrics": {
-            "confusionMatrix": {
-                "annotationSpecs": [{"displayName": "a"}, {"displayName": "b"}],
-                "rows": [{"row": [1, 2]}, {"row": [3, 4]}],  # KFP UI format, not Vertex's
-            }
-        },
-    }
-    with pytest.raises(ValueError, match=r"rows\[0\] must be a list of 2 numbers"):
-        check_vertex_evaluation(doc)
 
 
 def test_class_absent_from_test_split_is_reported(three_model, tmp_path):

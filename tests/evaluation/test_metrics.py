@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
+from vertex_imbalanced.errors import UndefinedMetricWarning
 from vertex_imbalanced.evaluation.metrics import (
     VERTEX_THRESHOLDS,
     ClassificationAccumulator,
     ScoreCurve,
-    UndefinedMetricWarning,
     summarize_confusion,
 )
 

@@ -5,16 +5,11 @@ from __future__ import annotations
 import pytest
 
 from fakes.vertex import FakeVertex
-from vertex_imbalanced.errors import PipelineInputError
-from vertex_imbalanced.registry.base import RegistryError, open_registry
-from vertex_imbalanced.registry.vertex import (
-    CLASSIFICATION_SCHEMA_URI,
-    MODEL_LABEL,
-    RUN_LABEL,
-    LabelSanitizedWarning,
-    VertexRegistry,
-    sanitize_label_value,
-)
+from vertex_imbalanced.errors import PipelineInputError, RegistryError, VertexSchemaError
+from vertex_imbalanced.evaluation.vertex_schema import CLASSIFICATION_SCHEMA_URI
+from vertex_imbalanced.registry.base import open_registry
+from vertex_imbalanced.registry.labels import LabelSanitizedWarning, sanitize_label_value
+from vertex_imbalanced.registry.vertex import MODEL_LABEL, RUN_LABEL, VertexRegistry
 
 PARENT = "projects/p/locations/us-central1"
 TF_IMAGE = "us-docker.pkg.dev/vertex-ai/prediction/tf2-cpu.2-15:latest"
@@ -98,7 +93,7 @@ def test_first_registration_uploads_and_imports_evaluation(fake, registry, model
         {"id": "0", "displayName": "neg"},
         {"id": "1", "displayName": "pos"},
     ]
-    assert matrix["rows"] == [[90.0, 5.0], [5.0, 10.0]]
+    assert matrix["rows"] == [[90, 5], [5, 10]]
     assert evaluation["metrics"]["auRoc"] == 0.95
     assert evaluation["metadata"]["run_id"] == "run-1"
 
@@ -217,7 +212,7 @@ def test_bad_inputs_fail_before_any_call(fake, registry, model_dir, tmp_path):
     with pytest.raises(PipelineInputError, match="not on Cloud Storage"):
         registry.register("m", str(model_dir), metrics_for(0.8), {}, "r", True)
     bad = metrics_for(0.8) | {"confusion_matrix": [[1, 2, 3], [4, 5, 6]]}
-    with pytest.raises(PipelineInputError, match="2x2"):
+    with pytest.raises(VertexSchemaError, match="must be 2x2"):
         registry.register("m", str(model_dir), bad, {}, "r", True, artifact_uri="gs://b/m")
     assert fake.requests == []
 
@@ -251,7 +246,7 @@ def test_sliced_evaluation_json_is_imported_as_given(fake, registry, model_dir):
                 {"id": "0", "displayName": "neg"},
                 {"id": "1", "displayName": "pos"},
             ],
-            "rows": [[3.0, 1.0], [0.0, 2.0]],
+            "rows": [[3, 1], [0, 2]],
         },
     }
     sliced = {
@@ -278,8 +273,13 @@ def test_open_registry_uri(fake):
     assert isinstance(reg, VertexRegistry)
     assert reg.champion("nothing") is None
     assert fake.calls("GET", f"{PARENT}/models")
-    for bad in ("vertex://p", "vertex:///us-central1", "gs://x", "vertex://p/l?foo=1"):
-        with pytest.raises(PipelineInputError):
+    for bad, message in (
+        ("vertex://p", "use vertex://PROJECT/LOCATION"),
+        ("vertex:///us-central1", "use vertex://PROJECT/LOCATION"),
+        ("gs://x", "unknown registry URI"),
+        ("vertex://p/l?foo=1", r"unknown option\(s\) \['foo'\]"),
+    ):
+        with pytest.raises(PipelineInputError, match=message):
             open_registry(bad)
 
 

@@ -12,13 +12,13 @@ last, so a failed evaluation never leaves a complete-looking artifact):
 * ``metrics.json`` — the schema of docs/ARCHITECTURE.md (gate and registries read it);
 * ``vertex_evaluation.json`` — Vertex AI ModelEvaluation for the classification schema
   (``metricsSchemaUri`` + ``metrics``) and the same as ``slicedMetrics`` (overall slice + one
-  slice per class), the file format GCPC's model-evaluation importer reads;
+  slice per class), the file format GCPC's model-evaluation importer reads
+  (:func:`vertex_imbalanced.evaluation.vertex_schema.to_vertex_evaluation`, checked before writing);
 * ``report.html`` — self-contained report (:mod:`vertex_imbalanced.evaluation.report`).
 """
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import json
 import math
@@ -30,22 +30,22 @@ from typing import Any
 
 import numpy as np
 
+from vertex_imbalanced.artifacts import (
+    METRICS_FILE,
+    REPORT_FILE,
+    SAVED_MODEL_DIR,
+    SAVED_MODEL_PROTO,
+    VERTEX_EVALUATION_FILE,
+    model_metadata_path,
+)
 from vertex_imbalanced.config import FeatureSpec
-from vertex_imbalanced.errors import LabelError, PipelineInputError
+from vertex_imbalanced.errors import EvaluationError, LabelError, PipelineInputError
 from vertex_imbalanced.evaluation.metrics import ClassificationAccumulator, ScoreCurve
 from vertex_imbalanced.evaluation.report import render_report
+from vertex_imbalanced.evaluation.vertex_schema import check_vertex_evaluation, to_vertex_evaluation
 from vertex_imbalanced.reading.sources.base import RecordBatchSource
 
-CLASSIFICATION_SCHEMA_URI = (
-    "gs://google-cloud-aiplatform/schema/modelevaluation/classification_metrics_1.0.0.yaml"
-)
-METRICS_FILE = "metrics.json"
-VERTEX_FILE = "vertex_evaluation.json"
-REPORT_FILE = "report.html"
-
-
-class EvaluationError(RuntimeError):
-    """The model produced unusable predictions (NaN / infinite / wrong shape)."""
+_OUTPUT_FILES = (METRICS_FILE, VERTEX_EVALUATION_FILE, REPORT_FILE)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,11 +78,11 @@ def load_model(model_dir: str | Path) -> LoadedModel:
         PipelineInputError: the directory, SavedModel or metadata is missing or unreadable.
     """
     model_dir = Path(model_dir)
-    saved = model_dir / "saved_model"
-    meta_path = model_dir / "model_metadata.json"
-    if not (saved / "saved_model.pb").is_file():
+    saved = model_dir / SAVED_MODEL_DIR
+    meta_path = model_metadata_path(model_dir)
+    if not (saved / SAVED_MODEL_PROTO).is_file():
         raise PipelineInputError(
-            f"model artifact {model_dir} has no saved_model/saved_model.pb "
+            f"model artifact {model_dir} has no {SAVED_MODEL_DIR}/{SAVED_MODEL_PROTO} "
             "(expected the output directory of the train step)"
         )
     try:
@@ -261,16 +261,18 @@ def evaluate_model(
     paths = _write_all(
         out,
         {
-            VERTEX_FILE: json.dumps(vertex, indent=1),
+            VERTEX_EVALUATION_FILE: json.dumps(vertex, indent=1),
             REPORT_FILE: html,
             METRICS_FILE: json.dumps(_json_safe(metrics), indent=1, sort_keys=True),
         },
     )
-    return EvaluationResult(metrics, paths[METRICS_FILE], paths[VERTEX_FILE], paths[REPORT_FILE])
+    return EvaluationResult(
+        metrics, paths[METRICS_FILE], paths[VERTEX_EVALUATION_FILE], paths[REPORT_FILE]
+    )
 
 
 def _clear(out: Path) -> None:
-    for name in (METRICS_FILE, VERTEX_FILE, REPORT_FILE):
+    for name in _OUTPUT_FILES:
         (out / name).unlink(missing_ok=True)
 
 
@@ -293,117 +295,6 @@ def _json_safe(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_json_safe(v) for v in value]
     return value
-
-
-# --- Vertex AI model-evaluation format -------------------------------------------------------
-
-
-def _confidence_metrics(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    out = []
-    for r in rows:
-        tp, fp, fn, tn = r["tp"], r["fp"], r["fn"], r["tn"]
-        precision = tp / (tp + fp) if tp + fp else 1.0  # nothing predicted: PR curve's (0, 1)
-        recall = tp / (tp + fn) if tp + fn else 0.0
-        out.append(
-            {
-                "confidenceThreshold": r["threshold"],
-                "precision": precision,
-                "recall": recall,
-                "falsePositiveRate": fp / (fp + tn) if fp + tn else 0.0,
-                "f1Score": 2 * tp / (2 * tp + fp + fn) if tp else 0.0,
-                "truePositiveCount": tp,
-                "falsePositiveCount": fp,
-                "falseNegativeCount": fn,
-                "trueNegativeCount": tn,
-            }
-        )
-    return out
-
-
-def _overall_slice(metrics: Mapping[str, Any]) -> dict[str, Any]:
-    classes = list(metrics["classes"])
-    counts = metrics["threshold_counts"]
-    binary = len(classes) == 2
-    rows = counts["per_class"][classes[1]] if binary else counts["overall"]
-    confidence = _confidence_metrics(rows)
-    if not binary:
-        n = metrics["num_examples"]
-        for entry, top in zip(confidence, counts["top1"], strict=True):
-            made = top["correct"] + top["wrong"]
-            p1 = top["correct"] / made if made else 1.0
-            r1 = top["correct"] / n
-            entry["precisionAt1"], entry["recallAt1"] = p1, r1
-            entry["f1ScoreAt1"] = 2 * p1 * r1 / (p1 + r1) if p1 + r1 else 0.0
-    body: dict[str, Any] = {
-        "confusionMatrix": {
-            "annotationSpecs": [{"displayName": c} for c in classes],
-            "rows": [[int(v) for v in row] for row in metrics["confusion_matrix"]],
-        },
-        "confidenceMetrics": confidence,
-        "logLoss": metrics["log_loss"],
-    }
-    au_prc = metrics.get("pr_auc" if binary else "micro_pr_auc")
-    au_roc = metrics.get("roc_auc" if binary else "micro_roc_auc")
-    if au_prc is not None:
-        body["auPrc"] = au_prc
-    if au_roc is not None:
-        body["auRoc"] = au_roc
-    return body
-
-
-def to_vertex_evaluation(metrics: Mapping[str, Any]) -> dict[str, Any]:
-    """Vertex AI ModelEvaluation (classification schema) from our metrics dict.
-
-    Binary: ``auPrc``/``auRoc``/``confidenceMetrics`` are those of the positive class
-    (``classes[1]``, same numbers as ``metrics.json``); multiclass: micro-averaged one-vs-rest,
-    as the schema defines for the overall evaluation. The confusion matrix ``rows`` are plain
-    lists of counts (``[[..], ..]``), **not** KFP's ``[{"row": [..]}]`` UI format, which
-    ModelService rejects with "400 Invalid Metrics Format".
-    """
-    overall = _overall_slice(metrics)
-    sliced = [{"singleOutputSlicingSpec": {}, "metrics": {"classification": overall}}]
-    for name, rows in metrics["threshold_counts"]["per_class"].items():
-        sliced.append(
-            {
-                "singleOutputSlicingSpec": {
-                    "bytesValue": base64.b64encode(name.encode()).decode("ascii")
-                },
-                "metrics": {"classification": {"confidenceMetrics": _confidence_metrics(rows)}},
-            }
-        )
-    return {
-        "metricsSchemaUri": CLASSIFICATION_SCHEMA_URI,
-        "metrics": overall,
-        "slicedMetrics": sliced,
-    }
-
-
-def check_vertex_evaluation(doc: Mapping[str, Any]) -> None:
-    """Check the parts Vertex validates strictly (confusion matrix shape, finite numbers).
-
-    Raises:
-        ValueError: naming the malformed field.
-    """
-    if doc.get("metricsSchemaUri") != CLASSIFICATION_SCHEMA_URI:
-        raise ValueError(f"metricsSchemaUri must be {CLASSIFICATION_SCHEMA_URI}")
-    cm = doc["metrics"]["confusionMatrix"]
-    specs = cm.get("annotationSpecs")
-    rows = cm.get("rows")
-    if not specs or not all(isinstance(s, dict) and s.get("displayName") for s in specs):
-        raise ValueError("confusionMatrix.annotationSpecs must be [{'displayName': ...}, ...]")
-    if not isinstance(rows, list) or len(rows) != len(specs):
-        raise ValueError(f"confusionMatrix.rows must be {len(specs)} lists, one per class")
-    for i, row in enumerate(rows):
-        if not isinstance(row, list) or len(row) != len(specs):
-            raise ValueError(
-                f"confusionMatrix.rows[{i}] must be a list of {len(specs)} numbers, got {row!r}"
-            )
-        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in row):
-            raise ValueError(f"confusionMatrix.rows[{i}] holds non-numbers: {row!r}")
-    for key in ("auPrc", "auRoc", "logLoss"):
-        value = doc["metrics"].get(key)
-        if value is not None and not math.isfinite(value):
-            raise ValueError(f"{key} is {value}; Vertex needs a finite number")
 
 
 # --- Helpers for the KFP component -----------------------------------------------------------

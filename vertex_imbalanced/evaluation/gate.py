@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from vertex_imbalanced.artifacts import metrics_path
 from vertex_imbalanced.errors import PipelineInputError
 
 LOWER_IS_BETTER = frozenset({"log_loss"})
@@ -105,49 +106,42 @@ def decide(
             f"gate metric {metric!r} is not in the challenger's metrics; "
             f"available: {', '.join(_scalar_names(challenger))}"
         ) from None
+    passed, reason, champ = _judge(metric, value, champion, min_value, tolerance)
+    return GateDecision(passed, reason, metric, value, champ)
+
+
+def _judge(
+    metric: str,
+    value: float | None,
+    champion: Mapping[str, Any] | None,
+    min_value: float,
+    tolerance: float,
+) -> tuple[bool, str, float | None]:
+    """``(passed, reason, champion's value)``: the one place the gate's rule is written.
+
+    The champion is read only once the challenger has reached the minimum.
+    """
     if value is None:
-        return GateDecision(False, f"challenger has no value for {metric} (null/NaN)", metric)
+        return False, f"challenger has no value for {metric} (null/NaN)", None
     if value < min_value:
-        return GateDecision(
-            False, f"{metric} {value:.4f} is below the minimum {min_value:.4f}", metric, value
-        )
+        return False, f"{metric} {value:.4f} is below the minimum {min_value:.4f}", None
+    minimum = f"{metric} {value:.4f} >= minimum {min_value:.4f}"
     if not champion:
-        return GateDecision(
-            True,
-            f"{metric} {value:.4f} >= minimum {min_value:.4f}; no champion to compare with",
-            metric,
-            value,
-        )
+        return True, f"{minimum}; no champion to compare with", None
     try:
         champ = metric_value(champion, metric)
     except KeyError:
         champ = None
     if champ is None:
-        return GateDecision(
-            True,
-            f"{metric} {value:.4f} >= minimum {min_value:.4f}; the champion has no {metric}, "
-            "so only the minimum applies",
-            metric,
-            value,
-        )
+        return True, f"{minimum}; the champion has no {metric}, so only the minimum applies", None
     floor = champ - tolerance
     if value < floor:
-        return GateDecision(
-            False,
+        reason = (
             f"{metric} {value:.4f} is below the champion's {champ:.4f} minus tolerance "
-            f"{tolerance:.4f} (= {floor:.4f})",
-            metric,
-            value,
-            champ,
+            f"{tolerance:.4f} (= {floor:.4f})"
         )
-    return GateDecision(
-        True,
-        f"{metric} {value:.4f} >= minimum {min_value:.4f} and >= champion {champ:.4f} "
-        f"minus tolerance {tolerance:.4f}",
-        metric,
-        value,
-        champ,
-    )
+        return False, reason, champ
+    return True, f"{minimum} and >= champion {champ:.4f} minus tolerance {tolerance:.4f}", champ
 
 
 def load_metrics(path: str | Path) -> dict[str, Any]:
@@ -156,8 +150,7 @@ def load_metrics(path: str | Path) -> dict[str, Any]:
     Raises:
         PipelineInputError: the file is missing or is not a JSON object.
     """
-    path = Path(path)
-    file = path / "metrics.json" if path.is_dir() else path
+    file = metrics_path(path)
     try:
         data = json.loads(file.read_text())
     except (OSError, ValueError) as exc:

@@ -19,7 +19,7 @@ Conventions (the same as scikit-learn with ``labels=range(C)`` and ``zero_divisi
 
 * A class that is never predicted has precision 0; a class absent from the data has recall 0;
   F1 = 2·TP / (2·TP + FP + FN), or 0 when that is 0/0. Each such case emits an
-  :class:`UndefinedMetricWarning` and is listed in ``notes``. Absent classes stay in the macro
+  :class:`~vertex_imbalanced.errors.UndefinedMetricWarning` and is listed in ``notes``. Absent classes stay in the macro
   average (they count as 0), exactly like scikit-learn given the full label list.
 * Micro precision = recall = F1 = accuracy (single-label problems).
 * Log loss clips probabilities to ``[eps, 1 - eps]`` with ``eps`` of their dtype (float32
@@ -34,6 +34,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
+from vertex_imbalanced.errors import UndefinedMetricWarning
 
 RELIABILITY_BINS = 10
 """Equal-width probability bins of the calibration (reliability) diagram."""
@@ -52,10 +54,6 @@ CURVE_POINTS = 200
 """Largest number of points kept when a curve is written to JSON / plotted."""
 
 _COARSE_MASK = np.uint32(0xFFFFFC00)  # clear the 10 low mantissa bits of a float32
-
-
-class UndefinedMetricWarning(UserWarning):
-    """A metric was 0/0 and set to 0 (like scikit-learn's ``zero_division=0``)."""
 
 
 def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:

@@ -14,14 +14,17 @@ import urllib.parse
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from vertex_imbalanced.artifacts import (
+    SAVED_MODEL_DIR,
+    SAVED_MODEL_PROTO,
+    VERTEX_EVALUATION_FILE,
+    metrics_path,
+    vertex_evaluation_path,
+)
 from vertex_imbalanced.errors import PipelineInputError
 
 CHAMPION_ALIAS = "champion"
 CHALLENGER_ALIAS = "challenger"
-
-
-class RegistryError(RuntimeError):
-    """The registry service failed (server errors after retries, or a refused request)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,8 +101,8 @@ class Registry(Protocol):
 def find_saved_model(model_dir: str | Path) -> Path:
     """Return the SavedModel directory of a model artifact directory.
 
-    Accepts ``<model_dir>/saved_model/saved_model.pb`` (the artifact layout) or a SavedModel
-    directory itself.
+    Accepts ``<model_dir>/saved_model/saved_model.pb`` (the artifact layout of
+    :mod:`vertex_imbalanced.artifacts`) or a SavedModel directory itself.
 
     Raises:
         PipelineInputError: if the directory does not exist or holds no SavedModel.
@@ -107,12 +110,12 @@ def find_saved_model(model_dir: str | Path) -> Path:
     root = Path(model_dir)
     if not root.is_dir():
         raise PipelineInputError(f"model directory {str(model_dir)!r} does not exist")
-    for candidate in (root / "saved_model", root):
-        if (candidate / "saved_model.pb").is_file():
+    for candidate in (root / SAVED_MODEL_DIR, root):
+        if (candidate / SAVED_MODEL_PROTO).is_file():
             return candidate
     raise PipelineInputError(
         f"model directory {str(model_dir)!r} holds no SavedModel "
-        "(expected saved_model/saved_model.pb, as written by the train step)"
+        f"(expected {SAVED_MODEL_DIR}/{SAVED_MODEL_PROTO}, as written by the train step)"
     )
 
 
@@ -158,17 +161,13 @@ def open_registry(uri: str, **options: Any) -> Registry:
     )
 
 
-METRICS_FILE = "metrics.json"
-VERTEX_EVALUATION_FILE = "vertex_evaluation.json"
-
-
 def read_metrics_artifact(path: str | Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """Read the evaluate step's metrics and, if present, its Vertex evaluation JSON.
 
     Args:
         path: the metrics artifact: a directory holding ``metrics.json`` (and optionally
             ``vertex_evaluation.json``), or the metrics JSON file itself, with an optional
-            ``vertex_evaluation.json`` beside it.
+            ``vertex_evaluation.json`` beside it (names from :mod:`vertex_imbalanced.artifacts`).
 
     Returns:
         ``(metrics, vertex_evaluation or None)``.
@@ -177,7 +176,7 @@ def read_metrics_artifact(path: str | Path) -> tuple[dict[str, Any], dict[str, A
         PipelineInputError: if the metrics are missing or not a JSON object.
     """
     path = Path(path)
-    metrics_file = path / METRICS_FILE if path.is_dir() else path
+    metrics_file = metrics_path(path)
     if not metrics_file.is_file():
         raise PipelineInputError(f"metrics artifact {str(path)!r} has no metrics JSON")
     try:
@@ -186,8 +185,13 @@ def read_metrics_artifact(path: str | Path) -> tuple[dict[str, Any], dict[str, A
         raise PipelineInputError(f"metrics file {str(metrics_file)!r} is not JSON: {err}") from err
     if not isinstance(metrics, dict):
         raise PipelineInputError(f"metrics file {str(metrics_file)!r} must hold a JSON object")
-    evaluation_file = metrics_file.parent / VERTEX_EVALUATION_FILE
+    evaluation_file = vertex_evaluation_path(path)
     evaluation = None
     if evaluation_file.is_file() and evaluation_file != metrics_file:
-        evaluation = json.loads(evaluation_file.read_text(encoding="utf-8"))
+        try:
+            evaluation = json.loads(evaluation_file.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as err:
+            raise PipelineInputError(
+                f"{VERTEX_EVALUATION_FILE} {str(evaluation_file)!r} is not JSON: {err}"
+            ) from err
     return metrics, evaluation

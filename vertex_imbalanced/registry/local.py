@@ -1,6 +1,6 @@
 """A model registry in a directory: the embedded default for local pipeline runs.
 
-Layout::
+Layout (file names from :mod:`vertex_imbalanced.artifacts`)::
 
     <root>/<model_name>/
         aliases.json          # {"champion": "2", "challenger": "3"}, replaced atomically
@@ -30,6 +30,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from vertex_imbalanced.artifacts import (
+    METRICS_FILE,
+    REGISTRY_ALIASES_FILE,
+    REGISTRY_LABELS_FILE,
+    REGISTRY_MODEL_DIR,
+    REGISTRY_RUN_ID_FILE,
+)
 from vertex_imbalanced.errors import PipelineInputError
 from vertex_imbalanced.registry.base import (
     CHALLENGER_ALIAS,
@@ -42,7 +49,6 @@ _LOG = logging.getLogger(__name__)
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _ALIAS_RE = re.compile(r"^[a-z][a-zA-Z0-9-]{0,126}[a-z0-9]$")
 _TMP_PREFIX = ".tmp-"
-ALIASES_FILE = "aliases.json"
 
 
 def validate_model_name(name: str) -> str:
@@ -115,7 +121,7 @@ class LocalRegistry:
 
     def aliases(self, model_name: str) -> dict[str, str]:
         """The alias -> version map of a model."""
-        path = self.root / validate_model_name(model_name) / ALIASES_FILE
+        path = self.root / validate_model_name(model_name) / REGISTRY_ALIASES_FILE
         if not path.is_file():
             return {}
         with open(path, encoding="utf-8") as f:
@@ -141,9 +147,9 @@ class LocalRegistry:
 
     def _load(self, model_name: str, version: str) -> RegisteredVersion:
         vdir = self.root / model_name / version
-        with open(vdir / "metrics.json", encoding="utf-8") as f:
+        with open(vdir / METRICS_FILE, encoding="utf-8") as f:
             metrics = json.load(f)
-        with open(vdir / "labels.json", encoding="utf-8") as f:
+        with open(vdir / REGISTRY_LABELS_FILE, encoding="utf-8") as f:
             labels = json.load(f)
         aliases = tuple(sorted(a for a, v in self.aliases(model_name).items() if v == version))
         return RegisteredVersion(
@@ -153,7 +159,7 @@ class LocalRegistry:
             aliases=aliases,
             metrics=metrics,
             labels=labels,
-            run_id=(vdir / "run_id").read_text(encoding="utf-8"),
+            run_id=(vdir / REGISTRY_RUN_ID_FILE).read_text(encoding="utf-8"),
         )
 
     # ------------------------------------------------------------------ writing
@@ -201,10 +207,10 @@ class LocalRegistry:
         tmp = model_root / f"{_TMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex}"
         try:
             tmp.mkdir()
-            shutil.copytree(model_dir, tmp / "model", symlinks=False)
-            _write_json(tmp / "metrics.json", metrics)
-            _write_json(tmp / "labels.json", labels)
-            (tmp / "run_id").write_text(run_id, encoding="utf-8")
+            shutil.copytree(model_dir, tmp / REGISTRY_MODEL_DIR, symlinks=False)
+            _write_json(tmp / METRICS_FILE, metrics)
+            _write_json(tmp / REGISTRY_LABELS_FILE, labels)
+            (tmp / REGISTRY_RUN_ID_FILE).write_text(run_id, encoding="utf-8")
             with self._locked(model_root):
                 self._remove_stale_tmp(model_root, keep=tmp)
                 ids = self._version_ids(model_name)
@@ -226,7 +232,7 @@ class LocalRegistry:
         return registered
 
     def _run_id(self, model_name: str, version: str) -> str:
-        path = self.root / model_name / version / "run_id"
+        path = self.root / model_name / version / REGISTRY_RUN_ID_FILE
         return path.read_text(encoding="utf-8") if path.is_file() else ""
 
     def _move_aliases(
@@ -240,7 +246,7 @@ class LocalRegistry:
         if wanted != current:
             tmp = model_root / f"{_TMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex}.json"
             _write_json(tmp, wanted)
-            os.replace(tmp, model_root / ALIASES_FILE)
+            os.replace(tmp, model_root / REGISTRY_ALIASES_FILE)
 
     @staticmethod
     @contextlib.contextmanager

@@ -22,12 +22,9 @@ raise :class:`RegistryError`; other 4xx raise :class:`RegistryError` at once.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
-import re
 import time
-import warnings
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -37,13 +34,24 @@ from google.cloud.aiplatform import initializer
 from google.cloud.aiplatform import utils as aip_utils
 from google.protobuf import json_format
 
-from vertex_imbalanced.errors import PipelineInputError
+from vertex_imbalanced.errors import PipelineInputError, RegistryError
+from vertex_imbalanced.evaluation.vertex_schema import (
+    CLASSIFICATION_SCHEMA_URI,
+    check_classification_metrics,
+    metrics_from_classification,
+    overall_classification_metrics,
+    to_classification_metrics,
+)
 from vertex_imbalanced.registry.base import (
     CHALLENGER_ALIAS,
     CHAMPION_ALIAS,
     RegisteredVersion,
-    RegistryError,
     find_saved_model,
+)
+from vertex_imbalanced.registry.labels import (
+    check_label_count,
+    sanitize_label_key,
+    sanitize_label_value,
 )
 from vertex_imbalanced.registry.local import validate_alias
 
@@ -52,9 +60,6 @@ T = TypeVar("T")
 
 MODEL_LABEL = "imbalanced_model"
 RUN_LABEL = "imbalanced_run"
-CLASSIFICATION_SCHEMA_URI = (
-    "gs://google-cloud-aiplatform/schema/modelevaluation/classification_metrics_1.0.0.yaml"
-)
 # Newest TensorFlow prebuilt *prediction* image Vertex publishes (Nov 2026: tf2-cpu.2-15; no
 # 2.16+ prediction images exist). TF Serving 2.15 loads SavedModels from newer TF as long as
 # they use no newer ops; for anything else pass serving_image= (a custom serving container).
@@ -72,19 +77,12 @@ METRIC_LABELS = (
 # Left out of the copy of metrics.json stored in the evaluation's metadata (size).
 BULKY_METRIC_KEYS = ("curves", "threshold_counts")
 MAX_DISPLAY_NAME = 128
-_LABEL_MAX = 63
-_LABEL_VALUE_RE = re.compile(r"^[a-z0-9_-]{0,63}$")
-_LABEL_KEY_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 _RETRYABLE = (
     api_exceptions.ServerError,
     api_exceptions.TooManyRequests,
     api_exceptions.RetryError,
     ConnectionError,
 )
-
-
-class LabelSanitizedWarning(UserWarning):
-    """A label key or value was changed to satisfy Vertex's label rules."""
 
 
 def default_serving_image(location: str) -> str:
@@ -95,42 +93,6 @@ def default_serving_image(location: str) -> str:
         )
     except ValueError:
         return f"us-docker.pkg.dev/vertex-ai/prediction/tf2-cpu.{SERVING_TF_VERSION.replace('.', '-')}:latest"
-
-
-def sanitize_label_value(text: str, *, what: str = "label value", warn: bool = True) -> str:
-    """Make ``text`` a valid Vertex label value, warning (or with ``warn=False`` logging) on change.
-
-    Valid values are lowercase letters, digits, ``_`` and ``-``, at most 63 characters. A value
-    that needs changes is lowercased, other characters become ``_``, and it is cut to 54
-    characters plus ``-`` and 8 hex digits of its SHA-256, so distinct inputs stay distinct.
-    """
-    text = str(text)
-    if _LABEL_VALUE_RE.match(text):
-        return text
-    digest = hashlib.sha256(text.encode()).hexdigest()[:8]
-    cleaned = re.sub(r"[^a-z0-9_-]", "_", text.lower())[: _LABEL_MAX - 9] + "-" + digest
-    message = f"{what} {text!r} violates Vertex label rules; using {cleaned!r}"
-    if warn:
-        _LOG.warning(message)
-        warnings.warn(message, LabelSanitizedWarning, stacklevel=3)
-    else:
-        _LOG.info(message)
-    return cleaned
-
-
-def sanitize_label_key(key: str) -> str:
-    """Make ``key`` a valid Vertex label key (starts with a lowercase letter), warning on change."""
-    key = str(key)
-    if _LABEL_KEY_RE.match(key):
-        return key
-    cleaned = re.sub(r"[^a-z0-9_-]", "_", key.lower())
-    if not cleaned[:1].isalpha():
-        cleaned = "k" + cleaned
-    cleaned = cleaned[:_LABEL_MAX]
-    message = f"label key {key!r} violates Vertex label rules; using {cleaned!r}"
-    _LOG.warning(message)
-    warnings.warn(message, LabelSanitizedWarning, stacklevel=3)
-    return cleaned
 
 
 def metric_label_value(value: float) -> str:
@@ -173,102 +135,6 @@ def gcs_uri(path: str) -> str:
         f"model artifact {path!r} is not on Cloud Storage: Vertex AI reads models from gs:// "
         "(run the pipeline with a gs:// pipeline root)"
     )
-
-
-def classification_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
-    """Our metrics dict in Vertex's classification metrics schema.
-
-    ``confusionMatrix`` gets one ``annotationSpecs`` entry ({id, displayName}) per class and
-    ``rows`` as a square list of lists of numbers (rows = true class), which is what the
-    service accepts (other shapes give "400 Invalid Metrics Format").
-
-    Raises:
-        PipelineInputError: if classes or the confusion matrix are missing or misshapen.
-    """
-    classes = [str(c) for c in metrics.get("classes") or []]
-    matrix = metrics.get("confusion_matrix")
-    if not classes or not isinstance(matrix, list):
-        raise PipelineInputError("metrics need 'classes' and 'confusion_matrix' to import")
-    if len(matrix) != len(classes) or any(
-        not isinstance(row, list) or len(row) != len(classes) for row in matrix
-    ):
-        raise PipelineInputError(
-            f"confusion_matrix must be {len(classes)}x{len(classes)} for classes {classes}"
-        )
-    out: dict[str, Any] = {
-        "confusionMatrix": {
-            "annotationSpecs": [{"id": str(i), "displayName": c} for i, c in enumerate(classes)],
-            "rows": [[float(v) for v in row] for row in matrix],
-        }
-    }
-    for ours, theirs in (("roc_auc", "auRoc"), ("pr_auc", "auPrc"), ("log_loss", "logLoss")):
-        value = metrics.get(ours)
-        if isinstance(value, int | float) and math.isfinite(value):
-            out[theirs] = float(value)
-    return out
-
-
-def overall_classification_metrics(evaluation: dict[str, Any]) -> dict[str, Any]:
-    """The overall classification metrics of a Vertex evaluation JSON.
-
-    Accepts a ModelEvaluation-shaped dict (``{"metricsSchemaUri": ..., "metrics": {...}}``),
-    the model-evaluation output format (``{"slicedMetrics": [{"singleOutputSlicingSpec": {},
-    "metrics": {"classification": {...}}}, ...]}``, overall slice first, as GCPC's import reads
-    it), or the classification metrics dict itself.
-    """
-    if "metricsSchemaUri" in evaluation and isinstance(evaluation.get("metrics"), dict):
-        return dict(evaluation["metrics"])
-    if "slicedMetrics" in evaluation:
-        slices = evaluation["slicedMetrics"]
-        if not slices:
-            raise PipelineInputError("vertex evaluation JSON has an empty slicedMetrics")
-        metrics = slices[0].get("metrics", {})
-        return dict(metrics.get("classification") or next(iter(metrics.values()), {}))
-    return dict(evaluation)
-
-
-def _check_classification_metrics(metrics: dict[str, Any]) -> None:
-    matrix = metrics.get("confusionMatrix")
-    if matrix is None:
-        return
-    specs, rows = matrix.get("annotationSpecs") or [], matrix.get("rows") or []
-    n = len(specs)
-    if not n or len(rows) != n or any(len(r) != n for r in rows):
-        raise PipelineInputError(
-            f"confusionMatrix must have one row of {n} numbers per annotation spec; "
-            f"got {len(rows)} rows"
-        )
-    if any(not isinstance(s, dict) or "displayName" not in s for s in specs):
-        raise PipelineInputError("confusionMatrix.annotationSpecs entries need a displayName")
-
-
-def _metrics_from_confusion(classification: dict[str, Any]) -> dict[str, Any]:
-    """Accuracy and macro P/R/F1 from a classification schema confusion matrix."""
-    matrix = classification.get("confusionMatrix") or {}
-    rows = matrix.get("rows") or []
-    names = [s.get("displayName", str(i)) for i, s in enumerate(matrix.get("annotationSpecs", []))]
-    total = sum(sum(r) for r in rows)
-    if not rows or not total:
-        return {}
-    n = len(rows)
-    precision, recall, f1 = [], [], []
-    for i in range(n):
-        tp = rows[i][i]
-        predicted = sum(rows[j][i] for j in range(n))
-        actual = sum(rows[i])
-        p = tp / predicted if predicted else 0.0
-        r = tp / actual if actual else 0.0
-        precision.append(p)
-        recall.append(r)
-        f1.append(2 * p * r / (p + r) if p + r else 0.0)
-    return {
-        "classes": names,
-        "accuracy": sum(rows[i][i] for i in range(n)) / total,
-        "macro_precision": sum(precision) / n,
-        "macro_recall": sum(recall) / n,
-        "macro_f1": sum(f1) / n,
-        "confusion_matrix": rows,
-    }
 
 
 def _compact(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -446,14 +312,17 @@ class VertexRegistry:
             alias: the run's alias.
             artifact_uri: ``gs://`` model directory to upload; default: ``model_dir`` mapped
                 from ``/gcs/`` to ``gs://``. The SavedModel subdirectory is what is uploaded.
-            evaluation: Vertex evaluation JSON (``slicedMetrics`` or classification metrics);
-                default: built from ``metrics``.
+            evaluation: Vertex evaluation JSON (``vertex_evaluation.json``, ``slicedMetrics``
+                or classification metrics); default: built from ``metrics`` by
+                :func:`vertex_imbalanced.evaluation.vertex_schema.to_classification_metrics`.
 
         Returns:
             The registered version (fresh from the service).
 
         Raises:
-            PipelineInputError: bad inputs, found before any call.
+            PipelineInputError: bad inputs, found before any call; its subclass
+                :class:`~vertex_imbalanced.errors.VertexSchemaError` for metrics or an
+                evaluation that do not fit Vertex's classification schema.
             RegistryError: the service failed or refused; ambiguous models.
         """
         display_name = validate_display_name(model_name)
@@ -465,9 +334,9 @@ class VertexRegistry:
         relative = saved_model.relative_to(model_dir).as_posix()
         upload_uri = base_uri if relative == "." else f"{base_uri}/{relative}"
         vertex_metrics = overall_classification_metrics(
-            evaluation or classification_metrics(metrics)
+            evaluation or to_classification_metrics(metrics)
         )
-        _check_classification_metrics(vertex_metrics)
+        check_classification_metrics(vertex_metrics, "evaluation metrics")
         all_labels = self._labels(display_name, run_id, labels, metrics)
 
         resource_name = self._find_model(display_name)
@@ -508,8 +377,7 @@ class VertexRegistry:
                 out[f"metric_{name}"] = metric_label_value(metrics[name])
         out[MODEL_LABEL] = self._model_label(display_name)
         out[RUN_LABEL] = sanitize_label_value(run_id, what="run id")
-        if len(out) > 64:
-            raise PipelineInputError(f"Vertex allows at most 64 labels; got {len(out)}")
+        check_label_count(out)
         return out
 
     def _find_run_version(self, resource_name: str | None, run_filter: str) -> str | None:
@@ -643,7 +511,7 @@ class VertexRegistry:
         stored = (newest.get("metadata") or {}).get("metrics")
         if isinstance(stored, dict) and stored:
             return stored
-        return _metrics_from_confusion(newest.get("metrics") or {})
+        return metrics_from_classification(newest.get("metrics") or {})
 
     # ------------------------------------------------------------------ champion
     def champion(self, model_name: str) -> RegisteredVersion | None:
