@@ -69,7 +69,12 @@ class LocalGrpcServer:
 
 
 def filter_rows(table: pa.Table, restriction: str) -> pa.Table:
-    """Rows of ``table`` matching a BigQuery SQL predicate (evaluated by DuckDB)."""
+    """Rows of ``table`` matching a BigQuery SQL predicate (evaluated by DuckDB).
+
+    ``FARM_FINGERPRINT`` is BigQuery's (signed FarmHash Fingerprint64, the UDF of
+    ``vertex_imbalanced.warehouse.fingerprint``; imported only when the predicate uses it,
+    so the tensorflow-io env needs no pyfarmhash otherwise).
+    """
     import duckdb
     import sqlglot
 
@@ -80,6 +85,10 @@ def filter_rows(table: pa.Table, restriction: str) -> pa.Table:
         raise ValueError("the row restriction must be one predicate")
     con = duckdb.connect()
     try:
+        if "farm_fingerprint" in restriction.lower():
+            from vertex_imbalanced.warehouse.fingerprint import register_farm_fingerprint
+
+            register_farm_fingerprint(con)
         con.register("arrow_input", table)
         result = con.sql(sql[0]).to_arrow_table()
     finally:

@@ -26,9 +26,21 @@ def serve_in_subprocess(
     kind: str = "wide",
     seed: int = 0,
     batch_rows: int = 4096,
+    max_streams_returned: int | None = None,
+    session_lifetime_s: float | None = None,
+    read_only_projects: Sequence[str] = (),
     python: str = sys.executable,
 ) -> Iterator[str]:
-    """Run ``python -m module`` serving one generated table; yield its ``host:port``."""
+    """Run ``python -m module`` serving one generated table; yield its ``host:port``.
+
+    ``max_streams_returned``, ``session_lifetime_s`` and ``read_only_projects`` are the
+    server's settings of the same names (v1 server only; None / empty: its defaults).
+    """
+    options = [f"--read-only-project={p}" for p in read_only_projects]
+    if max_streams_returned is not None:
+        options.append(f"--max-streams={max_streams_returned}")
+    if session_lifetime_s is not None:
+        options.append(f"--session-lifetime-s={session_lifetime_s}")
     cmd = [
         python,
         "-m",
@@ -39,6 +51,7 @@ def serve_in_subprocess(
         f"--table={table}",
         f"--batch-rows={batch_rows}",
         "--stdin-lifeline",
+        *options,
     ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.PIPE, text=True)
     try:
@@ -67,7 +80,9 @@ def serve_table_main(
     Args:
         argv: command-line arguments (None: ``sys.argv``).
         server_class: the server; ``server_class(batch_rows=)`` with ``add_table``, ``start``,
-            ``address`` and ``stop(grace)``.
+            ``address`` and ``stop(grace)``; the behaviour flags, when given, become the
+            keyword arguments ``max_streams_returned``, ``session_lifetime_s`` and
+            ``read_only_projects``.
         description: ``--help`` text.
         default_table: default for ``--table``.
     """
@@ -84,8 +99,25 @@ def serve_table_main(
     parser.add_argument(
         "--stdin-lifeline", action="store_true", help="also stop when stdin reaches end of file"
     )
+    parser.add_argument(
+        "--max-streams", type=int, help="the most streams a session gets (default: as asked)"
+    )
+    parser.add_argument("--session-lifetime-s", type=float, help="read session lifetime")
+    parser.add_argument(
+        "--read-only-project",
+        action="append",
+        default=[],
+        help="project that refuses read sessions (repeatable)",
+    )
     args = parser.parse_args(argv)
-    server = server_class(batch_rows=args.batch_rows)
+    options: dict[str, Any] = {}
+    if args.max_streams is not None:
+        options["max_streams_returned"] = args.max_streams
+    if args.session_lifetime_s is not None:
+        options["session_lifetime_s"] = args.session_lifetime_s
+    if args.read_only_project:
+        options["read_only_projects"] = tuple(args.read_only_project)
+    server = server_class(batch_rows=args.batch_rows, **options)
     server.add_table(args.table, make_table(args.kind, args.rows, args.seed))
     server.start()
     done = threading.Event()

@@ -1,11 +1,23 @@
-"""The narrow waist: every data source is a set of streams of Arrow RecordBatches."""
+"""The narrow waist: every data source is a set of streams of Arrow record batches.
+
+Multi-worker training gives every worker a disjoint part of the table with
+:func:`worker_shard`. A source whose streams are the same in every process (DuckDB rowid
+ranges, in-memory slices) can be split by stream or by row position; a BigQuery read session
+cannot: each worker opens its own session, and the service promises disjoint streams only
+within one session, and may return a single stream whatever was asked. Such a source
+implements :class:`ShardableSource` and shards by a row restriction on the key column
+(:func:`shard_restriction`), which every session of every worker evaluates the same way.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Protocol, runtime_checkable
 
+import numpy as np
 import pyarrow as pa
+
+from vertex_imbalanced.warehouse.identifiers import validate_column
 
 
 @runtime_checkable
@@ -37,12 +49,136 @@ class RecordBatchSource(Protocol):
         ...
 
 
+@runtime_checkable
+class ShardableSource(RecordBatchSource, Protocol):
+    """A source that opens one worker's disjoint part of itself as a new source."""
+
+    def shard(self, shard_index: int, num_shards: int, key: str) -> RecordBatchSource:
+        """The rows of shard ``shard_index`` of ``num_shards``, split by ``key``'s hash."""
+        ...
+
+
 def shard_streams(num_streams: int, shard_index: int = 0, num_shards: int = 1) -> list[int]:
     """Streams read by worker ``shard_index`` of ``num_shards`` (disjoint, covering all).
 
     Raises:
         ValueError: if the shard arguments are out of range.
     """
+    _check_shard(shard_index, num_shards)
+    return [i for i in range(num_streams) if i % num_shards == shard_index]
+
+
+def shard_restriction(key: str, shard_index: int, num_shards: int) -> str:
+    """BigQuery SQL predicate selecting shard ``shard_index`` of ``num_shards`` by ``key``.
+
+    ``ABS(MOD(FARM_FINGERPRINT(<key as text>), num_shards)) = shard_index``: every row has
+    exactly one shard, whatever the session or the number of streams. ``MOD`` before ``ABS``
+    cannot overflow (``ABS`` of the smallest INT64 would); NULL keys hash as ``''`` (one
+    shard), like ``sql/split.sql``. DuckDB runs the same text after sqlglot with the
+    ``farm_fingerprint`` UDF of :mod:`vertex_imbalanced.warehouse.fingerprint`.
+
+    Args:
+        key: the key column (validated identifier).
+        shard_index: this worker's index, ``0 <= shard_index < num_shards``.
+        num_shards: number of workers (>= 1).
+
+    Returns:
+        The predicate text, e.g.
+        ``ABS(MOD(FARM_FINGERPRINT(COALESCE(CAST(id AS STRING), '')), 3)) = 1``.
+
+    Raises:
+        ValueError: shard arguments out of range.
+        PipelineInputError: an invalid column name.
+    """
+    _check_shard(shard_index, num_shards)
+    column = validate_column(key)
+    return (
+        f"ABS(MOD(FARM_FINGERPRINT(COALESCE(CAST({column} AS STRING), '')), {num_shards}))"
+        f" = {shard_index}"
+    )
+
+
+def and_restrictions(*predicates: str | None) -> str:
+    """Join row restrictions with AND, each in parentheses (empty or None ones dropped)."""
+    parts = [p for p in predicates if p]
+    return parts[0] if len(parts) == 1 else " AND ".join(f"({p})" for p in parts)
+
+
+def worker_shard(
+    source: RecordBatchSource, shard_index: int, num_shards: int, key: str | None = None
+) -> RecordBatchSource:
+    """Worker ``shard_index``'s part of ``source``: disjoint from the others, all covering all.
+
+    - one shard: ``source`` itself;
+    - a :class:`ShardableSource` and a ``key``: ``source.shard(...)`` (its own read session
+      with a row restriction on the key's hash; any number of streams);
+    - otherwise (a source whose streams are identical in every process): the streams
+      ``shard_index, shard_index + num_shards, ...`` when there are at least ``num_shards``
+      streams, else every stream with the rows at positions ``shard_index (mod num_shards)``.
+
+    Args:
+        source: the whole table (opened the same way by every worker).
+        shard_index: this worker's index.
+        num_shards: number of workers.
+        key: key column for sources that shard by row restriction.
+
+    Returns:
+        A source of this worker's rows.
+
+    Raises:
+        ValueError: shard arguments out of range, or a BigQuery-like source without ``key``.
+    """
+    _check_shard(shard_index, num_shards)
+    if num_shards == 1:
+        return source
+    if isinstance(source, ShardableSource):
+        if key is None:
+            raise ValueError(
+                f"{source.description} shards by a row restriction on a key column: "
+                f"pass key= (worker {shard_index} of {num_shards})"
+            )
+        return source.shard(shard_index, num_shards, key)
+    return _DeterministicShard(source, shard_index, num_shards)
+
+
+def _check_shard(shard_index: int, num_shards: int) -> None:
     if num_shards < 1 or not 0 <= shard_index < num_shards:
         raise ValueError(f"shard {shard_index} of {num_shards} is out of range")
-    return [i for i in range(num_streams) if i % num_shards == shard_index]
+
+
+class _DeterministicShard:
+    """One worker's part of a source whose streams hold the same rows in every process."""
+
+    def __init__(self, source: RecordBatchSource, shard_index: int, num_shards: int) -> None:
+        self._source = source
+        self._index = shard_index
+        self._count = num_shards
+        streams = shard_streams(source.num_streams, shard_index, num_shards)
+        # Too few streams: every worker reads every stream and keeps its row positions.
+        self._by_stream = len(streams) > 0 and source.num_streams >= num_shards
+        self._streams = streams if self._by_stream else list(range(source.num_streams))
+
+    @property
+    def description(self) -> str:
+        return f"{self._source.description} (shard {self._index} of {self._count})"
+
+    @property
+    def schema(self) -> pa.Schema:
+        return self._source.schema
+
+    @property
+    def num_streams(self) -> int:
+        return len(self._streams)
+
+    def read_stream(self, index: int) -> Iterator[pa.RecordBatch]:
+        batches = self._source.read_stream(self._streams[index])
+        if self._by_stream:
+            yield from batches
+            return
+        position = 0
+        for batch in batches:
+            first = (self._index - position) % self._count
+            rows = np.arange(first, batch.num_rows, self._count)
+            position += batch.num_rows
+            if len(rows):
+                yield batch.take(pa.array(rows))
