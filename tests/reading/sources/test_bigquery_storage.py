@@ -1,6 +1,8 @@
 """BigQueryStorageSource against the local Storage Read v1 gRPC server (no Google Cloud)."""
 
 import collections
+import concurrent.futures
+import time
 
 import grpc
 import pyarrow as pa
@@ -10,7 +12,7 @@ import pytest
 from fakes.arrow_tables import make_nested_table, make_typed_table, make_wide_table
 from fakes.storage_server import Faults, StorageReadServer, local_client
 from vertex_imbalanced.errors import PipelineInputError, SchemaError, SourceError
-from vertex_imbalanced.reading.sources.base import RecordBatchSource
+from vertex_imbalanced.reading.sources.base import RecordBatchSource, worker_shard
 from vertex_imbalanced.reading.sources.bigquery_storage import BigQueryStorageSource
 
 TYPED = make_typed_table(60, seed=1)
@@ -189,3 +191,176 @@ def test_streams_interleaved_into_tf_data_survive_a_broken_stream(server, client
         positives += int(label.numpy().sum())
     assert labels == WIDE.num_rows
     assert positives == pc.sum(WIDE["label"]).as_py()
+
+
+# Throttling: RESOURCE_EXHAUSTED with RetryInfo is retried after the given delay ------------
+
+
+def test_throttling_with_retry_info_waits_the_given_delay_and_resumes(server, client):
+    faults = Faults(
+        break_at_row=1500,
+        break_times=2,
+        break_code=grpc.StatusCode.RESOURCE_EXHAUSTED,
+        retry_delay_s=0.25,
+    )
+    server.add_table(path("throttled"), WIDE, faults)
+    source = open_source(client, "throttled", ["key"], num_streams=1)
+    keys = [k for b in source.read_stream(0) for k in b["key"].to_pylist()]
+    assert collections.Counter(keys) == collections.Counter(range(WIDE.num_rows))
+    name = source.stream_names[0]
+    assert requests_for(server, name) == [0, 1500, 1500]
+    times = [
+        t
+        for (n, _), t in zip(server.read_requests, server.read_request_times, strict=True)
+        if n == name
+    ]
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    assert all(0.25 <= gap < 2.0 for gap in gaps), gaps  # the delay, not the 1 ms backoff
+
+
+def test_throttling_without_retry_info_is_final(server, client):
+    faults = Faults(break_at_row=100, break_code=grpc.StatusCode.RESOURCE_EXHAUSTED)
+    server.add_table(path("quota"), WIDE, faults)
+    source = open_source(client, "quota", ["key"], num_streams=1)
+    with pytest.raises(SourceError, match="offset 100: RESOURCE_EXHAUSTED without retry info"):
+        list(source.read_stream(0))
+    assert requests_for(server, source.stream_names[0]) == [0]
+
+
+def test_endless_throttling_is_bounded(server, client):
+    faults = Faults(
+        break_at_row=700,
+        break_times=None,
+        break_code=grpc.StatusCode.RESOURCE_EXHAUSTED,
+        retry_delay_s=0.01,
+    )
+    server.add_table(path("always_throttled"), WIDE, faults)
+    source = open_source(client, "always_throttled", ["key"], num_streams=1, max_throttle_retries=3)
+    with pytest.raises(SourceError, match=r"throttled at offset 700 4 times in a row"):
+        list(source.read_stream(0))
+    assert requests_for(server, source.stream_names[0]) == [0, 700, 700, 700]
+
+
+# Session expiry: every pass reads every row once, across sessions ----------------------------
+
+
+def read_pass(source) -> list[int]:
+    """One epoch: all streams read concurrently (as tf.data's interleave does)."""
+    with concurrent.futures.ThreadPoolExecutor(source.num_streams) as pool:
+        parts = pool.map(
+            lambda i: [k for b in source.read_stream(i) for k in b["key"].to_pylist()],
+            range(source.num_streams),
+        )
+        return [k for part in parts for k in part]
+
+
+def test_epochs_longer_than_the_session_lifetime_read_every_row_every_epoch():
+    with StorageReadServer(batch_rows=400, session_lifetime_s=0.8) as srv:
+        srv.add_table(path("wide"), WIDE)
+        source = open_source(
+            local_client(srv.address),
+            "wide",
+            ["key", "f00"],
+            num_streams=3,
+            session_refresh_margin_s=0.3,
+        )
+        assert source.num_streams == 3
+        srv.max_streams_returned = 1  # later sessions come with one stream only
+        started = time.monotonic()
+        for _ in range(8):
+            keys = read_pass(source)
+            assert collections.Counter(keys) == collections.Counter(range(WIDE.num_rows))
+            time.sleep(0.25)
+        assert time.monotonic() - started > 2 * srv.session_lifetime_s
+    assert source.sessions_created >= 3
+    assert [s.streams for s in srv.created_sessions][:2] == [3, 1]
+    assert all(s.parent == "projects/p" for s in srv.created_sessions)
+
+
+def test_a_pass_that_outlives_its_session_fails_clearly():
+    with StorageReadServer(batch_rows=400, session_lifetime_s=0.5) as srv:
+        srv.add_table(path("wide"), WIDE, Faults(break_at_row=700))
+        # The reconnect after the break waits 0.6-1.2 s: past the session's expiry.
+        source = open_source(
+            local_client(srv.address),
+            "wide",
+            ["key"],
+            num_streams=1,
+            retry_backoff_s=1.2,
+            session_refresh_margin_s=0,
+        )
+        with pytest.raises(SourceError, match=r"expired while stream .* at offset 700"):
+            list(source.read_stream(0))
+
+
+# Billing project: sessions run in the caller's project, not the data project ----------------
+
+
+def test_read_sessions_run_in_the_billing_project():
+    with StorageReadServer(read_only_projects={"public-data"}) as srv:
+        srv.add_table("projects/public-data/datasets/d/tables/t", TYPED)
+        client = local_client(srv.address)
+        with pytest.raises(
+            PipelineInputError,
+            match=r"billing project 'public-data'.*bigquery.readsessions.create.*billing_project=",
+        ):
+            BigQueryStorageSource("public-data.d.t", ["key"], client=client)
+        source = BigQueryStorageSource(
+            "public-data.d.t", ["key"], client=client, billing_project="mine"
+        )
+        assert source.billing_project == "mine"
+        assert source.session_name.startswith("projects/mine/")
+        assert read_all(source)["key"].to_pylist() == TYPED["key"].to_pylist()
+        shard = source.shard(1, 2, "key")
+        assert shard.billing_project == "mine"
+        assert {s.parent for s in srv.created_sessions} == {"projects/mine"}
+
+
+# Worker shards: disjoint and complete whatever the number of streams returned ----------------
+
+
+@pytest.fixture(scope="module")
+def one_stream_client():
+    with StorageReadServer(batch_rows=700, max_streams_returned=1) as srv:
+        srv.add_table(path("wide"), WIDE)
+        yield local_client(srv.address)
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3, 5])
+def test_worker_shards_cover_every_row_once_when_the_service_returns_one_stream(
+    one_stream_client, workers
+):
+    per_worker = []
+    for index in range(workers):  # every worker opens its own source, as on Vertex
+        whole = open_source(one_stream_client, "wide", ["key", "s00"], num_streams=4)
+        assert whole.num_streams == 1
+        shard = worker_shard(whole, index, workers, key="key")
+        assert shard.num_streams == 1
+        epochs = [read_pass(shard) for _ in range(2)]
+        assert collections.Counter(epochs[0]) == collections.Counter(epochs[1])
+        per_worker.append(set(epochs[0]))
+        assert len(epochs[0]) == len(per_worker[-1])  # no row twice within a shard
+    assert sum(len(keys) for keys in per_worker) == WIDE.num_rows
+    assert set().union(*per_worker) == set(range(WIDE.num_rows))
+    share = WIDE.num_rows / workers
+    assert all(abs(len(keys) - share) < 0.15 * share for keys in per_worker)
+
+
+def test_shards_keep_the_row_restriction(one_stream_client):
+    restriction = "label = 1"
+    expected = WIDE.filter(pc.equal(WIDE["label"], 1))["key"].to_pylist()
+    keys = []
+    for index in range(3):
+        whole = open_source(one_stream_client, "wide", ["key"], row_restriction=restriction)
+        shard = worker_shard(whole, index, 3, key="key")
+        assert shard.description.startswith("bq://p.d.wide WHERE (label = 1) AND (ABS(MOD(")
+        keys += read_pass(shard)
+    assert sorted(keys) == expected
+
+
+def test_bigquery_shards_need_a_key(one_stream_client):
+    whole = open_source(one_stream_client, "wide", ["key"])
+    with pytest.raises(ValueError, match="pass key="):
+        worker_shard(whole, 0, 2)
+    with pytest.raises(PipelineInputError, match="invalid column name"):
+        worker_shard(whole, 0, 2, key="key; DROP")
