@@ -161,7 +161,7 @@ def publish_duckdb(
                 "SELECT * FROM read_parquet(?, union_by_name = false)",
                 [list(parts)],
             )
-            rows = con.execute(f"SELECT count(*) FROM {staging.duckdb}").fetchone()[0]
+            rows = con.execute(f"SELECT count(*) FROM {staging.duckdb}").fetchall()[0][0]
             con.execute(f"DROP TABLE IF EXISTS {table.duckdb}")
             con.execute(f'ALTER TABLE {staging.duckdb} RENAME TO "{table.table}"')
             con.execute(f"COMMENT ON TABLE {table.duckdb} IS {_sql_string(description)}")
@@ -187,7 +187,7 @@ def duckdb_table_exists(database: str, table: TableRef) -> bool:
         found = con.execute(
             "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
             [table.dataset or "main", table.table],
-        ).fetchone()[0]
+        ).fetchall()[0][0]
     return bool(found)
 
 
