@@ -1,0 +1,291 @@
+"""Pipeline run parameters from the command line and a config file, checked against a template.
+
+Pure logic (no KFP, no Vertex SDK) behind ``submit.py``:
+
+- :func:`parse_pairs` reads ``NAME=VALUE`` items (``--param``, ``--labels``);
+- :func:`read_run_config` reads a ``--config`` YAML file (flags, ``parameters:``, ``labels:``),
+  and :func:`merge_flags` lets the command line win over it;
+- :func:`resolve_parameters` checks each value's name and type against the compiled template's
+  parameters and converts it (:func:`convert_parameter`); a value ``@FILE`` is read from FILE.
+
+The template's parameter types are KFP's ``parameterType`` names: ``STRING``,
+``NUMBER_INTEGER``, ``NUMBER_DOUBLE``, ``BOOLEAN``, ``LIST`` and ``STRUCT``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from vertex_imbalanced.errors import PipelineInputError
+
+TYPE_WORDS = {
+    "STRING": "a string",
+    "NUMBER_INTEGER": "an integer",
+    "NUMBER_DOUBLE": "a number",
+    "BOOLEAN": "true or false",
+    "LIST": "a JSON list",
+    "STRUCT": "a JSON object",
+}
+"""How each template parameter type is named in error messages."""
+
+_INTEGER_RE = re.compile(r"[+-]?\d+")
+_TRUE = ("true", "1", "yes")
+_FALSE = ("false", "0", "no")
+
+
+def read_value_file(name: str, value: Any, kind: str) -> Any:
+    """Replace a value ``@FILE`` by the file's text (parsed as YAML for ``LIST``/``STRUCT``).
+
+    Args:
+        name: parameter name (for errors).
+        value: the given value; anything that is not a string starting with ``@`` is returned
+            unchanged.
+        kind: the template's parameter type.
+
+    Returns:
+        The file's text (``STRING`` and the scalar types), or its YAML content (``LIST``,
+        ``STRUCT``), or ``value`` unchanged.
+
+    Raises:
+        PipelineInputError: the file cannot be read, or its YAML does not parse.
+    """
+    if not (isinstance(value, str) and value.startswith("@")):
+        return value
+    path = Path(value[1:])
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise PipelineInputError(
+            f"parameter {name!r}: cannot read {str(path)!r} ({err.strerror or err})"
+        ) from err
+    if kind not in ("STRUCT", "LIST"):
+        return text
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise PipelineInputError(
+            f"parameter {name!r}: {str(path)!r} is not valid YAML/JSON: {err}"
+        ) from err
+
+
+def convert_parameter(name: str, kind: str, value: Any) -> Any:
+    """Convert a command-line string (or config value) to the template's parameter type.
+
+    Args:
+        name: parameter name (for errors).
+        kind: the template's ``parameterType``.
+        value: a string from the command line, or a typed value from a config file; ``@FILE``
+            reads the value from FILE (:func:`read_value_file`).
+
+    Returns:
+        ``str`` for ``STRING`` (a mapping or list becomes its JSON text), ``bool``, ``int``,
+        ``float``, ``list`` or ``dict``.
+
+    Raises:
+        PipelineInputError: the value cannot be read as that type (the message names the
+            parameter, the expected type and the value), or the type is unknown.
+    """
+    value = read_value_file(name, value, kind)
+    bad = PipelineInputError(
+        f"parameter {name!r} expects {TYPE_WORDS.get(kind, kind)} ({kind}), got {value!r}"
+    )
+    if kind == "STRING":
+        return json.dumps(value) if isinstance(value, Mapping | list) else str(value)
+    if kind == "BOOLEAN":
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in _TRUE or text in _FALSE:
+            return text in _TRUE
+        raise bad
+    if isinstance(value, bool):  # bool is an int subclass: never a number here
+        raise bad
+    if kind == "NUMBER_INTEGER":
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str) and _INTEGER_RE.fullmatch(value.strip()):
+            return int(value)
+        raise bad
+    if kind == "NUMBER_DOUBLE":
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise bad from None
+    if kind in ("LIST", "STRUCT"):
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError:
+                raise bad from None
+        if not isinstance(value, list if kind == "LIST" else dict):
+            raise bad
+        return value
+    raise bad
+
+
+def template_parameters(template: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The pipeline's input parameters in a compiled template.
+
+    Args:
+        template: the compiled pipeline spec (the YAML as a dict).
+
+    Returns:
+        ``{name: {"parameterType": ..., "defaultValue"?: ..., "isOptional"?: ...}}``.
+    """
+    return dict(template.get("root", {}).get("inputDefinitions", {}).get("parameters", {}))
+
+
+def resolve_parameters(
+    declared: Mapping[str, Mapping[str, Any]],
+    given: Mapping[str, Any],
+    derived: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Check names and types of ``given`` against the template's parameters; fill ``derived``.
+
+    Args:
+        declared: the template's parameters (:func:`template_parameters`).
+        given: values from ``--config`` and ``--param`` (strings or typed values).
+        derived: values for parameters the user did not give (e.g. ``registry_uri`` from the
+            project); names the template does not declare are ignored.
+
+    Returns:
+        The parameter values to send, converted to the template's types.
+
+    Raises:
+        PipelineInputError: unknown name, wrong type, or a required parameter missing.
+    """
+    unknown = sorted(set(given) - set(declared))
+    if unknown:
+        raise PipelineInputError(
+            f"unknown pipeline parameter(s) {unknown}; the pipeline takes: "
+            f"{', '.join(sorted(declared))}"
+        )
+    values = {
+        name: convert_parameter(name, declared[name]["parameterType"], value)
+        for name, value in given.items()
+    }
+    for name, value in (derived or {}).items():
+        if name in declared and name not in values:
+            values[name] = convert_parameter(name, declared[name]["parameterType"], value)
+    missing = sorted(
+        name
+        for name, spec in declared.items()
+        if name not in values and "defaultValue" not in spec and not spec.get("isOptional")
+    )
+    if missing:
+        raise PipelineInputError(
+            f"missing required pipeline parameter(s) {missing}: pass --param NAME=VALUE"
+        )
+    return values
+
+
+def parse_pairs(items: Iterable[str], what: str) -> dict[str, str]:
+    """Parse ``NAME=VALUE`` items; a later item wins over an earlier one with the same name.
+
+    Args:
+        items: the items as typed (``VALUE`` may hold ``=``; it is kept as is).
+        what: the flag, for errors (e.g. ``"--param"``).
+
+    Returns:
+        ``{NAME: VALUE}`` with ``NAME`` stripped of surrounding spaces.
+
+    Raises:
+        PipelineInputError: an item without ``=`` or with an empty name.
+    """
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise PipelineInputError(f"{what} {item!r} must look like NAME=VALUE")
+        out[key.strip()] = value
+    return out
+
+
+def split_commas(items: Iterable[str]) -> list[str]:
+    """Split each item at commas (``--labels a=1,b=2 --labels c=3``), dropping empty parts."""
+    return [part for item in items for part in item.split(",") if part]
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """What a ``--config`` YAML file holds.
+
+    Attributes:
+        flags: settings named like the command line's flags (``pipeline_root``, ...).
+        parameters: pipeline parameter values (typed as YAML gives them).
+        labels: job labels, keys and values as strings.
+    """
+
+    flags: dict[str, Any] = dataclasses.field(default_factory=dict)
+    parameters: dict[str, Any] = dataclasses.field(default_factory=dict)
+    labels: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+def read_run_config(path: str | Path, flag_names: Sequence[str]) -> RunConfig:
+    """Read a ``--config`` YAML file: flags, ``parameters:`` and ``labels:`` mappings.
+
+    Args:
+        path: the YAML file.
+        flag_names: the flags a config file may set.
+
+    Returns:
+        The file's content, split into flags, parameters and labels.
+
+    Raises:
+        PipelineInputError: the file cannot be read or parsed, is not a mapping, has an
+            unknown key, or its ``parameters``/``labels`` are not mappings.
+    """
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except OSError as err:
+        raise PipelineInputError(f"cannot read --config {str(path)!r}: {err}") from err
+    except yaml.YAMLError as err:
+        raise PipelineInputError(f"--config {str(path)!r} is not valid YAML: {err}") from err
+    if not isinstance(data, dict):
+        raise PipelineInputError(f"--config {str(path)!r} must hold a YAML mapping")
+    known = {*flag_names, "parameters", "labels"}
+    unknown = set(data) - known
+    if unknown:
+        raise PipelineInputError(
+            f"unknown key(s) {sorted(unknown)} in {path}; known: {', '.join(sorted(known))}"
+        )
+    sections = {}
+    for section in ("parameters", "labels"):
+        value = data.get(section) or {}
+        if not isinstance(value, dict):
+            raise PipelineInputError(f"{section!r} in {path} must be a mapping")
+        sections[section] = value
+    return RunConfig(
+        flags={name: data[name] for name in flag_names if name in data},
+        parameters=dict(sections["parameters"]),
+        labels={str(k): str(v) for k, v in sections["labels"].items()},
+    )
+
+
+def merge_flags(
+    given: Mapping[str, Any], config: Mapping[str, Any], defaults: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Flags from the command line, filled from a config file where the user gave none.
+
+    Args:
+        given: the parsed command line (``{flag: value}``).
+        config: flags from the config file (:attr:`RunConfig.flags`).
+        defaults: each flag's command-line default; a flag still at its default (or None)
+            counts as not given.
+
+    Returns:
+        ``given`` with the config's value for each flag the user left at its default.
+    """
+    merged = dict(given)
+    for name, value in config.items():
+        current = merged.get(name)
+        if current is None or current == defaults.get(name):
+            merged[name] = value
+    return merged
