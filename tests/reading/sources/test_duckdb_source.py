@@ -8,10 +8,12 @@ from vertex_imbalanced.errors import PipelineInputError, SchemaError
 from vertex_imbalanced.reading.sources.base import RecordBatchSource
 from vertex_imbalanced.reading.sources.duckdb_source import (
     DuckDBSource,
+    DuckDBTable,
     duckdb_uri,
     parse_duckdb_uri,
 )
 from vertex_imbalanced.reading.sources.open import open_source
+from vertex_imbalanced.warehouse.identifiers import TableRef
 
 ROWS = 20_000
 
@@ -106,7 +108,8 @@ def test_reading_while_this_process_holds_the_file_for_writing(db):
 
 def test_open_source_dispatches_and_rejects_unknown_schemes(db):
     uri = duckdb_uri(db, "t")
-    assert parse_duckdb_uri(uri) == (str(db), parse_duckdb_uri(uri)[1])
+    assert uri == f"duckdb://{db.resolve()}?table=t"
+    assert parse_duckdb_uri(uri) == (str(db.resolve()), TableRef(None, None, "t"))
     source = open_source(uri, ["id"], num_streams=2)
     assert isinstance(source, DuckDBSource) and source.num_streams == 2
     with pytest.raises(PipelineInputError, match="unsupported source URI"):
@@ -134,3 +137,52 @@ def test_feeds_the_tf_data_converter(db):
         assert set(np.unique(label.numpy())) <= {0, 1, 2}
         assert features["s"].dtype.name == "string"
     assert rows == 1000 and nans == 200
+
+
+@pytest.mark.parametrize(
+    ("path", "table", "uri"),
+    [
+        ("/data/w.db", "events", "duckdb:///data/w.db?table=events"),
+        ("/data/w.db", "sales.events", "duckdb:///data/w.db?table=sales.events"),
+        ("/my data/w#1.db", "t", "duckdb:///my%20data/w%231.db?table=t"),
+    ],
+)
+def test_uri_round_trip_in_both_table_forms(path, table, uri):
+    assert duckdb_uri(path, table) == uri
+    parsed = parse_duckdb_uri(uri)
+    assert parsed == DuckDBTable(path, TableRef.parse(table))
+    assert (parsed.path, str(parsed.table)) == (path, table)
+    assert duckdb_uri(*parsed) == uri
+
+
+def test_uri_build_makes_the_path_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert duckdb_uri("rel/w.db", "t") == f"duckdb://{tmp_path.resolve()}/rel/w.db?table=t"
+
+
+@pytest.mark.parametrize(
+    ("uri", "why"),
+    [
+        ("bq://p.d.t", "the scheme is not duckdb://"),
+        ("duckdb://w.db?table=t", "the path must be absolute"),
+        ("duckdb:w.db?table=t", "the path must be absolute"),
+        ("duckdb:///w.db", "needs exactly one ?table=, got 0"),
+        ("duckdb:///w.db?table=a&table=b", "needs exactly one ?table=, got 2"),
+        ("duckdb:///w.db?table=t&schema=s", "unknown query key(s) schema"),
+        ("duckdb:///w.db?table=t#frag", "unexpected fragment #frag"),
+        ("duckdb:///w.db?table=p.d.t", "table 'p.d.t' is not name or schema.name"),
+        ("duckdb:///w.db?table=t;drop", "invalid table name 't;drop'"),
+        ("duckdb:///w.db?table=", "invalid table reference ''"),
+    ],
+)
+def test_bad_uris_name_the_uri_the_fault_and_the_accepted_forms(uri, why):
+    with pytest.raises(PipelineInputError) as info:
+        parse_duckdb_uri(uri)
+    message = str(info.value)
+    assert message.startswith(f"invalid DuckDB URI {uri!r}: {why}")
+    assert "duckdb:///absolute/path.db?table=name (or ?table=schema.name)" in message
+
+
+def test_uri_build_refuses_a_project_qualified_table():
+    with pytest.raises(PipelineInputError, match="'p.d.t' is not name or schema.name"):
+        duckdb_uri("/w.db", "p.d.t")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import urllib.parse
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import duckdb
 import pyarrow as pa
@@ -19,28 +20,91 @@ from vertex_imbalanced.warehouse.identifiers import TableRef, require_columns, v
 BATCH_ROWS = 8192
 
 
-def parse_duckdb_uri(uri: str) -> tuple[str, TableRef]:
-    """Split ``duckdb:///abs/path.db?table=[schema.]name`` into the file path and table.
+class DuckDBTable(NamedTuple):
+    """Where a DuckDB source lives: the database file and the table in it."""
+
+    path: str
+    """Absolute path of the database file."""
+    table: TableRef
+    """``name`` or ``schema.name`` (``project`` is always None)."""
+
+
+_URI_FORMS = "duckdb:///absolute/path.db?table=name (or ?table=schema.name)"
+
+
+def _invalid(uri: str, why: str) -> PipelineInputError:
+    return PipelineInputError(f"invalid DuckDB URI {uri!r}: {why}; use {_URI_FORMS}")
+
+
+def _duckdb_table(text: str, uri: str) -> TableRef:
+    try:
+        ref = TableRef.parse(text)
+    except PipelineInputError as err:
+        raise _invalid(uri, str(err)) from err
+    if ref.project is not None or text.startswith("bq://"):
+        raise _invalid(uri, f"table {text!r} is not name or schema.name")
+    return ref
+
+
+def parse_duckdb_uri(uri: str) -> DuckDBTable:
+    """Split a DuckDB source URI into the database file and the table.
+
+    The one parser of DuckDB URIs (sources, warehouse engines, ``run_local.py``). Accepted
+    forms, exactly:
+
+    - ``duckdb:///absolute/path.db?table=name`` (a table in DuckDB's default schema ``main``)
+    - ``duckdb:///absolute/path.db?table=schema.name``
+
+    Three slashes: the host part is empty and the path absolute. The path may be
+    percent-encoded (``%20`` for a space; :func:`duckdb_uri` writes it so). The query holds
+    exactly one ``table`` and nothing else; no ``#fragment``.
+
+    Args:
+        uri: the URI.
+
+    Returns:
+        ``DuckDBTable(path, table)`` (a named tuple).
 
     Raises:
-        PipelineInputError: not an absolute ``duckdb:///`` URI, or no valid ``table=``.
+        PipelineInputError: another scheme, a host or relative path (``duckdb://file.db``),
+            no or several ``table=``, another query key, a fragment, or an invalid table name.
     """
-    parsed = urllib.parse.urlparse(uri)
-    query = urllib.parse.parse_qs(parsed.query)
-    if parsed.scheme != "duckdb" or parsed.netloc or not parsed.path.startswith("/"):
-        raise PipelineInputError(
-            f"invalid DuckDB URI {uri!r}: use duckdb:///absolute/path.db?table=name"
-        )
+    if not isinstance(uri, str):
+        raise PipelineInputError(f"invalid DuckDB URI {uri!r}: not a string; use {_URI_FORMS}")
+    parsed = urllib.parse.urlsplit(uri)
+    if parsed.scheme != "duckdb":
+        raise _invalid(uri, "the scheme is not duckdb://")
+    if parsed.netloc or not parsed.path.startswith("/"):
+        raise _invalid(uri, "the path must be absolute, after three slashes")
+    if parsed.fragment:
+        raise _invalid(uri, f"unexpected fragment #{parsed.fragment}")
+    query = urllib.parse.parse_qs(parsed.query, keep_blank_values=True)
+    unknown = sorted(set(query) - {"table"})
+    if unknown:
+        raise _invalid(uri, f"unknown query key(s) {', '.join(unknown)}")
     tables = query.get("table", [])
     if len(tables) != 1:
-        raise PipelineInputError(f"DuckDB URI {uri!r} needs exactly one ?table=name")
-    return parsed.path, TableRef.parse(tables[0])
+        raise _invalid(uri, f"needs exactly one ?table=, got {len(tables)}")
+    return DuckDBTable(urllib.parse.unquote(parsed.path), _duckdb_table(tables[0], uri))
 
 
 def duckdb_uri(path: str | Path, table: str | TableRef) -> str:
-    """Build ``duckdb:///abs/path.db?table=name`` (the path is made absolute)."""
+    """Build the URI :func:`parse_duckdb_uri` reads back: ``duckdb:///abs/path.db?table=name``.
+
+    Args:
+        path: database file; made absolute (``Path.resolve``) and percent-encoded.
+        table: ``name`` or ``schema.name``.
+
+    Returns:
+        The URI; ``parse_duckdb_uri(duckdb_uri(p, t)) == (str(Path(p).resolve()), t)``.
+
+    Raises:
+        PipelineInputError: an invalid table name, or a ``project.dataset.table`` reference.
+    """
     ref = table if isinstance(table, TableRef) else TableRef.parse(table)
-    return f"duckdb://{Path(path).resolve()}?table={ref}"
+    if ref.project is not None:
+        raise PipelineInputError(f"DuckDB table {str(ref)!r} is not name or schema.name")
+    return f"duckdb://{urllib.parse.quote(str(Path(path).resolve()))}?table={ref}"
 
 
 def _connect(path: str) -> duckdb.DuckDBPyConnection:

@@ -15,10 +15,12 @@ def open_source(
     row_restriction: str | None = None,
     num_streams: int = 2,
 ) -> RecordBatchSource:
-    """Open ``bq://project.dataset.table`` or ``duckdb:///abs/path.db?table=name``.
+    """Open ``bq://project.dataset.table`` or ``duckdb:///abs/path.db?table=[schema.]name``.
 
     Args:
-        uri: source URI (as written by ``prepare_data`` into ``PreparedData``).
+        uri: source URI (as written by ``prepare_data`` into ``PreparedData``); DuckDB URIs
+            in the forms :func:`~vertex_imbalanced.reading.sources.duckdb_source.parse_duckdb_uri`
+            documents.
         columns: columns to read, in this order.
         row_restriction: optional filter (trusted SQL text).
         num_streams: streams to request.
