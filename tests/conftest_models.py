@@ -8,7 +8,6 @@ A NaN in ``x`` propagates to NaN probabilities (no imputation), which tests use 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -51,6 +50,9 @@ def build_tiny_model(
     import keras
     import tensorflow as tf
 
+    from vertex_imbalanced.config import FeatureSpec
+    from vertex_imbalanced.training.export import export_model
+
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     c = len(classes)
@@ -69,34 +71,19 @@ def build_tiny_model(
     k = np.arange(c, dtype=np.float32)
     kernel[0] = scale * k  # first numeric feature drives the class
     dense.set_weights([kernel, -scale * k**2 / 2])
-    model.save(model_dir / "model.keras")
-
-    signature = {n: tf.TensorSpec([None], tf.float32, name=n) for n in numeric}
-    signature |= {n: tf.TensorSpec([None], tf.string, name=n) for n in categorical}
-
-    def serve(features):
-        probs = model(features)
-        return {"probabilities": probs, "class_id": tf.argmax(probs, axis=-1)}
-
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-    archive.add_endpoint(name="serving_default", fn=serve, input_signature=[signature])
-    archive.write_out(str(model_dir / "saved_model"), verbose=False)
-    (model_dir / "model_metadata.json").write_text(
-        json.dumps(
-            {
-                "framework": "tensorflow",
-                "tf_version": tf.__version__,
-                "classes": list(classes),
-                "feature_spec": {
-                    "label": "label",
-                    "numeric": list(numeric),
-                    "categorical": list(categorical),
-                },
-                "hyperparameters": {},
-                "imbalance": {},
-                "training_metrics": {},
-            }
-        )
-    )
+    metadata = {
+        "framework": "tensorflow",
+        "tf_version": tf.__version__,
+        "classes": list(classes),
+        "feature_spec": {
+            "label": "label",
+            "numeric": list(numeric),
+            "categorical": list(categorical),
+        },
+        "hyperparameters": {},
+        "imbalance": {},
+        "training_metrics": {},
+    }
+    spec = FeatureSpec(label="label", numeric=tuple(numeric), categorical=tuple(categorical))
+    export_model(model, spec, metadata, model_dir)  # the train step's writer of the layout
     return model_dir

@@ -18,7 +18,7 @@ The trainer fits the inner model on :func:`vertex_imbalanced.reading.datasets.ma
 the same vocabularies (:func:`model_vocabularies`) while reading Arrow, so training skips per-row
 string tensors; the weights are shared, and the outer model is what is saved and served.
 The model is built with Keras ops and layers only (no custom layers), so ``model.keras`` loads
-without importing this package.
+without importing this package; :mod:`vertex_imbalanced.training.export` writes it out.
 """
 
 from __future__ import annotations
@@ -29,8 +29,9 @@ import keras
 import numpy as np
 
 from vertex_imbalanced.config import FeatureSpec, Hyperparameters
+from vertex_imbalanced.reading.record_packing import MISSING_CATEGORY
 from vertex_imbalanced.reading.training_encoding import ENCODED_CATEGORICAL, ENCODED_NUMERIC
-from vertex_imbalanced.training.statistics import MISSING_CATEGORY, FeatureStats
+from vertex_imbalanced.training.statistics import FeatureStats
 
 PROBABILITIES = "probabilities"
 CLASS_ID = "class_id"
@@ -176,29 +177,3 @@ def build_model(
 def encoded_model(model: keras.Model) -> keras.Model:
     """The inner model of :func:`build_model` (fit it on ``make_encoded_dataset`` batches)."""
     return model.get_layer(ENCODED_MODEL)
-
-
-def export_saved_model(model: keras.Model, spec: FeatureSpec, path: str) -> None:
-    """Write a SavedModel whose ``serving_default`` takes the raw feature dict.
-
-    Outputs: ``probabilities`` (float32 ``[n, C]``) and ``class_id`` (int64 ``[n]``).
-
-    Args:
-        model: the trained classifier from :func:`build_model`.
-        spec: feature roles; one rank-1 input per feature (float32 numeric, string categorical).
-        path: directory to write (must not exist yet).
-    """
-    import tensorflow as tf
-
-    from vertex_imbalanced.reading.datasets import feature_signature
-
-    def serve(features):
-        probabilities = tf.cast(model(features, training=False), tf.float32)
-        return {PROBABILITIES: probabilities, CLASS_ID: tf.argmax(probabilities, axis=-1)}
-
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-    archive.add_endpoint(
-        name="serving_default", fn=serve, input_signature=[feature_signature(spec)]
-    )
-    archive.write_out(path, verbose=False)

@@ -19,8 +19,7 @@ import numpy as np
 
 from vertex_imbalanced.config import FeatureSpec
 from vertex_imbalanced.errors import LabelError, PipelineInputError
-
-MISSING_CATEGORY = ""  # same value as vertex_imbalanced.reading.record_packing.MISSING_CATEGORY
+from vertex_imbalanced.reading.record_packing import MISSING_CATEGORY
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,12 +5,9 @@
 strategy of :mod:`vertex_imbalanced.training.strategy`, fits it with ``SparseCategoricalCrossentropy`` and the
 dataset's per-example weights as ``sample_weight`` (weighted metrics), early stopping on
 ``val_loss`` with the best weights restored, ``BackupAndRestore`` for preemption, TensorBoard
-logs, and writes the model directory::
-
-    <output_dir>/saved_model/          serving_default: raw features -> probabilities, class_id
-    <output_dir>/model.keras
-    <output_dir>/model_metadata.json
-    <output_dir>/logs/                 TensorBoard (unless AIP_TENSORBOARD_LOG_DIR is set)
+logs, and has :mod:`vertex_imbalanced.training.export` write the model directory
+(layout in :mod:`vertex_imbalanced.artifacts`) plus ``<output_dir>/logs/`` (TensorBoard, unless
+AIP_TENSORBOARD_LOG_DIR is set).
 
 Everything is written into ``<output_dir>.partial`` and renamed at the end, so a failed run
 leaves no model directory. Only the chief worker writes it.
@@ -19,11 +16,8 @@ leaves no model directory. Only the chief worker writes it.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
-import shutil
-import tempfile
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -36,18 +30,15 @@ import tensorflow as tf
 from vertex_imbalanced.config import WEIGHT_COLUMN, FeatureSpec, Hyperparameters
 from vertex_imbalanced.errors import LabelError, PipelineInputError
 from vertex_imbalanced.reading.datasets import (
+    FeedOptions,
     make_dataset,
     make_encoded_dataset,
     raise_source_errors,
 )
 from vertex_imbalanced.reading.sources.base import RecordBatchSource
 from vertex_imbalanced.training.early_stopping import ResumableEarlyStopping
-from vertex_imbalanced.training.model import (
-    build_model,
-    encoded_model,
-    export_saved_model,
-    model_vocabularies,
-)
+from vertex_imbalanced.training.export import export_model, staged_model_dir
+from vertex_imbalanced.training.model import build_model, encoded_model, model_vocabularies
 from vertex_imbalanced.training.multiworker_fit import patch_multi_worker_fit
 from vertex_imbalanced.training.statistics import (
     FeatureStats,
@@ -65,7 +56,6 @@ if TYPE_CHECKING:
     from vertex_imbalanced.warehouse.prepare import PreparedData
 
 _LOG = logging.getLogger(__name__)
-METADATA_FILE = "model_metadata.json"
 SHUFFLE_BATCHES = 256  # training batches in the shuffle buffer (2 chunks at batch size 512)
 
 
@@ -147,42 +137,20 @@ def train_model(
     previous_policy = set_mixed_precision(hp.mixed_precision)
     try:
         keras.utils.set_random_seed(hp.seed)
-        stats, shard_rows = _training_stats(train_source, spec, classes, ctx.worker.count)
-        validation_rows = _check_validation(validation_source, spec, classes, stats)
-        steps = None
-        if ctx.worker.count > 1:  # equal steps on every worker; the shards repeat
-            steps = max(1, -(-min(shard_rows) // hp.batch_size))
-        train_ds = training_dataset(
-            train_source, spec, classes, stats, hp, ctx, training=True, repeat=bool(steps)
-        )
-        val_ds = training_dataset(
-            validation_source, spec.with_weight(None), classes, stats, hp, ctx, rows=validation_rows
-        )
+        feeds = _feeds(train_source, validation_source, spec, classes, hp, ctx)
         with ctx.strategy.scope():
-            model = build_model(spec, stats, classes, hp)
-            encoded_model(model).compile(
-                optimizer=keras.optimizers.Adam(hp.learning_rate),
-                loss=keras.losses.SparseCategoricalCrossentropy(),
-                weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-                steps_per_execution=hp.steps_per_execution,
-            )
-        return _fit_and_export(
-            model,
-            train_ds,
-            val_ds,
-            steps=steps,
-            spec=spec,
-            classes=classes,
-            hp=hp,
-            stats=stats,
-            ctx=ctx,
-            output_dir=output_dir,
-            backup_dir=backup_dir,
-            tensorboard_dir=tensorboard_dir or environ.get("AIP_TENSORBOARD_LOG_DIR") or None,
-            imbalance_report=imbalance_report,
-            extra_callbacks=callbacks,
-            verbose=verbose,
-        )
+            model = _compiled_model(spec, feeds.stats, classes, hp)
+        tensorboard_dir = tensorboard_dir or environ.get("AIP_TENSORBOARD_LOG_DIR") or None
+        with staged_model_dir(output_dir, ctx.worker) as staging:
+            logs = tensorboard_dir if ctx.worker.is_chief and tensorboard_dir else staging / "logs"
+            early_stopping = ResumableEarlyStopping(hp.early_stopping_patience, backup_dir)
+            fit_callbacks = _callbacks(early_stopping, backup_dir, str(logs), callbacks)
+            final = _fit(model, feeds, hp, fit_callbacks, verbose)
+            metrics = _final_metrics(early_stopping, final, feeds.stats)
+            metadata = _metadata(spec, classes, hp, feeds.stats, metrics, imbalance_report, ctx)
+            export_model(model, spec.with_weight(None), metadata, staging)
+        model_dir = output_dir if ctx.worker.is_chief else None
+        return TrainResult(model_dir, metrics, early_stopping.history, feeds.stats, metadata, model)
     finally:
         keras.config.set_dtype_policy(previous_policy)
 
@@ -255,7 +223,8 @@ def _training_stats(
     def batches() -> Iterator[Any]:
         for shard in range(workers):
             shard_rows.append(0)
-            ds = make_dataset(source, spec, classes=classes, shard_index=shard, num_shards=workers)
+            options = FeedOptions(shard_index=shard, num_shards=workers)
+            ds = make_dataset(source, spec, options, classes=classes)
             for batch in ds:
                 shard_rows[-1] += int(batch[1].shape[0])
                 yield batch
@@ -339,16 +308,19 @@ def training_dataset(
         repeat: repeat forever (several workers run a fixed number of steps).
     """
     rows = stats.rows if rows is None else rows
-    ds = make_encoded_dataset(
-        source,
-        spec,
-        model_vocabularies(spec, stats),
-        classes=classes,
+    options = FeedOptions(
         batch_size=hp.batch_size,
         shard_index=ctx.worker.index if training else 0,
         num_shards=ctx.worker.count if training else 1,
         shuffle_batches=SHUFFLE_BATCHES if training else 0,
         seed=hp.seed,
+    )
+    ds = make_encoded_dataset(
+        source,
+        spec,
+        model_vocabularies(spec, stats),
+        options,
+        classes=classes,
         weight_scale=weight_scale(stats) if training else 1.0,
     )
     if ctx.worker.count == 1:  # known length: Keras shows progress and does not warn at the end
@@ -361,72 +333,87 @@ def training_dataset(
     return ds.repeat() if repeat else ds
 
 
-def _fit_and_export(
-    model: keras.Model,
-    train_ds: tf.data.Dataset,
-    val_ds: tf.data.Dataset,
-    *,
-    steps: int | None,
+@dataclasses.dataclass(frozen=True)
+class _Feeds:
+    """The two encoded feeds of a run, the statistics they were built from, steps per epoch."""
+
+    stats: FeatureStats
+    train: tf.data.Dataset
+    validation: tf.data.Dataset
+    steps: int | None  # None: one worker, one pass over the split per epoch
+
+
+def _feeds(
+    train_source: RecordBatchSource,
+    validation_source: RecordBatchSource,
     spec: FeatureSpec,
     classes: tuple[str, ...],
     hp: Hyperparameters,
-    stats: FeatureStats,
     ctx: DistributionContext,
-    output_dir: Path,
+) -> _Feeds:
+    """Read the statistics, check the validation labels, build both training feeds."""
+    stats, shard_rows = _training_stats(train_source, spec, classes, ctx.worker.count)
+    validation_rows = _check_validation(validation_source, spec, classes, stats)
+    steps = None
+    if ctx.worker.count > 1:  # equal steps on every worker; the shards repeat
+        steps = max(1, -(-min(shard_rows) // hp.batch_size))
+    train_ds = training_dataset(
+        train_source, spec, classes, stats, hp, ctx, training=True, repeat=bool(steps)
+    )
+    val_ds = training_dataset(
+        validation_source, spec.with_weight(None), classes, stats, hp, ctx, rows=validation_rows
+    )
+    return _Feeds(stats, train_ds, val_ds, steps)
+
+
+def _compiled_model(
+    spec: FeatureSpec, stats: FeatureStats, classes: tuple[str, ...], hp: Hyperparameters
+) -> keras.Model:
+    """The exported model; its inner model (the one fitted) compiled for weighted training."""
+    model = build_model(spec, stats, classes, hp)
+    encoded_model(model).compile(
+        optimizer=keras.optimizers.Adam(hp.learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(),
+        weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        steps_per_execution=hp.steps_per_execution,
+    )
+    return model
+
+
+def _callbacks(
+    early_stopping: ResumableEarlyStopping,
     backup_dir: str | None,
-    tensorboard_dir: str | None,
-    imbalance_report: Any,
-    extra_callbacks: Sequence[keras.callbacks.Callback],
-    verbose: int,
-) -> TrainResult:
-    """Fit into a staging directory, then rename it to ``output_dir`` (chief only)."""
-    chief = ctx.worker.is_chief
-    if chief:
-        staging = output_dir.with_name(f"{output_dir.name}.partial")
-        staging.mkdir(parents=True, exist_ok=True)
-    else:  # other workers take part in the collective save but write to a scratch dir
-        staging = Path(tempfile.mkdtemp(prefix=f"worker{ctx.worker.index}-"))
-    early_stopping = ResumableEarlyStopping(hp.early_stopping_patience, state_dir=backup_dir)
+    logs: str,
+    extra: Sequence[keras.callbacks.Callback],
+) -> list[keras.callbacks.Callback]:
+    """Backup (if any), early stopping (after it: reloads its own state), TensorBoard, extra."""
     callbacks: list[keras.callbacks.Callback] = []
     if backup_dir:
         callbacks.append(keras.callbacks.BackupAndRestore(backup_dir))
-    callbacks.append(early_stopping)  # after BackupAndRestore: reloads its own state on resume
-    logs = tensorboard_dir if chief and tensorboard_dir else str(staging / "logs")
-    callbacks.append(EpochScalars(logs))
-    callbacks.extend(extra_callbacks)
-    trainable = encoded_model(model)  # shares its weights with the exported model
-    try:
-        with raise_source_errors():
-            trainable.fit(
-                train_ds,
-                validation_data=val_ds,
-                epochs=hp.epochs,
-                steps_per_epoch=steps,
-                callbacks=callbacks,
-                shuffle=False,  # the feed shuffles batches, same order every epoch
-                verbose=verbose,
-            )
-            final = trainable.evaluate(val_ds, return_dict=True, verbose=0)
-        metrics = _final_metrics(early_stopping, final, stats)
-        metadata = _metadata(spec, classes, hp, stats, metrics, imbalance_report, ctx)
-        model.save(staging / "model.keras")
-        shutil.rmtree(staging / "saved_model", ignore_errors=True)  # left by a killed run
-        export_saved_model(model, spec.with_weight(None), str(staging / "saved_model"))
-        (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=True))
-        model_dir = None
-        if chief:
-            if output_dir.exists():
-                output_dir.rmdir()  # empty (checked at the start)
-            os.replace(staging, output_dir)
-            model_dir = output_dir
-    except BaseException:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-        raise
-    finally:
-        if not chief:
-            shutil.rmtree(staging, ignore_errors=True)
-    return TrainResult(model_dir, metrics, early_stopping.history, stats, metadata, model)
+    callbacks += [early_stopping, EpochScalars(logs), *extra]
+    return callbacks
+
+
+def _fit(
+    model: keras.Model,
+    feeds: _Feeds,
+    hp: Hyperparameters,
+    callbacks: Sequence[keras.callbacks.Callback],
+    verbose: int,
+) -> dict[str, float]:
+    """Fit the inner model (weights shared with ``model``); return the final validation logs."""
+    trainable = encoded_model(model)
+    with raise_source_errors():
+        trainable.fit(
+            feeds.train,
+            validation_data=feeds.validation,
+            epochs=hp.epochs,
+            steps_per_epoch=feeds.steps,
+            callbacks=list(callbacks),
+            shuffle=False,  # the feed shuffles batches, same order every epoch
+            verbose=verbose,
+        )
+        return trainable.evaluate(feeds.validation, return_dict=True, verbose=0)
 
 
 def _final_metrics(
