@@ -1,6 +1,13 @@
 import pytest
 
-from vertex_imbalanced.config import FeatureSpec, Hyperparameters, ImbalanceConfig
+from vertex_imbalanced.config import (
+    DEFAULT_IMBALANCE_MODE,
+    DOWNSAMPLING_MODES,
+    IMBALANCE_MODES,
+    FeatureSpec,
+    Hyperparameters,
+    ImbalanceConfig,
+)
 from vertex_imbalanced.errors import PipelineInputError
 
 
@@ -24,10 +31,20 @@ def test_feature_spec_rejects_unknown_keys_and_overlaps():
 
 
 def test_imbalance_and_hyperparameter_validation():
-    with pytest.raises(PipelineInputError, match="unknown imbalance mode"):
+    message = "unknown imbalance mode 'smote'; choose one of " + ", ".join(IMBALANCE_MODES)
+    with pytest.raises(PipelineInputError, match=message):
         ImbalanceConfig(mode="smote")
+    assert ImbalanceConfig().mode == DEFAULT_IMBALANCE_MODE
+    for mode in IMBALANCE_MODES:
+        assert ImbalanceConfig(mode=mode).mode == mode
     with pytest.raises(PipelineInputError, match="batch_size"):
         Hyperparameters(batch_size=0)
     with pytest.raises(PipelineInputError, match="unknown hyperparameters"):
         Hyperparameters.from_dict({"epoch": 3})
     assert Hyperparameters.from_dict({"hidden_units": [8]}).hidden_units == (8,)
+
+
+def test_one_list_of_imbalance_modes():
+    assert IMBALANCE_MODES == ("downsample_upweight", "class_weight", "none", "downsample_only")
+    assert set(DOWNSAMPLING_MODES) < set(IMBALANCE_MODES)
+    assert DEFAULT_IMBALANCE_MODE in DOWNSAMPLING_MODES

@@ -6,7 +6,7 @@ import dataclasses
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 
@@ -17,12 +17,12 @@ WEIGHT_COLUMN = "sample_weight"
 """Column added by sql/downsample.sql holding the per-example training weight."""
 
 ImbalanceMode = Literal["downsample_upweight", "class_weight", "none", "downsample_only"]
-IMBALANCE_MODES: tuple[str, ...] = (
-    "downsample_upweight",
-    "class_weight",
-    "none",
-    "downsample_only",
-)
+"""How the training split is rebalanced (``vertex_imbalanced.warehouse.rebalance`` has the rules)."""
+IMBALANCE_MODES: tuple[str, ...] = get_args(ImbalanceMode)
+"""Every imbalance mode, in documentation order: the one list for CLIs, configs and checks."""
+DEFAULT_IMBALANCE_MODE: ImbalanceMode = "downsample_upweight"
+DOWNSAMPLING_MODES: tuple[str, ...] = ("downsample_upweight", "downsample_only")
+"""The modes that drop rows of the large classes (keep rates below 1)."""
 
 
 def _as_json_dict(obj: Any) -> dict[str, Any]:
@@ -143,7 +143,7 @@ class ImbalanceConfig:
             When both are set the stricter (smaller keep rate) wins.
     """
 
-    mode: str = "downsample_upweight"
+    mode: ImbalanceMode = DEFAULT_IMBALANCE_MODE
     max_ratio: float | None = 10.0
     target_share: float | None = None
 

@@ -2,8 +2,7 @@ import math
 
 import pytest
 
-from vertex_imbalanced.config import ImbalanceConfig
-from vertex_imbalanced.warehouse import rebalance as imb
+from vertex_imbalanced.config import DOWNSAMPLING_MODES, IMBALANCE_MODES, ImbalanceConfig
 from vertex_imbalanced.warehouse.demo_data import DEMO_SPEC, write_demo_duckdb
 from vertex_imbalanced.warehouse.prepare import prepare_data
 from vertex_imbalanced.warehouse.rebalance import ImbalanceReport, keep_rates, plan
@@ -60,6 +59,13 @@ def test_weights_per_mode(mode, downsampled, upweighted):
         assert p.weights[c] == pytest.approx(1 / rate if upweighted else 1.0)
 
 
+@pytest.mark.parametrize("mode", IMBALANCE_MODES)
+def test_every_mode_has_a_plan_and_only_downsampling_modes_drop_rows(mode):
+    p = plan(COUNTS, ImbalanceConfig(mode=mode, max_ratio=10))
+    assert p.mode == mode and set(p.keep_rates) == set(p.weights) == set(COUNTS)
+    assert (min(p.keep_rates.values()) < 1) == (mode in DOWNSAMPLING_MODES)
+
+
 def test_class_weight_is_inverse_frequency_with_mean_one():
     p = plan(COUNTS, ImbalanceConfig(mode="class_weight"))
     assert set(p.keep_rates.values()) == {1.0}
@@ -102,4 +108,3 @@ def test_weighted_totals_after_real_sql_downsampling(tmp_path, mode):
         else:
             assert weighted[c] == kept[c]
     assert kept["0"] / kept["2"] == pytest.approx(3, rel=0.25)
-    assert imb.DOWNSAMPLING_MODES == ("downsample_upweight", "downsample_only")

@@ -19,9 +19,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from vertex_imbalanced.config import ImbalanceConfig
-
-DOWNSAMPLING_MODES = ("downsample_upweight", "downsample_only")
+from vertex_imbalanced.config import DOWNSAMPLING_MODES, ImbalanceConfig
 
 
 @dataclasses.dataclass(frozen=True)
