@@ -263,3 +263,24 @@ def destination_uri(kind: str, table: TableRef, database: str = "") -> str:
 
         return duckdb_uri(database, table)
     return f"bq://{table}"
+
+
+def run_output_uri(location: str, run_id: str) -> str:
+    """The run-scoped predictions table for an output location.
+
+    ``bq://project.dataset`` -> ``bq://project.dataset.predictions_<run>``;
+    ``duckdb:///abs/file.db`` -> ``duckdb:///abs/file.db?table=predictions_<run>``. A location
+    that already names a table (``bq://p.d.t``, ``...?table=t``) is used as it is.
+
+    Raises:
+        PipelineInputError: an unsupported or malformed location.
+    """
+    table = "predictions_" + "".join(c if c.isalnum() else "_" for c in run_id.lower())[-200:]
+    if location.startswith("bq://"):
+        parts = location.removeprefix("bq://").split(".")
+        if len(parts) == 2:
+            location = f"{location}.{table}"
+    elif location.startswith("duckdb://") and "?" not in location:
+        location = f"{location}?table={table}"
+    kind, ref, database = parse_destination(location)
+    return destination_uri(kind, ref, database)

@@ -1,0 +1,135 @@
+"""The batch prediction pipeline: resolve model -> score (Beam RunInference) -> monitor.
+
+One definition serves Vertex AI and local runs; only configuration differs:
+
+- Vertex: ``input_uri=bq://project.dataset.table``, ``registry_uri=vertex://project/location``,
+  ``output_location=bq://project.dataset``, ``staging_root=gs://bucket/path`` and a
+  ``dataflow_config`` JSON: the score step launches a Dataflow job and waits for it.
+- Local (``predict_local.py``): a DuckDB ``input_uri``, ``registry_uri=local:///abs/dir``, a
+  DuckDB ``output_location`` and a local ``staging_root``; ``dataflow_config`` empty runs the
+  Beam DirectRunner inside the score task.
+
+The predictions table is run-scoped (``predictions_<pipeline job name>``) and published only
+when complete; rerunning a run replaces it with the same result.
+"""
+
+from collections.abc import Callable
+from typing import Any
+
+from kfp import dsl
+
+from components.batch_predict import batch_predict
+from components.image import PROJECT_IMAGE
+from components.resolve_model import resolve_model
+
+PIPELINE_NAME = "imbalanced-batch-prediction"
+DEFAULT_MODEL_NAME = "imbalanced-classifier"
+"""The training pipeline's default registered model name (pipelines.training_pipeline)."""
+
+# (cpu, memory) per step on Vertex; kfp.local ignores them. With Dataflow, the score step
+# only launches and waits; without it (DirectRunner on Vertex) it needs the "score" size.
+RESOURCES = {"score": ("4", "16G"), "small": ("0.5", "1G")}
+
+
+def _resources(task: dsl.PipelineTask, kind: str) -> dsl.PipelineTask:
+    cpu, memory = RESOURCES[kind]
+    return (
+        task.set_cpu_request(cpu)
+        .set_cpu_limit(cpu)
+        .set_memory_request(memory)
+        .set_memory_limit(memory)
+    )
+
+
+def build_pipeline(_vertex_training: Any = None, *, retries: bool = True) -> Callable[..., Any]:
+    """Build the pipeline function.
+
+    Args:
+        _vertex_training: ignored (the training pipeline's custom-job settings; compile.py
+            passes the same argument to every pipeline builder).
+        retries: retry steps on failure; local runs pass False.
+
+    Returns:
+        The ``@dsl.pipeline`` function, ready for ``Compiler().compile`` or a kfp.local call.
+    """
+
+    def retry(task: dsl.PipelineTask, times: int, backoff: str) -> None:
+        if retries:
+            task.set_retry(num_retries=times, backoff_duration=backoff, backoff_factor=2.0)
+
+    @dsl.pipeline(
+        name=PIPELINE_NAME,
+        description=(
+            "Batch prediction: resolve the registered model (alias or version), score a table "
+            "with Apache Beam RunInference (DirectRunner or Dataflow), publish a run-scoped "
+            "predictions table, then monitor skew and drift."
+        ),
+    )
+    def batch_prediction_pipeline(
+        input_uri: str,
+        registry_uri: str,
+        output_location: str,
+        staging_root: str,
+        model_name: str = DEFAULT_MODEL_NAME,
+        model_alias: str = "champion",
+        model_version: str = "",
+        key: str = "",
+        row_restriction: str = "",
+        num_streams: int = 2,
+        dataflow_config: str = "",
+        dataflow_image: str = PROJECT_IMAGE,
+        bigquery_location: str = "",
+    ) -> None:
+        """Score a table with a registered model and publish the predictions.
+
+        Args:
+            input_uri: table to score: ``bq://project.dataset.table`` or
+                ``duckdb:///abs/file.db?table=name``.
+            registry_uri: ``vertex://project/location`` or ``local:///abs/dir``.
+            output_location: ``bq://project.dataset`` or ``duckdb:///abs/file.db``; the table is
+                ``predictions_<run>`` (or give a full table URI).
+            staging_root: where the run's Parquet parts are staged (``gs://`` on Vertex).
+            model_name: registered model name.
+            model_alias: alias to score with (default ``champion``).
+            model_version: explicit version ('' = use ``model_alias``).
+            key: the input's key column ('' = the key recorded with the model).
+            row_restriction: optional filter of the rows to score (SQL predicate).
+            num_streams: read streams (Storage Read API streams / DuckDB row ranges).
+            dataflow_config: JSON of the Dataflow settings (project, region, temp_location,
+                service_account, network, subnetwork, machine_type, max_workers, kms_key,
+                no_public_ips); '' runs the Beam DirectRunner inside the score task.
+            dataflow_image: SDK container of the Dataflow workers (the project image;
+                compile.py --image replaces it).
+            bigquery_location: location of the output dataset (BigQuery output).
+        """
+        resolved = resolve_model(
+            registry_uri=registry_uri,
+            model_name=model_name,
+            alias=model_alias,
+            version=model_version,
+        )
+        # The alias moves between runs: never reuse a cached lookup.
+        resolved.set_display_name("Resolve model").set_caching_options(False)
+        retry(resolved, 3, "30s")
+        _resources(resolved, "small")
+
+        scored = batch_predict(
+            resolved_json=resolved.outputs["resolved_json"],
+            input_uri=input_uri,
+            output_location=output_location,
+            staging_root=staging_root,
+            run_id=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+            key=key,
+            row_restriction=row_restriction,
+            num_streams=num_streams,
+            dataflow_config=dataflow_config,
+            dataflow_image=dataflow_image,
+            bigquery_location=bigquery_location,
+        )
+        # The input table changes between runs with the same parameters; a retry of the same
+        # run replaces the run-scoped table with the same result.
+        scored.set_display_name("Batch predict").set_caching_options(False)
+        retry(scored, 1, "120s")
+        _resources(scored, "score")
+
+    return batch_prediction_pipeline
