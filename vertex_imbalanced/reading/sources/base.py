@@ -113,8 +113,9 @@ def worker_shard(
     - a :class:`ShardableSource` and a ``key``: ``source.shard(...)`` (its own read session
       with a row restriction on the key's hash; any number of streams);
     - otherwise (a source whose streams are identical in every process): the streams
-      ``shard_index, shard_index + num_shards, ...`` when there are at least ``num_shards``
-      streams, else every stream with the rows at positions ``shard_index (mod num_shards)``.
+      ``shard_index, shard_index + num_shards, ...`` when the streams divide evenly among
+      the workers, else every stream with the rows at positions ``shard_index (mod
+      num_shards)`` (balanced: every worker runs as many steps as the smallest shard has).
 
     Args:
         source: the whole table (opened the same way by every worker).
@@ -153,10 +154,14 @@ class _DeterministicShard:
         self._source = source
         self._index = shard_index
         self._count = num_shards
-        streams = shard_streams(source.num_streams, shard_index, num_shards)
-        # Too few streams: every worker reads every stream and keeps its row positions.
-        self._by_stream = len(streams) > 0 and source.num_streams >= num_shards
-        self._streams = streams if self._by_stream else list(range(source.num_streams))
+        # Streams that do not divide evenly: every worker reads every stream and keeps its
+        # row positions (rotated by stream, so the remainders spread over the workers).
+        self._by_stream = source.num_streams % num_shards == 0
+        self._streams = (
+            shard_streams(source.num_streams, shard_index, num_shards)
+            if self._by_stream
+            else list(range(source.num_streams))
+        )
 
     @property
     def description(self) -> str:
@@ -175,7 +180,7 @@ class _DeterministicShard:
         if self._by_stream:
             yield from batches
             return
-        position = 0
+        position = self._streams[index]  # rotation
         for batch in batches:
             first = (self._index - position) % self._count
             rows = np.arange(first, batch.num_rows, self._count)
