@@ -39,3 +39,7 @@ class PipelineRunError(RuntimeError):
 
 class PipelineSpecError(PipelineInputError):
     """A compiled pipeline YAML that cannot be read, is not a PipelineSpec, or the SDK refuses."""
+
+
+class MonitoringAlertError(RuntimeError):
+    """Skew or drift above its threshold while the run was asked to fail on alerts (names them)."""
