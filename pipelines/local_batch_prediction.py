@@ -1,0 +1,262 @@
+"""Run the batch prediction pipeline on this machine with kfp.local (``predict_local.py``).
+
+The same pipeline definition as on Vertex AI (:mod:`pipelines.batch_prediction_pipeline`) with a
+DuckDB input, the local registry directory of ``run_local.py`` (default ``build/registry``), a
+DuckDB output database and the Beam DirectRunner inside the score task. Without ``--input`` it
+scores a fresh sample of the demo distribution (another seed than training's) with the
+``champion`` that ``make run`` registered.
+
+Writes ``OUTPUT_DIR/summary.json`` (:func:`build_summary` lists its keys), the kfp.local log
+``OUTPUT_DIR/pipeline.log`` and the predictions into ``OUTPUT_DIR/predictions.duckdb``, table
+``predictions_<run>``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+from pipelines.local_run import KfpLocalOutput, RunOutputs, check_output_dir
+from vertex_imbalanced.errors import PipelineInputError, PipelineRunError
+
+DEFAULT_OUTPUT_DIR = "build/batch_prediction"
+DEFAULT_REGISTRY = "build/registry"
+DEFAULT_ROWS = 20_000
+DEFAULT_SEED = 11
+"""Seed of the default input: the demo distribution, not the training run's rows (seed 7)."""
+INPUT_DB = "score_input.duckdb"
+OUTPUT_DB = "predictions.duckdb"
+STAGING_DIR = "staging"
+SUMMARY_FILE = "summary.json"
+LOG_FILE = "pipeline.log"
+PIPELINE_ROOT_DIR = "pipeline_root"
+STEPS = ("resolve-model", "batch-predict")
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalPredictOptions:
+    """What ``predict_local.py`` was asked to do.
+
+    Attributes:
+        input: DuckDB URI or CSV/Parquet file to score; None: a fresh demo sample.
+        key: key column of the input ('' = the key recorded with the model).
+        rows, seed: size and seed of the demo sample.
+        output_dir: where the run writes (summary, log, predictions database, pipeline root).
+        registry: local registry directory (``run_local.py``'s).
+        model_name: registered model name.
+        alias, version: which version to score with (version wins when given).
+        verbose: echo every line kfp.local prints.
+    """
+
+    input: str | None = None
+    key: str = ""
+    rows: int = DEFAULT_ROWS
+    seed: int = DEFAULT_SEED
+    output_dir: str = DEFAULT_OUTPUT_DIR
+    registry: str = DEFAULT_REGISTRY
+    model_name: str = ""
+    alias: str = "champion"
+    version: str = ""
+    verbose: bool = False
+
+
+def input_uri(options: LocalPredictOptions, work_dir: Path) -> tuple[str, str]:
+    """The DuckDB URI of the table to score and its description.
+
+    Writes the demo sample, or imports a CSV/Parquet file, into ``work_dir`` first.
+
+    Raises:
+        PipelineInputError: an unusable ``--input`` or ``--rows``.
+    """
+    if options.input is None:
+        from vertex_imbalanced.warehouse.demo_data import write_demo_duckdb
+
+        if options.rows <= 0:
+            raise PipelineInputError(f"--rows must be > 0, got {options.rows}")
+        uri = write_demo_duckdb(work_dir / INPUT_DB, options.rows, seed=options.seed)
+        return uri, f"demo sample ({options.rows} rows, seed {options.seed})"
+    if options.input.startswith("duckdb://"):
+        from vertex_imbalanced.reading.sources.duckdb_source import parse_duckdb_uri
+
+        parse_duckdb_uri(options.input)
+        return options.input, options.input
+    path = Path(options.input)
+    if path.suffix.lower() not in (".csv", ".parquet"):
+        raise PipelineInputError(
+            f"unknown --input {options.input!r}: use a .csv or .parquet file or "
+            "duckdb:///abs/file.db?table=NAME"
+        )
+    from vertex_imbalanced.warehouse.local_import import import_file
+
+    return import_file(path, work_dir, add_key=not options.key), options.input
+
+
+def pipeline_arguments(
+    options: LocalPredictOptions, uri: str, output_dir: Path, registry: Path
+) -> dict[str, Any]:
+    """The pipeline's parameter values for a local run."""
+    from pipelines.batch_prediction_pipeline import DEFAULT_MODEL_NAME
+
+    return {
+        "input_uri": uri,
+        "registry_uri": f"local://{registry}",
+        "output_location": f"duckdb://{output_dir / OUTPUT_DB}",
+        "staging_root": str(output_dir / STAGING_DIR),
+        "model_name": options.model_name or DEFAULT_MODEL_NAME,
+        "model_alias": options.alias,
+        "model_version": options.version,
+        "key": options.key,
+    }
+
+
+def check_model(arguments: dict[str, Any]) -> None:
+    """Resolve the model before kfp.local starts, so a bad alias is one clear line.
+
+    Raises:
+        PipelineInputError: unknown model, alias or version.
+    """
+    from vertex_imbalanced.batch_prediction.resolve import resolve_model
+
+    resolve_model(
+        arguments["registry_uri"],
+        arguments["model_name"],
+        alias=arguments["model_alias"],
+        version=arguments["model_version"],
+    )
+
+
+def run_pipeline(arguments: dict[str, Any], output_dir: Path, verbose: bool) -> tuple[Path, dict]:
+    """Run the pipeline with kfp.local in this interpreter.
+
+    Returns:
+        The run directory and the seconds each task took.
+
+    Raises:
+        PipelineRunError: naming the failed task and its last exception line.
+    """
+    from kfp import local
+
+    from pipelines.batch_prediction_pipeline import build_pipeline
+
+    root = output_dir / PIPELINE_ROOT_DIR
+    root.mkdir(parents=True, exist_ok=True)
+    before = set(root.iterdir())
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
+    log_path = output_dir / LOG_FILE
+    with log_path.open("w") as log, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*no effect in the current local runner.*")
+        warnings.filterwarnings("ignore", message=r".*custom or non-Python base image.*")
+        sink = KfpLocalOutput(log, sys.stdout, verbose)
+        try:
+            with contextlib.redirect_stdout(sink):
+                build_pipeline(retries=False)(**arguments)
+        except RuntimeError as err:
+            task = next((t for t in STEPS if f"'{t}'" in str(err)), "?")
+            raise PipelineRunError(
+                f"pipeline stopped: task {task!r} failed: {sink.reason(task)} (full log: {log_path})"
+            ) from err
+    runs = sorted(set(root.iterdir()) - before, key=lambda p: p.stat().st_mtime)
+    if not runs:
+        raise PipelineRunError(f"kfp.local wrote no run directory under {root}")
+    return runs[-1], sink.seconds
+
+
+def build_summary(run_dir: Path, source: str) -> dict[str, Any]:
+    """The ``summary.json`` content.
+
+    Keys: ``run``, ``input``, ``model``, ``predictions`` (``output_uri``, ``rows``,
+    ``classes``, ``class_counts``), ``paths``.
+    """
+    outputs = RunOutputs(run_dir)
+    scored = outputs.task_output("batch-predict") or {}
+    meta = scored.get("artifacts", {}).get("predictions", {}).get("artifacts", [{}])[0]
+    meta = meta.get("metadata", {})
+    output_uri = meta.get("output_uri", "")
+    return {
+        "run": run_dir.name,
+        "input": source,
+        "model": meta.get("model", {}),
+        "predictions": {
+            "output_uri": output_uri,
+            "rows": int(meta.get("rows", 0)),
+            "classes": meta.get("classes", []),
+            "class_counts": class_counts(output_uri) if output_uri else {},
+        },
+        "paths": {"run_dir": str(run_dir)},
+    }
+
+
+def class_counts(output_uri: str) -> dict[str, int]:
+    """Rows per predicted class name in a published DuckDB predictions table."""
+    import duckdb
+
+    from vertex_imbalanced.batch_prediction.output import parse_destination
+
+    _, table, database = parse_destination(output_uri)
+    with duckdb.connect(database, read_only=True) as con:
+        found = con.execute(
+            f"SELECT class_name, count(*) FROM {table.duckdb} GROUP BY 1 ORDER BY 1"
+        ).fetchall()
+    return {name: int(n) for name, n in found}
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """A few human-readable lines."""
+    model = summary["model"]
+    pred = summary["predictions"]
+    counts = ", ".join(f"{k}={v}" for k, v in pred["class_counts"].items())
+    return "\n".join(
+        [
+            f"input: {summary['input']}",
+            f"model: {model.get('name')} version {model.get('version')} ({model.get('requested')})",
+            f"predictions: {pred['rows']} rows -> {pred['output_uri']}",
+            f"predicted classes: {counts}",
+        ]
+    )
+
+
+def run_local_prediction(options: LocalPredictOptions) -> dict[str, Any]:
+    """Prepare the input, run the pipeline, write and return the summary.
+
+    Raises:
+        PipelineInputError: bad options, input or model, found before the pipeline starts.
+        PipelineRunError: a task failed.
+    """
+    started = time.monotonic()
+    output_dir = check_output_dir(options.output_dir)
+    registry = Path(options.registry).resolve()
+    uri, description = input_uri(options, output_dir)
+    arguments = pipeline_arguments(options, uri, output_dir, registry)
+    check_model(arguments)
+    print(f"output: {output_dir}   registry: {registry}")
+    run_dir, seconds = run_pipeline(arguments, output_dir, options.verbose)
+    summary = build_summary(run_dir, description)
+    summary["step_seconds"] = seconds
+    summary["seconds"] = round(time.monotonic() - started, 1)
+    (output_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True))
+    return summary
+
+
+def main(options: LocalPredictOptions) -> int:
+    """Run :func:`run_local_prediction`; print the summary or one error line.
+
+    Returns:
+        0 on success, 2 for bad input (nothing ran), 1 when the pipeline failed.
+    """
+    try:
+        summary = run_local_prediction(options)
+    except PipelineInputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except PipelineRunError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(format_summary(summary))
+    print(f"summary: {Path(options.output_dir).resolve() / SUMMARY_FILE}  ({summary['seconds']} s)")
+    return 0
