@@ -499,12 +499,72 @@ class FakeVertex:
         return None
 
 
+_CONFIDENCE_FLOATS = frozenset(
+    {
+        "confidenceThreshold",
+        "recall",
+        "precision",
+        "falsePositiveRate",
+        "f1Score",
+        "f1ScoreMicro",
+        "f1ScoreMacro",
+        "recallAt1",
+        "precisionAt1",
+        "falsePositiveRateAt1",
+        "f1ScoreAt1",
+    }
+)
+# int32 / int64 fields of ClassificationEvaluationMetrics.ConfidenceMetrics: proto's JSON parser
+# refuses a fractional or non-numeric value for them.
+_CONFIDENCE_INTS = frozenset(
+    {
+        "maxPredictions",
+        "truePositiveCount",
+        "falsePositiveCount",
+        "falseNegativeCount",
+        "trueNegativeCount",
+    }
+)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _confusion_matrix_problem(matrix: Any) -> str | None:
+    if not isinstance(matrix, dict):
+        return "confusionMatrix must be an object"
+    unknown = set(matrix) - {"annotationSpecs", "rows"}
+    if unknown:
+        return f"unknown confusionMatrix fields {sorted(unknown)}"
+    specs, rows = matrix.get("annotationSpecs"), matrix.get("rows")
+    if not isinstance(specs, list) or not all(
+        isinstance(s, dict)
+        and set(s) <= {"id", "displayName"}
+        and all(isinstance(v, str) for v in s.values())
+        for s in specs
+    ):
+        return "confusionMatrix.annotationSpecs must be a list of {id, displayName} strings"
+    if not isinstance(rows, list) or len(rows) != len(specs):
+        return "confusionMatrix.rows needs one row per annotation spec"
+    for row in rows:
+        if not isinstance(row, list) or len(row) != len(specs):
+            return "confusionMatrix.rows must be a square list of lists"
+        if not all(_is_number(v) for v in row):
+            return "confusionMatrix.rows must hold numbers"
+    return None
+
+
 def classification_metrics_problem(metrics: Any) -> str | None:
     """What is wrong with ``metrics`` under Vertex's classification metrics schema, or None.
 
-    Checks what the service rejects as "Invalid Metrics Format": numbers where numbers belong,
-    and a confusion matrix of ``annotationSpecs`` (objects with string ``id``/``displayName``)
-    plus ``rows``, a square list of lists of numbers with one row per annotation spec.
+    Checks what the service's parser of ``ClassificationEvaluationMetrics`` rejects as "Invalid
+    Metrics Format": fields the schema does not define (at every level), numbers where numbers
+    belong, whole numbers for the integer ``confidenceMetrics`` fields (``*Count``,
+    ``maxPredictions``), and confusion matrices of ``annotationSpecs`` (objects with string
+    ``id`` / ``displayName``) plus ``rows``, a square list of lists of numbers with one row per
+    annotation spec. Written apart from the product's validator on purpose: a fake that reused
+    the code under test could not catch its mistakes.
     """
     if not isinstance(metrics, dict):
         return "metrics must be an object"
@@ -513,28 +573,27 @@ def classification_metrics_problem(metrics: Any) -> str | None:
     if unknown:
         return f"unknown fields {sorted(unknown)}"
     for key in ("auPrc", "auRoc", "logLoss"):
-        if key in metrics and not isinstance(metrics[key], int | float):
+        if key in metrics and not _is_number(metrics[key]):
             return f"{key} must be a number"
     matrices = [metrics.get("confusionMatrix")]
-    for entry in metrics.get("confidenceMetrics") or []:
-        if not isinstance(entry, dict) or not isinstance(
-            entry.get("confidenceThreshold", 0), int | float
-        ):
-            return "confidenceMetrics entries need a numeric confidenceThreshold"
+    entries = metrics.get("confidenceMetrics") or []
+    if not isinstance(entries, list):
+        return "confidenceMetrics must be a list"
+    for entry in entries:
+        if not isinstance(entry, dict):
+            return "confidenceMetrics entries must be objects"
+        unknown = set(entry) - _CONFIDENCE_FLOATS - _CONFIDENCE_INTS - {"confusionMatrix"}
+        if unknown:
+            return f"unknown confidenceMetrics fields {sorted(unknown)}"
+        for key, value in entry.items():
+            if key in _CONFIDENCE_FLOATS and not _is_number(value):
+                return f"confidenceMetrics.{key} must be a number"
+            if key in _CONFIDENCE_INTS and not (_is_number(value) and float(value).is_integer()):
+                return f"confidenceMetrics.{key} must be an integer, got {value!r}"
         matrices.append(entry.get("confusionMatrix"))
     for matrix in matrices:
-        if matrix is None:
-            continue
-        specs, rows = matrix.get("annotationSpecs"), matrix.get("rows")
-        if not isinstance(specs, list) or not all(
-            isinstance(s, dict) and isinstance(s.get("displayName", ""), str) for s in specs
-        ):
-            return "confusionMatrix.annotationSpecs must be a list of {id, displayName}"
-        if not isinstance(rows, list) or len(rows) != len(specs):
-            return "confusionMatrix.rows needs one row per annotation spec"
-        for row in rows:
-            if not isinstance(row, list) or len(row) != len(specs):
-                return "confusionMatrix.rows must be a square list of lists"
-            if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in row):
-                return "confusionMatrix.rows must hold numbers"
+        if matrix is not None:
+            problem = _confusion_matrix_problem(matrix)
+            if problem:
+                return problem
     return None

@@ -10,7 +10,9 @@ from kfp import dsl, local
 from kfp.dsl import Dataset, Model
 
 from components.evaluate import evaluate
+from vertex_imbalanced.artifacts import METRICS_FILE, VERTEX_EVALUATION_FILE
 from vertex_imbalanced.config import FeatureSpec
+from vertex_imbalanced.evaluation.vertex_schema import check_vertex_evaluation
 
 CLASSES = ["ok", "fraud"]
 
@@ -54,11 +56,13 @@ def test_evaluate_component_writes_all_outputs(tmp_path):
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
     evaluate_pipeline(model_uri=str(model_dir), prepared_uri=str(_prepared(tmp_path)))
 
-    (metrics_file,) = root.rglob("metrics.json")
+    (metrics_file,) = root.rglob(METRICS_FILE)
     metrics = json.loads(metrics_file.read_text())
     assert metrics["num_examples"] == 440
     assert metrics["classes"] == CLASSES and metrics["best_threshold"] is not None
-    assert json.loads((metrics_file.parent / "vertex_evaluation.json").read_text())["metrics"]
+    vertex = json.loads((metrics_file.parent / VERTEX_EVALUATION_FILE).read_text())
+    check_vertex_evaluation(vertex)
+    assert vertex["metrics"]["confusionMatrix"]["rows"] == metrics["confusion_matrix"]
     (html,) = [p for p in root.rglob("report") if p.is_file()]  # Output[HTML] is one file
     assert html.read_text().startswith("<!DOCTYPE html>")
     # The executor output records the metadata logged on Metrics / ClassificationMetrics.

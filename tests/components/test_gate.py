@@ -14,8 +14,10 @@ def write_metrics(macro_f1: float, out: Output[Artifact]):
     import json
     import os
 
+    from vertex_imbalanced.artifacts import METRICS_FILE
+
     os.makedirs(out.path, exist_ok=True)
-    with open(os.path.join(out.path, "metrics.json"), "w") as f:
+    with open(os.path.join(out.path, METRICS_FILE), "w") as f:
         json.dump({"macro_f1": macro_f1, "accuracy": 0.9}, f)
 
 

@@ -9,6 +9,7 @@ from kfp.dsl import Artifact, Model
 
 from components.register import register
 from fakes.vertex import FakeVertex
+from vertex_imbalanced.artifacts import METRICS_FILE, VERTEX_EVALUATION_FILE
 from vertex_imbalanced.errors import PipelineInputError
 from vertex_imbalanced.registry.local import LocalRegistry
 
@@ -19,7 +20,7 @@ METRICS = {"classes": ["neg", "pos"], "macro_f1": 0.75, "confusion_matrix": [[8,
 def metrics_dir(tmp_path):
     root = tmp_path / "metrics"
     root.mkdir()
-    (root / "metrics.json").write_text(json.dumps(METRICS))
+    (root / METRICS_FILE).write_text(json.dumps(METRICS))
     return root
 
 
@@ -62,7 +63,7 @@ def test_registers_into_local_registry_under_kfp_local(local_kfp, tmp_path, mode
 
 def test_registers_into_vertex(tmp_path, model_dir, metrics_dir):
     vertex_eval = {"slicedMetrics": [{"metrics": {"classification": {"auPrc": 0.4}}}]}
-    (metrics_dir / "vertex_evaluation.json").write_text(json.dumps(vertex_eval))
+    (metrics_dir / VERTEX_EVALUATION_FILE).write_text(json.dumps(vertex_eval))
     model = Model(uri="gs://bucket/pipeline/train/model")
     model.custom_path = str(model_dir)  # what /gcs/bucket/... would show on Vertex
     metrics = Artifact(uri=str(metrics_dir))

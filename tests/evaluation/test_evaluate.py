@@ -11,6 +11,7 @@ import pytest
 from conftest_models import build_tiny_model, make_table
 from sklearn import metrics as skm
 
+from vertex_imbalanced.artifacts import METRICS_FILE, REPORT_FILE
 from vertex_imbalanced.config import FeatureSpec
 from vertex_imbalanced.errors import EvaluationError, LabelError, PipelineInputError
 from vertex_imbalanced.evaluation.evaluate import evaluate_model, load_model, scalar_metrics
@@ -150,7 +151,7 @@ def test_nan_predictions_name_the_batch_and_write_nothing(binary_model, tmp_path
     table = table.set_column(1, "x", pa.array(x))
     out = tmp_path / "out"
     out.mkdir()
-    (out / "metrics.json").write_text("{}")  # a stale file from an earlier run
+    (out / METRICS_FILE).write_text("{}")  # a stale file from an earlier run
     with pytest.raises(EvaluationError, match=r"batch 1 \(rows 256-399\) of test split nan_tbl"):
         evaluate_model(
             binary_model,
@@ -161,8 +162,8 @@ def test_nan_predictions_name_the_batch_and_write_nothing(binary_model, tmp_path
             out,
             batch_size=256,
         )
-    assert not (out / "metrics.json").exists()
-    assert not (out / "report.html").exists()
+    assert not (out / METRICS_FILE).exists()
+    assert not (out / REPORT_FILE).exists()
 
 
 def test_model_classes_differ_from_prepared_classes(binary_model, tmp_path):
@@ -213,4 +214,4 @@ def test_missing_and_corrupt_model(tmp_path, binary_model):
     (no_meta / "saved_model" / "saved_model.pb").write_bytes(b"")
     with pytest.raises(PipelineInputError, match="cannot read 'classes' from model_metadata.json"):
         evaluate_model(no_meta, source, None, _spec(BINARY), BINARY, tmp_path / "o")
-    assert not (tmp_path / "o" / "metrics.json").exists()
+    assert not (tmp_path / "o" / METRICS_FILE).exists()

@@ -11,6 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from vertex_imbalanced.artifacts import (
+    REGISTRY_LABELS_FILE,
+    REGISTRY_MODEL_DIR,
+    REGISTRY_RUN_ID_FILE,
+    SAVED_MODEL_DIR,
+    SAVED_MODEL_PROTO,
+)
 from vertex_imbalanced.errors import PipelineInputError
 from vertex_imbalanced.registry.base import RegisteredVersion, Registry, open_registry
 from vertex_imbalanced.registry.local import LocalRegistry
@@ -60,9 +67,9 @@ def test_versions_increment_and_champion_moves_only_when_asked(registry, model_d
 
     vdir = Path(third.uri)
     assert vdir == registry.root / NAME / "3"
-    assert (vdir / "model" / "saved_model" / "saved_model.pb").is_file()
-    assert json.loads((vdir / "labels.json").read_text()) == {"run": "run-c"}
-    assert (vdir / "run_id").read_text() == "run-c"
+    assert (vdir / REGISTRY_MODEL_DIR / SAVED_MODEL_DIR / SAVED_MODEL_PROTO).is_file()
+    assert json.loads((vdir / REGISTRY_LABELS_FILE).read_text()) == {"run": "run-c"}
+    assert (vdir / REGISTRY_RUN_ID_FILE).read_text() == "run-c"
     assert RegisteredVersion.from_dict(json.loads(third.to_json())) == third
 
 
@@ -183,8 +190,12 @@ def test_open_registry_and_champion_one_liner(tmp_path, model_dir):
     uri = f"local://{tmp_path / 'reg'}"
     register(open_registry(uri), model_dir, "run-a", True)
     assert open_registry(uri).champion(NAME).run_id == "run-a"
-    for bad in ("local://relative/dir", "local:relative", "file:///x"):
-        with pytest.raises(PipelineInputError):
+    for bad, message in (
+        ("local://relative/dir", "use local:///absolute/directory"),
+        ("local:relative", "use local:///absolute/directory"),
+        ("file:///x", "unknown registry URI 'file:///x'"),
+    ):
+        with pytest.raises(PipelineInputError, match=message):
             open_registry(bad)
 
 

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import json
+
+import numpy as np
 import pytest
 
 from fakes.vertex import FakeVertex
 from vertex_imbalanced.errors import PipelineInputError, RegistryError, VertexSchemaError
-from vertex_imbalanced.evaluation.vertex_schema import CLASSIFICATION_SCHEMA_URI
+from vertex_imbalanced.evaluation.metrics import ClassificationAccumulator
+from vertex_imbalanced.evaluation.vertex_schema import (
+    CLASSIFICATION_SCHEMA_URI,
+    check_vertex_evaluation,
+    to_classification_metrics,
+    to_vertex_evaluation,
+)
 from vertex_imbalanced.registry.base import open_registry
 from vertex_imbalanced.registry.labels import LabelSanitizedWarning, sanitize_label_value
 from vertex_imbalanced.registry.vertex import MODEL_LABEL, RUN_LABEL, VertexRegistry
@@ -291,3 +300,77 @@ def test_upload_waits_for_the_long_running_operation(model_dir):
     assert len(polls) == 2  # first poll: still running; second: done with UploadModelResponse
     [operation] = fake.operations.values()
     assert operation["done"] and operation["response"]["modelVersionId"] == version.version
+
+
+def _real_metrics() -> dict:
+    """metrics.json of a real evaluation (with threshold_counts), as the evaluate step writes it."""
+    rng = np.random.default_rng(7)
+    y = (rng.random(500) < 0.15).astype(int)
+    p1 = np.clip(0.25 + 0.5 * y + rng.normal(0, 0.2, 500), 0.001, 0.999)
+    acc = ClassificationAccumulator(("neg", "pos"))
+    acc.update(y, np.c_[1 - p1, p1])
+    return json.loads(json.dumps(acc.result()))
+
+
+@pytest.mark.parametrize("from_file", [False, True])
+def test_evaluation_round_trips_through_the_service(fake, registry, model_dir, from_file):
+    metrics = _real_metrics()
+    document = to_vertex_evaluation(metrics)
+    check_vertex_evaluation(document)
+    registry.register(
+        "fraud model",
+        str(model_dir),
+        metrics,
+        {},
+        "run-1",
+        True,
+        artifact_uri="gs://bucket/m",
+        evaluation=json.loads(json.dumps(document)) if from_file else None,
+    )
+    # the SDK sent it through protobuf; the (strict) fake accepted and stored it
+    [stored] = next(iter(fake.evaluations.values()))
+    assert stored["metricsSchemaUri"] == CLASSIFICATION_SCHEMA_URI
+    assert stored["metrics"] == to_classification_metrics(metrics)  # counts come back as 3.0
+    assert len(stored["metrics"]["confidenceMetrics"]) == 25
+    champion = registry.champion("fraud model")
+    assert champion.metrics["macro_f1"] == metrics["macro_f1"]
+    assert "threshold_counts" not in champion.metrics  # bulky keys stay out of the metadata
+
+    # an evaluation imported by someone else carries no copy of our metrics: derive them
+    stored["metadata"] = {}
+    derived = registry.champion("fraud model").metrics
+    for key in ("accuracy", "macro_f1", "macro_precision", "macro_recall", "weighted_f1"):
+        assert derived[key] == pytest.approx(metrics[key])
+    assert derived["confusion_matrix"] == metrics["confusion_matrix"]
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ({"confidenceMetrics": [{"truePositiveCount": 2.5}]}, "must be an integer"),
+        ({"confidenceMetrics": [{"tp": 2}]}, "unknown confidenceMetrics fields"),
+        (
+            {"confusionMatrix": {"annotationSpecs": [{"name": "a"}], "rows": [[1]]}},
+            "{id, displayName}",
+        ),
+        ({"confusionMatrix": {"annotationSpecs": [{"id": "0"}], "rows": [{"row": [1]}]}}, "square"),
+        ({"accuracy": 0.9}, "unknown fields"),
+    ],
+)
+def test_fake_refuses_what_the_service_refuses(fake, registry, model_dir, change, problem):
+    version = register(registry, model_dir, "run-1", champion=False)
+    path = f"/v1/{version.uri}/evaluations:import"
+    evaluation = {"metricsSchemaUri": CLASSIFICATION_SCHEMA_URI, "metrics": change}
+    status, body = fake.dispatch("POST", path, {}, {"modelEvaluation": evaluation})
+    assert status == 400
+    assert "Invalid Metrics Format" in body["error"]["message"]
+    assert problem in body["error"]["message"]
+
+
+def test_evaluation_without_annotation_ids_is_refused_before_any_call(fake, registry, model_dir):
+    document = to_vertex_evaluation(_real_metrics())
+    for spec in document["metrics"]["confusionMatrix"]["annotationSpecs"]:
+        del spec["id"]
+    with pytest.raises(VertexSchemaError, match=r"annotationSpecs\[0\]\.id must be a non-empty"):
+        register(registry, model_dir, "run-1", champion=True, evaluation=document)
+    assert fake.requests == []
