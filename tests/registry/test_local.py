@@ -210,5 +210,7 @@ def test_champion_loads_as_a_saved_model(registry, tmp_path):
     tf.saved_model.save(module, str(tmp_path / "real" / "saved_model"))
     registry.register(NAME, str(tmp_path / "real"), metrics_for(0.8), {}, "run-a", True)
 
-    loaded = tf.saved_model.load(f"{registry.champion(NAME).uri}/model/saved_model")
+    champion = registry.champion(NAME)
+    assert champion.artifact_uri == str(Path(champion.uri) / REGISTRY_MODEL_DIR)
+    loaded = tf.saved_model.load(str(Path(champion.artifact_uri) / SAVED_MODEL_DIR))
     assert loaded.f(tf.constant([2.0])).numpy().tolist() == [6.0]

@@ -374,3 +374,19 @@ def test_evaluation_without_annotation_ids_is_refused_before_any_call(fake, regi
     with pytest.raises(VertexSchemaError, match=r"annotationSpecs\[0\]\.id must be a non-empty"):
         register(registry, model_dir, "run-1", champion=True, evaluation=document)
     assert fake.requests == []
+
+
+def test_get_by_version_or_alias_and_the_model_directory(fake, registry, model_dir):
+    register(registry, model_dir, "run-1", champion=True, f1=0.7)
+    register(registry, model_dir, "run-2", champion=False, f1=0.6)
+    first, second = registry.get("fraud model", "1"), registry.get("fraud model", "challenger")
+    assert (first.version, first.metrics["macro_f1"], first.run_id) == ("1", 0.7, "run-1")
+    assert (second.version, second.metrics["macro_f1"]) == ("2", 0.6)
+    assert registry.get("fraud model", "champion") == registry.champion("fraud model") == first
+    # the train step's model directory: the uploaded SavedModel's parent
+    assert first.artifact_uri == "gs://bucket/run-1/model"
+    assert second.artifact_uri == "gs://bucket/run-2/model"
+    assert registry.get("fraud model", "7") is None
+    assert registry.get("other model", "1") is None
+    with pytest.raises(PipelineInputError, match="version or alias must be a non-empty string"):
+        registry.get("fraud model", " ")

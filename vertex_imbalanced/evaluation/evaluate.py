@@ -120,7 +120,7 @@ def _predict_batches(
     model: LoadedModel, source: RecordBatchSource, spec: FeatureSpec, batch_size: int, split: str
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield ``(labels, probabilities)`` per batch; checks inputs, shapes and NaN."""
-    from vertex_imbalanced.reading.datasets import make_dataset, raise_source_errors
+    from vertex_imbalanced.reading.datasets import FeedOptions, make_dataset, raise_source_errors
 
     missing = [name for name in model.input_names if name not in spec.features]
     if missing:
@@ -128,7 +128,7 @@ def _predict_batches(
             f"model {model.model_dir} needs inputs {missing} that the feature spec does not read "
             f"from {source.description}"
         )
-    ds = make_dataset(source, spec, classes=model.classes, batch_size=batch_size)
+    ds = make_dataset(source, spec, FeedOptions(batch_size=batch_size), classes=model.classes)
     row = 0
     with raise_source_errors():
         for index, (features, labels, _weight) in enumerate(ds):

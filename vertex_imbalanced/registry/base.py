@@ -41,6 +41,9 @@ class RegisteredVersion:
         labels: the labels stored with the version.
         run_id: the pipeline run that registered it.
         resource_name: Vertex model resource name without version ('' for local).
+        artifact_uri: the version's model directory in the train step's layout (holding
+            ``saved_model/`` and ``model_metadata.json``): ``<version dir>/model`` (local) or
+            the uploaded ``gs://`` directory above ``saved_model`` (Vertex); '' if unknown.
     """
 
     name: str
@@ -51,6 +54,7 @@ class RegisteredVersion:
     labels: dict[str, str] = dataclasses.field(default_factory=dict)
     run_id: str = ""
     resource_name: str = ""
+    artifact_uri: str = ""
 
     @property
     def is_champion(self) -> bool:
@@ -91,6 +95,10 @@ class Registry(Protocol):
         alias: str = CHALLENGER_ALIAS,
     ) -> RegisteredVersion:
         """Register ``model_dir`` as a new version; idempotent per ``run_id``."""
+        ...
+
+    def get(self, model_name: str, version_or_alias: str) -> RegisteredVersion | None:
+        """A version by number or alias (``champion``, ``challenger``...), or None."""
         ...
 
     def champion(self, model_name: str) -> RegisteredVersion | None:

@@ -156,6 +156,7 @@ class LocalRegistry:
             name=model_name,
             version=version,
             uri=str(vdir),
+            artifact_uri=str(vdir / REGISTRY_MODEL_DIR),
             aliases=aliases,
             metrics=metrics,
             labels=labels,

@@ -34,6 +34,7 @@ from google.cloud.aiplatform import initializer
 from google.cloud.aiplatform import utils as aip_utils
 from google.protobuf import json_format
 
+from vertex_imbalanced.artifacts import SAVED_MODEL_DIR
 from vertex_imbalanced.errors import PipelineInputError, RegistryError
 from vertex_imbalanced.evaluation.vertex_schema import (
     CLASSIFICATION_SCHEMA_URI,
@@ -491,6 +492,10 @@ class VertexRegistry:
         labels = dict(model.labels)
         if metrics is None:
             metrics = self._stored_metrics(resource_name, version)
+        artifact_uri = model.artifact_uri.rstrip("/")
+        suffix = f"/{SAVED_MODEL_DIR}"
+        if artifact_uri.endswith(suffix):
+            artifact_uri = artifact_uri[: -len(suffix)]
         return RegisteredVersion(
             name=model.display_name,
             version=model.version_id,
@@ -500,6 +505,7 @@ class VertexRegistry:
             labels=labels,
             run_id=labels.get(RUN_LABEL, ""),
             resource_name=resource_name,
+            artifact_uri=artifact_uri,
         )
 
     def _stored_metrics(self, resource_name: str, version: str) -> dict[str, Any]:
@@ -514,12 +520,25 @@ class VertexRegistry:
         return metrics_from_classification(newest.get("metrics") or {})
 
     # ------------------------------------------------------------------ champion
-    def champion(self, model_name: str) -> RegisteredVersion | None:
-        """The version with the ``champion`` alias and the metrics of *its* evaluation, or None."""
+    def get(self, model_name: str, version_or_alias: str) -> RegisteredVersion | None:
+        """A version by id or alias with the metrics of *its* evaluation, or None.
+
+        Raises:
+            PipelineInputError: a bad display name or an empty version / alias.
+            RegistryError: the service failed or refused; ambiguous models.
+        """
+        if not isinstance(version_or_alias, str) or not version_or_alias.strip():
+            raise PipelineInputError(
+                f"version or alias must be a non-empty string, got {version_or_alias!r}"
+            )
         resource_name = self._find_model(validate_display_name(model_name))
         if resource_name is None:
             return None
-        holder = self._get(f"{resource_name}@{CHAMPION_ALIAS}")
+        holder = self._get(f"{resource_name}@{version_or_alias}")
         if holder is None:
             return None
         return self._version_info(resource_name, holder.version_id)
+
+    def champion(self, model_name: str) -> RegisteredVersion | None:
+        """The version with the ``champion`` alias and the metrics of *its* evaluation, or None."""
+        return self.get(model_name, CHAMPION_ALIAS)
