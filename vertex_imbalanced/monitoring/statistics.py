@@ -258,6 +258,11 @@ def numeric_edges(
         # 1 of a 0/1 feature, becomes an edge of its own bin.
         quantiles = [float(v) for v in (row[f"quantiles_{i}"] or [])[:-1] if v is not None]
         inner = [v for v in quantiles if low < v <= high]
+        t = source.schema.field(name).type
+        if pa.types.is_integer(t) or pa.types.is_boolean(t) or pa.types.is_date(t):
+            # Integral values: interpolated quantiles (a t-digest gives 0.68 for a 0/1
+            # feature) round up to the next value, so each bin starts at a value.
+            inner = [float(math.ceil(v)) for v in inner]
         out[name] = sorted({low, *inner, float(np.nextafter(high, np.inf))})
     return out
 
