@@ -8,6 +8,8 @@ One definition serves Vertex AI and local runs; only configuration differs:
   ``build_pipeline(None)`` (train is an ordinary task).
 """
 
+import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -24,23 +26,66 @@ from pipelines.vertex_training import VertexTrainingConfig, as_custom_job
 PIPELINE_NAME = "imbalanced-training"
 DEFAULT_MODEL_NAME = "imbalanced-classifier"
 
-# (cpu, memory) per step on Vertex; kfp.local ignores them.
-RESOURCES = {
-    "prepare": ("1", "4G"),
-    "train": ("4", "16G"),
-    "evaluate": ("2", "8G"),
-    "small": ("0.5", "1G"),
-}
+
+@dataclasses.dataclass(frozen=True)
+class StepPolicy:
+    """How one task runs on Vertex: display name, caching, retries and resources.
+
+    Attributes:
+        display_name: the task's name in the Vertex console.
+        cache: reuse an earlier run's outputs for the same inputs.
+        cpu: CPU request and limit, e.g. ``"0.5"`` (kfp.local ignores resources).
+        memory: memory request and limit, e.g. ``"1G"``.
+        retries: how many times a failed task is retried (0: never).
+        backoff: first wait before a retry (doubled each time), e.g. ``"60s"``.
+    """
+
+    display_name: str
+    cache: bool
+    cpu: str
+    memory: str
+    retries: int = 0
+    backoff: str = "0s"
 
 
-def _resources(task: dsl.PipelineTask, kind: str) -> dsl.PipelineTask:
-    cpu, memory = RESOURCES[kind]
-    return (
-        task.set_cpu_request(cpu)
-        .set_cpu_limit(cpu)
-        .set_memory_request(memory)
-        .set_memory_limit(memory)
-    )
+# The source table may change between runs with the same parameters: never cache prepare.
+PREPARE = StepPolicy("Prepare data", cache=False, cpu="1", memory="4G", retries=2, backoff="60s")
+TRAIN = StepPolicy("Train", cache=True, cpu="4", memory="16G", retries=1, backoff="120s")
+EVALUATE = StepPolicy("Evaluate", cache=True, cpu="2", memory="8G", retries=1, backoff="60s")
+# The registry changes between runs: never reuse a cached lookup.
+LOOK_UP_CHAMPION = StepPolicy(
+    "Look up champion", cache=False, cpu="0.5", memory="1G", retries=3, backoff="30s"
+)
+GATE = StepPolicy("Gate", cache=False, cpu="0.5", memory="1G")
+# Registration is idempotent per run id, so a retry never adds a second version.
+REGISTER = StepPolicy("Register", cache=False, cpu="0.5", memory="1G", retries=3, backoff="30s")
+
+
+def apply_policy(
+    task: dsl.PipelineTask, policy: StepPolicy, *, retries: bool = True, resources: bool = True
+) -> dsl.PipelineTask:
+    """Set a task's display name, caching, retries and resources from ``policy``.
+
+    Args:
+        task: the task to configure (changed in place).
+        policy: the settings.
+        retries: apply ``policy.retries``; False leaves the task without retries (local runs,
+            where a failure is not transient).
+        resources: apply ``policy.cpu``/``memory``; False for a task whose machine is set
+            elsewhere (the train step as a custom job).
+
+    Returns:
+        ``task``, for chaining.
+    """
+    task.set_display_name(policy.display_name).set_caching_options(policy.cache)
+    if retries and policy.retries:
+        task.set_retry(
+            num_retries=policy.retries, backoff_duration=policy.backoff, backoff_factor=2.0
+        )
+    if resources:
+        task.set_cpu_request(policy.cpu).set_cpu_limit(policy.cpu)
+        task.set_memory_request(policy.memory).set_memory_limit(policy.memory)
+    return task
 
 
 def build_pipeline(
@@ -58,10 +103,7 @@ def build_pipeline(
         The ``@dsl.pipeline`` function, ready for ``Compiler().compile`` or a kfp.local call.
     """
     train_op = train if vertex_training is None else as_custom_job(train, vertex_training)
-
-    def retry(task: dsl.PipelineTask, times: int, backoff: str, factor: float = 2.0) -> None:
-        if retries:
-            task.set_retry(num_retries=times, backoff_duration=backoff, backoff_factor=factor)
+    step = functools.partial(apply_policy, retries=retries)
 
     @dsl.pipeline(
         name=PIPELINE_NAME,
@@ -119,71 +161,60 @@ def build_pipeline(
             model_labels: JSON object of extra labels on the registered version.
             git_commit: commit the pipeline was compiled from (compile.py fills it in).
         """
-        prepared = prepare_data(
-            source_uri=source_uri,
-            feature_config=feature_config,
-            output_prefix=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
-            train_ratio=train_ratio,
-            validation_ratio=validation_ratio,
-            test_ratio=test_ratio,
-            imbalance_mode=imbalance_mode,
-            max_ratio=imbalance_max_ratio,
-            target_share=imbalance_target_share,
-            expiration_hours=table_expiration_hours,
-            output_dataset=output_dataset,
-        )
-        # The source table may change between runs with the same parameters.
-        prepared.set_display_name("Prepare data").set_caching_options(False)
-        retry(prepared, 2, "60s")
-        _resources(prepared, "prepare")
-
-        trained = train_op(
-            prepared_data=prepared.outputs["prepared"], hyperparameters=hyperparameters
-        )
-        trained.set_display_name("Train").set_caching_options(True)
-        retry(trained, 1, "120s")
-        if vertex_training is None:
-            _resources(trained, "train")
-
-        evaluated = evaluate(
-            model=trained.outputs["model"], prepared_data=prepared.outputs["prepared"]
-        )
-        evaluated.set_display_name("Evaluate").set_caching_options(True)
-        retry(evaluated, 1, "60s")
-        _resources(evaluated, "evaluate")
-
-        champion = lookup_champion(registry_uri=registry_uri, model_name=model_display_name)
-        # The registry changes between runs: never reuse a cached lookup.
-        champion.set_display_name("Look up champion").set_caching_options(False)
-        retry(champion, 3, "30s")
-        _resources(champion, "small")
-
-        decision = gate(
-            challenger_metrics=evaluated.outputs["evaluation"],
-            champion_metrics=champion.outputs["metrics_json"],
-            metric=gate_metric,
-            min_value=min_metric,
-            tolerance=tolerance,
-        )
-        decision.set_display_name("Gate").set_caching_options(False)
-        _resources(decision, "small")
-
-        with dsl.If(decision.outputs["passed"] == True, name="gate-passed"):  # noqa: E712
-            registered = register(
-                model=trained.outputs["model"],
-                metrics=evaluated.outputs["evaluation"],
-                registry_uri=registry_uri,
-                model_display_name=model_display_name,
-                run_id=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
-                make_champion=True,
-                labels_json=model_labels,
-                serving_image=serving_image,
+        prepared = step(
+            prepare_data(
                 source_uri=source_uri,
-                git_commit=git_commit,
+                feature_config=feature_config,
+                output_prefix=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+                train_ratio=train_ratio,
+                validation_ratio=validation_ratio,
+                test_ratio=test_ratio,
+                imbalance_mode=imbalance_mode,
+                max_ratio=imbalance_max_ratio,
+                target_share=imbalance_target_share,
+                expiration_hours=table_expiration_hours,
+                output_dataset=output_dataset,
+            ),
+            PREPARE,
+        )
+        trained = step(
+            train_op(prepared_data=prepared.outputs["prepared"], hyperparameters=hyperparameters),
+            TRAIN,
+            resources=vertex_training is None,  # a custom job's machine comes from its pools
+        )
+        evaluated = step(
+            evaluate(model=trained.outputs["model"], prepared_data=prepared.outputs["prepared"]),
+            EVALUATE,
+        )
+        champion = step(
+            lookup_champion(registry_uri=registry_uri, model_name=model_display_name),
+            LOOK_UP_CHAMPION,
+        )
+        decision = step(
+            gate(
+                challenger_metrics=evaluated.outputs["evaluation"],
+                champion_metrics=champion.outputs["metrics_json"],
+                metric=gate_metric,
+                min_value=min_metric,
+                tolerance=tolerance,
+            ),
+            GATE,
+        )
+        with dsl.If(decision.outputs["passed"] == True, name="gate-passed"):  # noqa: E712
+            step(
+                register(
+                    model=trained.outputs["model"],
+                    metrics=evaluated.outputs["evaluation"],
+                    registry_uri=registry_uri,
+                    model_display_name=model_display_name,
+                    run_id=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+                    make_champion=True,
+                    labels_json=model_labels,
+                    serving_image=serving_image,
+                    source_uri=source_uri,
+                    git_commit=git_commit,
+                ),
+                REGISTER,
             )
-            # Registration is idempotent per run id, so a retry never adds a second version.
-            registered.set_display_name("Register").set_caching_options(False)
-            retry(registered, 3, "30s")
-            _resources(registered, "small")
 
     return training_pipeline

@@ -40,6 +40,15 @@ _TRUE = ("true", "1", "yes")
 _FALSE = ("false", "0", "no")
 
 
+def yaml_problem(err: yaml.YAMLError) -> str:
+    """A YAML parse error as one line: the problem and where (``... at line 2, column 1``)."""
+    problem = getattr(err, "problem", None)
+    mark = getattr(err, "problem_mark", None)
+    if problem and mark is not None:
+        return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
+    return " ".join(str(err).split())
+
+
 def read_value_file(name: str, value: Any, kind: str) -> Any:
     """Replace a value ``@FILE`` by the file's text (parsed as YAML for ``LIST``/``STRUCT``).
 
@@ -71,7 +80,7 @@ def read_value_file(name: str, value: Any, kind: str) -> Any:
         return yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise PipelineInputError(
-            f"parameter {name!r}: {str(path)!r} is not valid YAML/JSON: {err}"
+            f"parameter {name!r}: {str(path)!r} is not valid YAML/JSON: {yaml_problem(err)}"
         ) from err
 
 
@@ -247,7 +256,9 @@ def read_run_config(path: str | Path, flag_names: Sequence[str]) -> RunConfig:
     except OSError as err:
         raise PipelineInputError(f"cannot read --config {str(path)!r}: {err}") from err
     except yaml.YAMLError as err:
-        raise PipelineInputError(f"--config {str(path)!r} is not valid YAML: {err}") from err
+        raise PipelineInputError(
+            f"--config {str(path)!r} is not valid YAML: {yaml_problem(err)}"
+        ) from err
     if not isinstance(data, dict):
         raise PipelineInputError(f"--config {str(path)!r} must hold a YAML mapping")
     known = {*flag_names, "parameters", "labels"}

@@ -1,15 +1,21 @@
-"""compile.py: the compiled YAML validates offline and has the task graph we designed."""
+"""compile.py and pipelines/compilation.py: the YAML validates offline and has the task graph we designed."""
 
+import copy
 import re
+import tempfile
 from pathlib import Path
 
 import pytest
 import yaml
+from kfp import compiler, dsl
 
 import compile as compile_cli
 from components.image import PROJECT_IMAGE
+from pipelines import compilation
+from pipelines.compilation import PIPELINES, PipelineTarget, compile_pipelines
+from pipelines.training_pipeline import build_pipeline
 from pipelines.vertex_training import REDUCTION_SERVER_IMAGE, VertexTrainingConfig
-from vertex_imbalanced.errors import PipelineInputError
+from vertex_imbalanced.errors import PipelineInputError, PipelineSpecError
 
 ROOT = Path(__file__).resolve().parents[2]
 GCPC_IMAGE_PREFIX = "gcr.io/ml-pipeline/google-cloud-pipeline-components"
@@ -52,7 +58,7 @@ def test_cli_prints_the_path_it_wrote(tmp_path, capsys):
     printed = capsys.readouterr().out.split()
     assert printed == [str(tmp_path / "out" / "training_pipeline.yaml")]
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["training_pipeline.yaml"]
-    compile_cli.validate(Path(printed[0]))
+    compilation.validate(Path(printed[0]))
 
 
 def test_task_graph_names_dependencies_and_display_names(default_spec):
@@ -172,12 +178,91 @@ def test_plain_train_task_without_custom_job(tmp_path):
     assert train["resources"]["cpuLimit"] >= 1
 
 
-def test_validation_rejects_a_broken_spec(tmp_path, default_spec):
-    broken = dict(default_spec, pipelineInfo={"name": "x", "unknownField": 1})
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda s: s.update(pipelineInfo={"name": "x", "unknownField": 1}), "unknownField"),
+        (lambda s: s.pop("root"), "the Vertex AI SDK refuses it: no field 'root'"),
+        (lambda s: s.pop("pipelineInfo"), "no field 'pipelineInfo'"),
+    ],
+)
+def test_validation_raises_the_error_type_it_documents(tmp_path, default_spec, change, message):
+    broken = copy.deepcopy(default_spec)
+    change(broken)
     path = tmp_path / "broken.yaml"
     path.write_text(yaml.safe_dump(broken))
-    with pytest.raises(Exception, match="unknownField"):
-        compile_cli.validate(path)
+    with pytest.raises(PipelineSpecError, match=message):
+        compilation.validate(path)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [("a: [1\n", "is not valid YAML"), ("- 1\n", "does not hold a YAML mapping")],
+)
+def test_validation_of_a_file_that_is_not_a_spec(tmp_path, text, message):
+    path = tmp_path / "broken.yaml"
+    path.write_text(text)
+    with pytest.raises(PipelineSpecError, match=message):
+        compilation.validate(path)
+    with pytest.raises(PipelineSpecError, match="cannot read pipeline"):
+        compilation.validate(tmp_path / "missing.yaml")
+
+
+@dsl.component(base_image="python:3.11-slim")
+def _echo(text: str) -> str:
+    return text
+
+
+@dsl.pipeline(name="other-image")
+def _other_image_pipeline(text: str = "x") -> None:
+    _echo(text=text)
+
+
+def test_a_failing_pipeline_leaves_the_output_directory_untouched(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "training_pipeline.yaml").write_text("old")
+    targets = [PIPELINES[0], PipelineTarget("other", lambda _vt: _other_image_pipeline)]
+    with pytest.raises(PipelineSpecError, match="other: no executor uses .*cannot inject"):
+        compile_pipelines(out, image=IMAGE, pipelines=targets)
+    assert [p.name for p in out.iterdir()] == ["training_pipeline.yaml"]
+    assert (out / "training_pipeline.yaml").read_text() == "old"
+
+
+def test_every_pipeline_is_compiled_to_its_own_file(tmp_path):
+    targets = [*PIPELINES, PipelineTarget("other", lambda _vt: _other_image_pipeline)]
+    written = compile_pipelines(tmp_path, pipelines=targets)
+    assert written == [tmp_path / f"{t.name}.yaml" for t in targets]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in written)
+    other = yaml.safe_load((tmp_path / "other.yaml").read_text())
+    assert other["pipelineInfo"]["name"] == "other-image"
+    assert "git_commit" not in other["root"]["inputDefinitions"]["parameters"]
+
+
+def test_cli_turns_a_user_error_into_one_line(tmp_path, capsys):
+    argv = ["--output-dir", str(tmp_path), "--reduction-server-count", "2"]
+    assert compile_cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "error: a Reduction Server pool needs at least 2 training replicas (replica_count=1)\n"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_retries_off_for_local_runs():
+    spec = compile_to_dict(build_pipeline(None, retries=False))
+    t = tasks(spec)
+    assert all("retryPolicy" not in task for task in t.values())
+    register = spec["components"]["comp-condition-1"]["dag"]["tasks"]["register"]
+    assert "retryPolicy" not in register
+    assert t["prepare-data"]["taskInfo"]["name"] == "Prepare data"
+
+
+def compile_to_dict(pipeline):
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "p.yaml"
+        compiler.Compiler().compile(pipeline, str(path))
+        return yaml.safe_load(path.read_text())
 
 
 def test_bad_settings_and_unwritable_output(tmp_path, capsys):

@@ -1,15 +1,17 @@
-"""submit.py against a local Vertex REST server (real SDK requests, no Google Cloud)."""
+"""submit.py and pipelines/submission.py against a local Vertex REST server (no Google Cloud)."""
 
 import json
 
 import pytest
 from google.cloud.aiplatform import pipeline_jobs
 
-import compile as compile_cli
 import submit
 from fakes.vertex import FakeVertex
 from fakes.vertex_metadata import FakeMetadata
 from fakes.vertex_pipelines import FakePipelineJobs
+from pipelines.compilation import compile_pipelines
+from pipelines.submission import SubmitOptions, console_url, options_from_args
+from vertex_imbalanced.errors import PipelineInputError
 
 PROJECT = "test-project"
 LOCATION = f"projects/{PROJECT}/locations/us-central1"
@@ -19,7 +21,7 @@ FEATURES = json.dumps({"label": "y", "numeric": ["x1"], "key": "id"})
 
 @pytest.fixture(scope="module")
 def template(tmp_path_factory):
-    [path] = compile_cli.compile_pipeline(tmp_path_factory.mktemp("tpl"))
+    [path] = compile_pipelines(tmp_path_factory.mktemp("tpl"))
     return path
 
 
@@ -267,3 +269,137 @@ def test_compiles_when_no_template_and_custom_job_runs_as_the_pipeline(template,
     params = spec["components"]["comp-train"]["inputDefinitions"]["parameters"]
     assert params["service_account"]["defaultValue"] == "sa@p.iam"
     assert [p["replica_count"] for p in params["worker_pool_specs"]["defaultValue"]] == [1, 1]
+
+
+def test_at_file_parameter_sends_the_file_text(template, fake, tmp_path):
+    FakePipelineJobs.install(fake)
+    features = tmp_path / "features.yaml"
+    features.write_text("label: y\nkey: id\nnumeric: [x1]\n")
+    hyper = tmp_path / "hyper.json"
+    hyper.write_text('{"epochs": 5}')
+    args = base_args(template, fake, "--param", f"hyperparameters=@{hyper}")
+    args[args.index(f"feature_config={FEATURES}")] = f"feature_config=@{features}"
+    assert submit.main(args) == 0
+    [create] = fake.calls("POST", "/pipelineJobs")
+    params = create.body["runtimeConfig"]["parameterValues"]
+    assert params["feature_config"] == features.read_text()
+    assert params["hyperparameters"] == '{"epochs": 5}'
+
+
+def test_display_and_schedule_names_default_to_the_pipeline_name(template, fake, capsys):
+    assert submit.main(base_args(template, fake, "--dry-run", "--schedule", "0 3 * * *")) == 0
+    request = json.loads(capsys.readouterr().out)
+    assert request["schedule"]["displayName"] == "imbalanced-training-schedule"
+    job = request["schedule"]["createPipelineJobRequest"]["pipelineJob"]
+    assert job["displayName"] == "imbalanced-training"
+    assert request["parent"] == LOCATION
+    args = base_args(template, fake, "--dry-run", "--display-name", "nightly", "--job-id", "j-1")
+    assert submit.main(args) == 0
+    request = json.loads(capsys.readouterr().out)
+    assert request["pipelineJob"]["displayName"] == "nightly"
+    assert request["pipelineJobId"] == "j-1"
+    assert "serviceAccount" not in request["pipelineJob"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--labels", "Team=ml"], "--labels key 'Team' must start with a lowercase letter"),
+        (["--labels", "team=ML"], "--labels team='ML': the value may hold only lowercase"),
+        (["--labels", f"team={'x' * 64}"], "the value is 64 characters long; at most 63"),
+        (["--labels", ",".join(f"k{i}=v" for i in range(65))], "at most 64 labels"),
+        (["--labels", "team"], "--labels 'team' must look like NAME=VALUE"),
+        (["--param", "source_uri"], "--param 'source_uri' must look like NAME=VALUE"),
+        (["--param", "feature_config=@/nonexistent/f.yaml"], "parameter 'feature_config': cannot read"),
+        (["--job-id", "Bad_Id"], "the Vertex AI SDK refuses the pipeline job"),
+        (["--poll-seconds", "0"], "--poll-seconds must be > 0"),
+    ],
+)  # fmt: skip
+def test_user_errors_end_in_one_line(template, fake, capsys, extra, message):
+    assert submit.main(base_args(template, fake, *extra)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert message in err
+    assert fake.requests == []
+
+
+def test_a_template_that_is_not_a_pipeline_is_one_line(template, fake, capsys, tmp_path):
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("a: [1\n")
+    args = base_args(template, fake)
+    args[args.index(str(template))] = str(broken)
+    assert submit.main(args) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.startswith(f"error: pipeline {str(broken)!r} is not valid YAML")
+        and err.count("\n") == 1
+    )
+    args[args.index(str(broken))] = str(tmp_path / "missing.yaml")
+    assert submit.main(args) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def parsed(*argv):
+    return submit.build_parser().parse_args(list(argv))
+
+
+def test_options_config_fills_what_the_command_line_left_out(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        "project: cfg-project\nregion: europe-west4\npipeline_root: gs://cfg/root\n"
+        "display_name: from-config\nimage: cfg/image:1\nservice_account: sa@cfg.iam\n"
+        "labels: {owner: cfg, env: cfg}\nparameters: {min_metric: 0.7, gate_metric: pr_auc}\n"
+    )
+    options = options_from_args(
+        parsed(
+            "--config", str(config), "--region", "us-east1", "--labels", "env=cli",
+            "--param", "min_metric=0.9", "--replica-count", "2",
+        )
+    )  # fmt: skip
+    assert options.project == "cfg-project" and options.pipeline_root == "gs://cfg/root"
+    assert options.region == "us-east1"  # the command line wins
+    assert options.display_name == "from-config"
+    assert options.image == "cfg/image:1"
+    assert options.labels == {"owner": "cfg", "env": "cli"}
+    assert options.parameters == {"min_metric": "0.9", "gate_metric": "pr_auc"}
+    # the custom job runs as the pipeline does unless told otherwise
+    assert options.vertex_training.service_account == "sa@cfg.iam"
+    assert options.vertex_training.replica_count == 2
+    assert options.derived_parameters() == {"registry_uri": "vertex://cfg-project/us-east1"}
+    assert options.location_path == "projects/cfg-project/locations/us-east1"
+
+
+def test_options_with_a_template_ignore_the_custom_job_flags(template):
+    options = options_from_args(
+        parsed(
+            "--project", PROJECT, "--pipeline-root", "gs://bkt/r", "--template", str(template),
+            "--reduction-server-count", "2",  # would be refused when compiling
+        )
+    )  # fmt: skip
+    assert options.vertex_training is None and options.template == template
+    assert options.region == "us-central1" and options.enable_caching is None
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"project": "Bad_Project"}, "is not a valid project id"),
+        ({"project": ""}, "missing project"),
+        ({"pipeline_root": ""}, "missing --pipeline-root"),
+        ({"pipeline_root": "gs://UPPER/x"}, "is not a Cloud Storage URI"),
+        ({"template": "/nonexistent.yaml"}, "does not exist"),
+    ],
+)
+def test_options_refuse_bad_settings(fields, message):
+    with pytest.raises(PipelineInputError, match=message):
+        SubmitOptions(**{"project": PROJECT, "pipeline_root": "gs://bkt/r", **fields})
+
+
+def test_console_url_from_the_resource_name():
+    name = "projects/p-1/locations/europe-west4/pipelineJobs/run-7"
+    assert console_url(name) == (
+        "https://console.cloud.google.com/vertex-ai/locations/europe-west4/pipelines/runs/run-7"
+        "?project=p-1"
+    )
+    with pytest.raises(ValueError, match="not a pipeline job resource name"):
+        console_url("projects/p/locations/l/models/1")

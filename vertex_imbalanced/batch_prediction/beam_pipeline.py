@@ -161,11 +161,15 @@ def run_scoring(
     options = PipelineOptions(flags)
     pipeline = beam.Pipeline(options=options)
     build_scoring(pipeline, source, handler, staging, schema)
-    result = pipeline.run()
-    job_id = getattr(result, "job_id", lambda: "direct")() or "direct"
+    job_id = "direct"
     try:
+        # The DirectRunner runs inside run() and raises the failing DoFn's error there;
+        # Dataflow returns at once and wait_until_finish raises DataflowRuntimeException
+        # carrying the job's error messages.
+        result = pipeline.run()
+        job_id = getattr(result, "job_id", lambda: "direct")() or "direct"
         state = result.wait_until_finish()
-    except Exception as err:  # Dataflow raises DataflowRuntimeException with the job's errors
+    except Exception as err:
         raise ScoringJobError(f"scoring job {job_id} failed: {_first_line(err)}") from err
     if str(state) not in ("DONE", "PipelineState.DONE"):
         raise ScoringJobError(f"scoring job {job_id} ended in state {state}")

@@ -1,0 +1,119 @@
+"""score_table end to end: DuckDB table -> Beam RunInference (DirectRunner) -> DuckDB table."""
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pytest
+import tensorflow as tf
+from conftest_models import build_tiny_model, make_table
+
+pytest.importorskip("apache_beam")
+
+from vertex_imbalanced.batch_prediction import output  # noqa: E402
+from vertex_imbalanced.batch_prediction.beam_pipeline import ScoringJobError  # noqa: E402
+from vertex_imbalanced.batch_prediction.resolve import resolve_model  # noqa: E402
+from vertex_imbalanced.batch_prediction.run import read_predictions, score_table  # noqa: E402
+from vertex_imbalanced.errors import PipelineInputError, SchemaError  # noqa: E402
+from vertex_imbalanced.registry.local import LocalRegistry  # noqa: E402
+from vertex_imbalanced.warehouse.identifiers import TableRef  # noqa: E402
+
+CLASSES = ("low", "mid", "high")
+ROWS = 20_000  # several DuckDB record batches (8192 rows) per stream
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A registry with a champion and a DuckDB file with an input table."""
+    base = tmp_path_factory.mktemp("bp")
+    model_dir = build_tiny_model(base / "model", CLASSES)
+    registry = LocalRegistry(base / "registry")
+    registry.register("clf", str(model_dir), {"macro_f1": 0.9}, {}, "train-1", True)
+    table = make_table(CLASSES, [ROWS // 2, ROWS // 4, ROWS // 4], seed=5)
+    db = base / "in.duckdb"
+    with duckdb.connect(str(db)) as con:
+        con.register("t", table)
+        con.execute("CREATE TABLE rows AS SELECT * FROM t")
+        con.execute("CREATE TABLE empty AS SELECT * FROM t LIMIT 0")
+        con.execute("CREATE TABLE no_x AS SELECT id, color FROM t")
+        con.execute("CREATE TABLE x_text AS SELECT id, CAST(x AS VARCHAR) AS x, color FROM t")
+        # a NaN on row 15000: the tiny model turns it into NaN probabilities mid-table
+        con.execute(
+            "CREATE TABLE bad AS SELECT * REPLACE (CASE WHEN id = 15000 THEN 'nan'::DOUBLE ELSE x END AS x) FROM t"
+        )
+    model = resolve_model(f"local://{registry.root}", "clf")
+    return {"base": base, "db": db, "table": table, "model": model, "model_dir": model_dir}
+
+
+def run(world, table, out, run_id="run-1"):
+    return score_table(
+        world["model"],
+        f"duckdb://{world['db']}?table={table}",
+        f"duckdb://{world['base'] / out}?table=preds",
+        run_id,
+        str(world["base"] / "staging"),
+        key="id",  # the tiny model records no key
+    )
+
+
+def test_predictions_equal_the_saved_model_called_directly(world):
+    result = run(world, "rows", "out.duckdb")
+    assert result.rows == ROWS and result.classes == CLASSES and result.key == "id"
+    got = read_predictions(world["base"] / "out.duckdb", "preds").sort_by("id")
+    table = world["table"]
+    serve = tf.saved_model.load(str(world["model_dir"] / "saved_model")).signatures[
+        "serving_default"
+    ]
+    expected = serve(
+        x=tf.constant(table.column("x").to_numpy(), tf.float32),
+        color=tf.constant(table.column("color").to_pylist()),
+    )
+    assert got.column("id").to_pylist() == table.column("id").to_pylist()
+    np.testing.assert_allclose(
+        np.array(got.column("probabilities").to_pylist()),
+        expected["probabilities"].numpy(),
+        atol=1e-6,
+        rtol=0,
+    )
+    np.testing.assert_array_equal(got.column("class_id").to_numpy(), expected["class_id"].numpy())
+    assert set(got.column("model_version").to_pylist()) == {"1"}
+    assert not list((world["base"] / "staging").glob("*"))  # staging removed after publishing
+
+
+def test_a_run_failing_midway_leaves_nothing_and_a_rerun_completes(world):
+    db = world["base"] / "fail.duckdb"
+    with pytest.raises(ScoringJobError, match="id=15000"):
+        run(world, "bad", "fail.duckdb", run_id="run-2")
+    assert not output.duckdb_table_exists(str(db), TableRef.parse("preds"))
+    result = run(world, "rows", "fail.duckdb", run_id="run-2")  # the data was fixed
+    assert result.rows == ROWS
+    assert read_predictions(db, "preds").num_rows == ROWS
+
+
+@pytest.mark.parametrize(
+    ("table", "error", "message"),
+    [
+        ("no_x", SchemaError, r"has no column 'x'"),
+        ("x_text", SchemaError, r"column 'x' of .* is STRING .* reads it as a number"),
+        ("empty", PipelineInputError, r"input table .*empty is empty: nothing to score"),
+        ("nope", PipelineInputError, r"table .*nope does not exist"),
+    ],
+)
+def test_bad_input_is_one_clear_error_and_nothing_is_written(world, table, error, message):
+    with pytest.raises(error, match=message):
+        run(world, table, f"bad_{table}.duckdb")
+    assert not (world["base"] / f"bad_{table}.duckdb").exists()
+
+
+def test_rerunning_a_run_replaces_the_table_with_the_same_rows(world):
+    first = run(world, "rows", "again.duckdb", run_id="same")
+    rows1 = read_predictions(world["base"] / "again.duckdb", "preds").sort_by("id")
+    second = run(world, "rows", "again.duckdb", run_id="same")
+    rows2 = read_predictions(world["base"] / "again.duckdb", "preds").sort_by("id")
+    assert first.rows == second.rows == ROWS
+    for column in ("id", "class_id", "probabilities"):
+        assert rows1.column(column).equals(rows2.column(column))
+    with duckdb.connect(str(world["base"] / "again.duckdb"), read_only=True) as con:
+        tables = con.execute("SELECT table_name, comment FROM duckdb_tables()").fetchall()
+    assert [t[0] for t in tables] == ["preds"]
+    assert '["low", "mid", "high"]' in tables[0][1]
+    assert pa.types.is_list(rows2.schema.field("probabilities").type)
