@@ -22,6 +22,7 @@ from components.prepare_data import prepare_data
 from components.register import register
 from components.train import train
 from pipelines.vertex_training import VertexTrainingConfig, as_custom_job
+from vertex_imbalanced.config import DEFAULT_IMBALANCE_MODE
 
 PIPELINE_NAME = "imbalanced-training"
 DEFAULT_MODEL_NAME = "imbalanced-classifier"
@@ -121,7 +122,7 @@ def build_pipeline(
         train_ratio: float = 0.8,
         validation_ratio: float = 0.1,
         test_ratio: float = 0.1,
-        imbalance_mode: str = "downsample_upweight",
+        imbalance_mode: str = DEFAULT_IMBALANCE_MODE,
         imbalance_max_ratio: float = 10.0,
         imbalance_target_share: float = 0.0,
         hyperparameters: str = "{}",

@@ -43,3 +43,7 @@ class PipelineSpecError(PipelineInputError):
 
 class MonitoringAlertError(RuntimeError):
     """Skew or drift above its threshold while the run was asked to fail on alerts (names them)."""
+
+
+class LabelSanitizedWarning(UserWarning):
+    """A Vertex label key or value was changed to satisfy Vertex's label rules."""

@@ -22,7 +22,7 @@ import re
 import warnings
 from collections.abc import Mapping
 
-from vertex_imbalanced.errors import PipelineInputError
+from vertex_imbalanced.errors import LabelSanitizedWarning, PipelineInputError
 
 _LOG = logging.getLogger(__name__)
 
@@ -33,9 +33,19 @@ _VALUE_RE = re.compile(r"^[a-z0-9_-]{0,63}$")
 _ALLOWED = "lowercase letters, digits, '_' and '-'"
 _DIGEST_CHARS = 8
 
-
-class LabelSanitizedWarning(UserWarning):
-    """A label key or value was changed to satisfy Vertex's label rules."""
+__all__ = [
+    "MAX_LABELS",
+    "MAX_LABEL_LENGTH",
+    "LabelSanitizedWarning",
+    "check_label_count",
+    "check_labels",
+    "is_label_key",
+    "is_label_value",
+    "label_key_problem",
+    "label_value_problem",
+    "sanitize_label_key",
+    "sanitize_label_value",
+]
 
 
 def is_label_key(key: str) -> bool:
