@@ -30,12 +30,17 @@ class Engine:
 @pytest.fixture(params=["duckdb", "bigquery"])
 def engine(request, tmp_path):
     if request.param == "duckdb":
-        with DuckDBWarehouse(tmp_path / "wh.db") as wh:
+        with DuckDBWarehouse(tmp_path / "engine.db") as wh:
             yield Engine(wh, wh.con, "")
     else:
-        with FakeBigQuery(tmp_path / f"{PROJECT}.db", PROJECT) as fake:
-            fake.con.execute("CREATE SCHEMA ds")
-            yield Engine(BigQueryWarehouse(client=fake.client()), fake.con, f"{PROJECT}.")
+        yield request.getfixturevalue("bq")
+
+
+@pytest.fixture()
+def bq(tmp_path):
+    with FakeBigQuery(tmp_path / f"{PROJECT}.db", PROJECT) as fake:
+        fake.con.execute("CREATE SCHEMA ds")
+        yield Engine(BigQueryWarehouse(client=fake.client()), fake.con, f"{PROJECT}.")
 
 
 @pytest.fixture()

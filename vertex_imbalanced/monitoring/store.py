@@ -74,7 +74,7 @@ class DuckDBStatisticsStore:
         sql = render(load_sql("statistics_store_latest"), tables={"store": _TABLE})
         with self._connect() as con:
             rows = con.execute(to_duckdb(sql), {"series": series, "run_id": run_id}).fetchall()
-        return (rows[0][0], json.loads(rows[0][2])) if rows else None
+        return (rows[0][0], json.loads(rows[0][1])) if rows else None
 
     def put(self, series: str, run_id: str, statistics: dict[str, Any]) -> None:
         """Replace the run's row of the series (a rerun leaves one row)."""
