@@ -189,8 +189,10 @@ class DuckDBWarehouse:
         self.con.execute("COMMIT")
 
     def uri(self, ref: TableRef) -> str:
-        """``duckdb:///abs/path.db?table=name``."""
-        return f"duckdb://{self.path}?table={ref}"
+        """``duckdb:///abs/path.db?table=name`` (the one builder: paths percent-encoded)."""
+        from vertex_imbalanced.reading.sources.duckdb_source import duckdb_uri
+
+        return duckdb_uri(self.path, ref)
 
 
 # --- BigQuery -------------------------------------------------------------------------------
