@@ -1,3 +1,4 @@
+import inspect
 import json
 
 import duckdb
@@ -5,6 +6,7 @@ import pytest
 from kfp import local
 
 from components.prepare_data import prepare_data
+from vertex_imbalanced.config import DEFAULT_IMBALANCE_MODE
 from vertex_imbalanced.warehouse.demo_data import DEMO_SPEC, write_demo_duckdb
 from vertex_imbalanced.warehouse.prepare import PreparedData
 
@@ -46,10 +48,22 @@ def test_prepare_data_component_runs_under_kfp_local(tmp_path, local_runner):
 def test_bad_input_fails_the_task_and_writes_nothing(tmp_path, local_runner, capfd):
     uri = write_demo_duckdb(tmp_path / "demo.db", rows=500, seed=1)
     spec = json.dumps({"label": "label", "key": "id", "numeric": ["x_1"]})
-    with pytest.raises(RuntimeError):
+    # kfp.local reports any failed task as a RuntimeError; the task's own error is in its output
+    with pytest.raises(
+        RuntimeError, match=r"Task \S*prepare-data\S* finished with status \S*FAILURE"
+    ):
         prepare_data(source_uri=uri, feature_config=spec, output_prefix="bad")
     out, err = capfd.readouterr()
-    assert "no column 'x_1'; did you mean 'x1'?" in out + err
+    error = (
+        "vertex_imbalanced.errors.SchemaError: table demo has no column 'x_1'; did you mean 'x1'?"
+    )
+    assert error in out + err
     with duckdb.connect(str(tmp_path / "demo.db"), read_only=True) as con:
         tables = [r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()]
     assert tables == ["demo"]
+
+
+def test_component_default_mode_is_the_config_default():
+    # a lightweight component's source is re-run in its container: its default is a literal
+    default = inspect.signature(prepare_data.python_func).parameters["imbalance_mode"].default
+    assert default == DEFAULT_IMBALANCE_MODE

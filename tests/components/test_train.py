@@ -7,6 +7,7 @@ from kfp import dsl, local
 from kfp.dsl import Dataset
 
 from components.train import train
+from vertex_imbalanced.artifacts import MODEL_METADATA_FILE
 from vertex_imbalanced.config import ImbalanceConfig
 from vertex_imbalanced.errors import PipelineInputError
 from vertex_imbalanced.training.trainer import backup_dir_for
@@ -38,7 +39,7 @@ def test_train_component_writes_model_and_metrics(tmp_path, prepared_uri):
     root = tmp_path / "root"
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
     train_pipeline(prepared_uri=path, hyperparameters=json.dumps(HP))
-    (meta_file,) = root.rglob("model_metadata.json")
+    (meta_file,) = root.rglob(MODEL_METADATA_FILE)
     model_dir = meta_file.parent
     assert (model_dir / "saved_model" / "saved_model.pb").exists()
     assert (model_dir / "model.keras").exists()
@@ -54,15 +55,20 @@ def test_train_component_writes_model_and_metrics(tmp_path, prepared_uri):
     assert not list(root.rglob("*.partial")) and not list(root.rglob("*.backup"))
 
 
-def test_train_component_bad_hyperparameters_fail_before_writing(tmp_path, prepared_uri):
+def test_train_component_bad_hyperparameters_fail_before_writing(tmp_path, prepared_uri, capfd):
     path, _ = prepared_uri
     root = tmp_path / "root"
     local.init(
         runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True
     )
-    with pytest.raises(RuntimeError):
+    # kfp.local reports any failed task as a RuntimeError; the task's own error is in its output
+    failed = r"Pipeline \S*train-pipeline\S* finished with status \S*FAILURE\S*\. Inner task failed: \S*train\b"
+    with pytest.raises(RuntimeError, match=failed):
         train_pipeline(prepared_uri=path, hyperparameters=json.dumps({"hiden_units": [8]}))
-    assert not list(root.rglob("model_metadata.json"))
+    out, err = capfd.readouterr()
+    error = "vertex_imbalanced.errors.PipelineInputError: unknown hyperparameters ['hiden_units']"
+    assert error in out + err
+    assert not list(root.rglob(MODEL_METADATA_FILE))
 
 
 def test_backup_dir_prefers_vertex_checkpoint_dir():
