@@ -1,4 +1,8 @@
 import json
+import os
+import socket
+import subprocess
+import sys
 
 import keras
 import pytest
@@ -11,8 +15,24 @@ from vertex_imbalanced.training.strategy import (
     cluster_config,
     set_mixed_precision,
     tf_config_from_cluster_spec,
+    training_cluster,
     worker_info,
 )
+
+TIMEOUT_S = 300
+STRATEGY_S = 60  # creating the strategy: ~2 s here; with the reducer as leader, minutes
+
+
+def free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
 
 VERTEX_SPEC = {
     "cluster": {
@@ -90,3 +110,79 @@ def test_multi_worker_tf_config_without_task_index_is_an_error():
     tf_config = {"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}, "task": {"type": "worker"}}
     with pytest.raises(PipelineInputError, match="needs an 'index'"):
         worker_info(tf_config)
+
+
+def test_reduction_server_and_master_are_cleaned_from_tf_config():
+    vertex = {
+        "cluster": {"master": ["m:1"], "worker": ["w0:1", "w1:1"], "ps": ["r0:1", "r1:1"]},
+        "task": {"type": "master", "index": 0},
+        "environment": "cloud",
+    }
+    cleaned = training_cluster(vertex)
+    assert cleaned == {
+        "cluster": {"chief": ["m:1"], "worker": ["w0:1", "w1:1"]},
+        "task": {"type": "chief", "index": 0},
+        "environment": "cloud",
+    }
+    assert "ps" in vertex["cluster"]  # the input is not changed
+    assert cluster_config({"TF_CONFIG": json.dumps(vertex)}) == cleaned
+    assert worker_info(vertex) == WorkerInfo(index=0, count=3, is_chief=True, task_type="chief")
+    reducer = {**vertex, "task": {"type": "ps", "index": 1}}
+    with pytest.raises(PipelineInputError, match="'ps' does not train"):
+        choose_strategy({"TF_CONFIG": json.dumps(reducer)})
+    both = {"cluster": {"chief": ["a:1"], "master": ["b:1"]}, "task": {"type": "chief"}}
+    with pytest.raises(PipelineInputError, match="both 'chief' and 'master'"):
+        worker_info(both)
+
+
+# TensorFlow's import is timed apart: on a loaded 2-core machine it alone can take minutes.
+STRATEGY_SCRIPT = """
+import json, os, time
+import tensorflow
+from vertex_imbalanced.training.strategy import choose_strategy
+started = time.monotonic()
+ctx = choose_strategy()
+print(json.dumps({"kind": ctx.kind, "replicas": ctx.num_replicas, "chief": ctx.worker.is_chief,
+                  "index": ctx.worker.index, "seconds": time.monotonic() - started,
+                  "tf_config": json.loads(os.environ["TF_CONFIG"])}))
+"""
+
+
+def test_vertex_tf_config_with_reduction_server_builds_the_strategy_in_bounded_time(tmp_path):
+    # Vertex's shape: chief (pool 0), worker (pool 1), ps = Reduction Server (pool 2) that
+    # runs no TensorFlow (nothing listens on its ports). Before the fix this hung for minutes.
+    chief, worker, reducer = (f"127.0.0.1:{p}" for p in free_ports(3))
+    cluster = {"chief": [chief], "worker": [worker], "ps": [reducer]}
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env.pop("CLUSTER_SPEC", None)
+    script = tmp_path / "strategy.py"
+    script.write_text(STRATEGY_SCRIPT)
+    procs = []
+    for task_type, log in (("chief", "c"), ("worker", "w")):
+        tf_config = {"cluster": cluster, "task": {"type": task_type, "index": 0}, "job": "{}"}
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, str(script)],
+                env={**env, "TF_CONFIG": json.dumps(tf_config)},
+                stdout=subprocess.PIPE,
+                stderr=(tmp_path / f"{log}.log").open("w"),
+                text=True,
+            )
+        )
+    results = []
+    try:
+        for proc in procs:
+            out, _ = proc.communicate(timeout=TIMEOUT_S)
+            assert proc.returncode == 0, out
+            results.append(json.loads(out.strip().splitlines()[-1]))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert [(r["kind"], r["replicas"], r["chief"], r["index"]) for r in results] == [
+        ("multi_worker", 2, True, 0),
+        ("multi_worker", 2, False, 1),
+    ]
+    assert all(r["tf_config"]["cluster"] == {"chief": [chief], "worker": [worker]} for r in results)
+    assert all(r["seconds"] < STRATEGY_S for r in results), results

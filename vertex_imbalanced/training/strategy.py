@@ -6,6 +6,12 @@ Read from the environment at call time (never at import time):
   ``TF_CONFIG`` (worker pool 0 -> ``chief``, pool 1 -> ``worker``, pool 2 = Reduction Server
   (not a TF task), pool 3 -> ``evaluator``). More than one chief/worker task means
   ``MultiWorkerMirroredStrategy``.
+* Vertex lists the Reduction Server pool under ``ps`` in ``TF_CONFIG``. TensorFlow would make
+  the first ``ps`` host (a reducer that runs no TensorFlow) the coordination-service leader
+  and strategy creation would hang, so :func:`training_cluster` drops ``ps`` from the cluster
+  (our strategies never use parameter servers) and the cleaned ``TF_CONFIG`` is what
+  ``MultiWorkerMirroredStrategy`` reads. The primary may be called ``chief`` or ``master``
+  (older Vertex / AI Platform jobs): ``master`` is renamed ``chief``.
 * otherwise more than one visible GPU means ``MirroredStrategy``; else the default strategy.
 
 Each worker reads a disjoint subset of the source's streams (``shard_index`` / ``num_shards``
@@ -24,6 +30,8 @@ from vertex_imbalanced.errors import PipelineInputError
 
 MIXED_PRECISION_POLICIES = ("mixed_float16", "mixed_bfloat16")
 _POOL_TO_TASK = {"workerpool0": "chief", "workerpool1": "worker", "workerpool3": "evaluator"}
+REDUCER_TASK_TYPES = ("ps", "reduction_server")
+"""Task types of Reduction Server replicas: never part of the TensorFlow cluster."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,8 +94,39 @@ def tf_config_from_cluster_spec(cluster_spec: Mapping[str, Any]) -> dict[str, An
     return {"cluster": cluster, "task": {"type": task_type, "index": index}}
 
 
+def training_cluster(tf_config: Mapping[str, Any]) -> dict[str, Any]:
+    """``tf_config`` as TensorFlow must see it: no Reduction Server, ``master`` as ``chief``.
+
+    Args:
+        tf_config: a parsed ``TF_CONFIG`` (``cluster``, ``task`` and any other keys).
+
+    Returns:
+        A new dict: ``ps`` (Vertex's Reduction Server pool) removed from ``cluster``, the task
+        type and cluster key ``master`` renamed ``chief``; other keys unchanged. A reducer's
+        own task keeps its type (it does not train).
+
+    Raises:
+        PipelineInputError: both ``chief`` and ``master`` are listed.
+    """
+    cluster = dict(tf_config.get("cluster") or {})
+    if "master" in cluster:
+        if "chief" in cluster:
+            raise PipelineInputError(
+                f"TF_CONFIG lists both 'chief' and 'master': {sorted(cluster)}; give one primary"
+            )
+        cluster["chief"] = cluster.pop("master")
+    for reducer in REDUCER_TASK_TYPES:
+        cluster.pop(reducer, None)
+    task = dict(tf_config.get("task") or {})
+    if task.get("type") == "master":
+        task["type"] = "chief"
+    return {**tf_config, "cluster": cluster, "task": task}
+
+
 def cluster_config(environ: Mapping[str, str] | None = None) -> dict[str, Any] | None:
     """The ``TF_CONFIG`` in effect: ``TF_CONFIG`` itself, else one built from ``CLUSTER_SPEC``.
+
+    Either is cleaned by :func:`training_cluster` (no Reduction Server, ``master`` -> ``chief``).
 
     Raises:
         PipelineInputError: either variable holds invalid JSON.
@@ -103,14 +142,20 @@ def cluster_config(environ: Mapping[str, str] | None = None) -> dict[str, Any] |
             raise PipelineInputError(f"{name} is not valid JSON: {exc}: {text[:200]!r}") from exc
         if not parsed.get("cluster"):
             continue
-        return parsed if name == "TF_CONFIG" else tf_config_from_cluster_spec(parsed)
+        return training_cluster(
+            parsed if name == "TF_CONFIG" else tf_config_from_cluster_spec(parsed)
+        )
     return None
 
 
 def worker_info(tf_config: Mapping[str, Any] | None) -> WorkerInfo:
-    """This worker's index / count / chief flag from a ``TF_CONFIG`` dict (None: local)."""
+    """This worker's index / count / chief flag from a ``TF_CONFIG`` dict (None: local).
+
+    Reduction Server tasks are not counted; ``master`` counts as ``chief``.
+    """
     if not tf_config:
         return WorkerInfo()
+    tf_config = training_cluster(tf_config)
     cluster = tf_config.get("cluster", {})
     task = tf_config.get("task", {})
     chiefs = len(cluster.get("chief", []))
@@ -134,8 +179,9 @@ def worker_info(tf_config: Mapping[str, Any] | None) -> WorkerInfo:
 def choose_strategy(environ: Mapping[str, str] | None = None) -> DistributionContext:
     """Build the strategy for this process from the environment.
 
-    A ``CLUSTER_SPEC`` without ``TF_CONFIG`` is translated and exported as ``TF_CONFIG``
-    (``MultiWorkerMirroredStrategy`` reads it from ``os.environ``).
+    For several workers the cleaned ``TF_CONFIG`` (:func:`training_cluster`; translated from
+    ``CLUSTER_SPEC`` if need be) is exported to ``os.environ`` before the strategy is built:
+    ``MultiWorkerMirroredStrategy`` reads it there, and it must not see the Reduction Server.
 
     Args:
         environ: the environment to read (default ``os.environ``).
@@ -156,8 +202,7 @@ def choose_strategy(environ: Mapping[str, str] | None = None) -> DistributionCon
             f"task type {info.task_type!r} does not train; run the trainer on chief/worker tasks"
         )
     if info.count > 1:
-        if not environ.get("TF_CONFIG", "").strip():
-            os.environ["TF_CONFIG"] = json.dumps(tf_config)
+        os.environ["TF_CONFIG"] = json.dumps(tf_config)
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
         return DistributionContext(strategy, "multi_worker", info)
     if len(tf.config.list_logical_devices("GPU")) > 1:
