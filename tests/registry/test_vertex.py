@@ -8,7 +8,12 @@ import numpy as np
 import pytest
 
 from fakes.vertex import FakeVertex
-from vertex_imbalanced.errors import PipelineInputError, RegistryError, VertexSchemaError
+from vertex_imbalanced.errors import (
+    LabelSanitizedWarning,
+    PipelineInputError,
+    RegistryError,
+    VertexSchemaError,
+)
 from vertex_imbalanced.evaluation.metrics import ClassificationAccumulator
 from vertex_imbalanced.evaluation.vertex_schema import (
     CLASSIFICATION_SCHEMA_URI,
@@ -17,7 +22,7 @@ from vertex_imbalanced.evaluation.vertex_schema import (
     to_vertex_evaluation,
 )
 from vertex_imbalanced.registry.base import open_registry
-from vertex_imbalanced.registry.labels import LabelSanitizedWarning, sanitize_label_value
+from vertex_imbalanced.registry.labels import sanitize_label_value
 from vertex_imbalanced.registry.vertex import MODEL_LABEL, RUN_LABEL, VertexRegistry
 
 PARENT = "projects/p/locations/us-central1"
