@@ -10,6 +10,9 @@ dataset, the streams are read concurrently by ``interleave`` (sharded by worker,
   and vocabulary-id matrices (``vertex_imbalanced.reading.training_encoding``), so no per-row string tensor is
   built while training.
 
+Both take one :class:`FeedOptions` (batch size, shuffle, seed, shard, label policy, prefetch,
+threads): the same settings mean the same thing in both feeds.
+
 See docs/ARCHITECTURE.md for the element contracts.
 """
 
@@ -171,7 +174,6 @@ def make_dataset(
     *,
     classes: Sequence[str] | None = None,
     report: DatasetReport | None = None,
-    batch_size: int | None = None,
 ) -> tf.data.Dataset:
     """Build the dataset of ``(features: dict, label: int64[n], weight: float32[n])`` batches.
 
@@ -182,8 +184,6 @@ def make_dataset(
         classes: class names in id order (default ``spec.classes``); label values are matched
             as strings. Empty: labels must be integer ids >= 0.
         report: counters updated while reading (rows, skipped labels).
-        batch_size: deprecated, ``options.batch_size`` instead (kept until
-            ``evaluation/evaluate.py`` passes options).
 
     Returns:
         The dataset. Reading raises ``LabelError`` / ``SchemaError`` for bad data.
@@ -193,8 +193,6 @@ def make_dataset(
         LabelError: a label column of a type that cannot hold class ids.
         ValueError: a worker without streams.
     """
-    if batch_size is not None:  # TODO(H3 switch): remove with the parameter
-        options = dataclasses.replace(options, batch_size=batch_size)
     check_schema(source.description, source.schema, spec)
     streams = _worker_streams(source, options)
     packer = BatchPacker(
