@@ -1,6 +1,8 @@
 r"""Compile the project's pipelines to Vertex AI Pipelines YAML (no cloud access needed).
 
-    python compile.py                       # -> build/training_pipeline.yaml
+    python compile.py                       # -> build/training_pipeline.yaml and
+                                            #    build/batch_prediction_pipeline.yaml
+    python compile.py --pipeline training_pipeline          # only that one
     python compile.py --image IMAGE --replica-count 4 --reduction-server-count 2 \
         --accelerator-type NVIDIA_TESLA_T4 --accelerator-count 1
 
@@ -21,7 +23,7 @@ from pipelines.compilation import PIPELINES, add_vertex_training_arguments, comp
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line of compile.py."""
-    names = ", ".join(f"{t.file_name}" for t in PIPELINES)
+    names = ", ".join(t.file_name for t in PIPELINES)
     parser = argparse.ArgumentParser(
         description=f"Compile the pipelines ({names}) to validated Vertex AI Pipelines YAML."
     )
@@ -32,6 +34,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--image",
         default=PROJECT_IMAGE,
         help=f"container image of every component (default: {PROJECT_IMAGE})",
+    )
+    parser.add_argument(
+        "--pipeline",
+        action="append",
+        default=[],
+        choices=[t.name for t in PIPELINES],
+        help="compile only this pipeline (repeatable; default: all)",
     )
     add_vertex_training_arguments(parser)
     return parser

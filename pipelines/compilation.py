@@ -60,8 +60,15 @@ def _build_training_pipeline(vertex_training: VertexTrainingConfig | None) -> An
     return build_pipeline(vertex_training)
 
 
+def _build_batch_prediction_pipeline(vertex_training: VertexTrainingConfig | None) -> Any:
+    from pipelines.batch_prediction_pipeline import build_pipeline
+
+    return build_pipeline(vertex_training)
+
+
 TRAINING = PipelineTarget("training_pipeline", _build_training_pipeline)
-PIPELINES: tuple[PipelineTarget, ...] = (TRAINING,)
+BATCH_PREDICTION = PipelineTarget("batch_prediction_pipeline", _build_batch_prediction_pipeline)
+PIPELINES: tuple[PipelineTarget, ...] = (TRAINING, BATCH_PREDICTION)
 """The pipelines ``compile.py`` writes, in order (add a new pipeline here)."""
 
 
@@ -79,7 +86,11 @@ def pipeline_target(name: str) -> PipelineTarget:
 
 
 def replace_image(spec: dict[str, Any], old: str, new: str) -> int:
-    """Point every executor (and custom-job worker pool) that runs ``old`` at ``new``.
+    """Point every place that runs ``old`` at ``new``.
+
+    The places: executors' containers, custom-job worker pools (the train step), and parameter
+    defaults equal to ``old`` (e.g. the batch prediction pipeline's Dataflow worker image), in
+    the root and in every component.
 
     Args:
         spec: compiled pipeline spec as a dict (changed in place).
@@ -95,9 +106,13 @@ def replace_image(spec: dict[str, Any], old: str, new: str) -> int:
         if container.get("image") == old:
             container["image"] = new
             changed += 1
-    for component in spec.get("components", {}).values():
-        pools = component.get("inputDefinitions", {}).get("parameters", {}).get("worker_pool_specs")
-        for pool in (pools or {}).get("defaultValue") or []:
+    for component in [spec.get("root", {}), *spec.get("components", {}).values()]:
+        parameters = component.get("inputDefinitions", {}).get("parameters", {})
+        for parameter in parameters.values():
+            if parameter.get("defaultValue") == old:
+                parameter["defaultValue"] = new
+                changed += 1
+        for pool in (parameters.get("worker_pool_specs") or {}).get("defaultValue") or []:
             container = pool.get("container_spec", {})
             if container.get("image_uri") == old:
                 container["image_uri"] = new
@@ -328,14 +343,19 @@ def compile_command(args: argparse.Namespace) -> int:
     validate) is printed as one line ``error: ...`` on stderr, not a traceback.
 
     Args:
-        args: ``--output-dir``, ``--image`` and the custom-job flags.
+        args: ``--output-dir``, ``--image``, ``--pipeline`` (names; empty: all of
+            :data:`PIPELINES`) and the custom-job flags.
 
     Returns:
         The exit status: 0 when every YAML was written, 2 on a user error.
     """
     try:
+        targets = [pipeline_target(name) for name in args.pipeline] if args.pipeline else PIPELINES
         paths = compile_pipelines(
-            args.output_dir, image=args.image, vertex_training=vertex_training_from_args(args)
+            args.output_dir,
+            image=args.image,
+            vertex_training=vertex_training_from_args(args),
+            pipelines=targets,
         )
     except PipelineInputError as err:
         print(f"error: {one_line(err)}", file=sys.stderr)

@@ -150,8 +150,15 @@ class SubmitOptions:
         return f"projects/{self.project}/locations/{self.region}"
 
     def derived_parameters(self) -> dict[str, Any]:
-        """Values for pipeline parameters the user did not give, derived from the flags."""
-        return {"registry_uri": f"vertex://{self.project}/{self.region}"}
+        """Values for pipeline parameters the user did not give, derived from the flags.
+
+        Only parameters the template declares are filled: ``registry_uri`` (both pipelines)
+        and ``staging_root`` (batch prediction's Beam/Dataflow staging, under the root).
+        """
+        return {
+            "registry_uri": f"vertex://{self.project}/{self.region}",
+            "staging_root": f"{self.pipeline_root.rstrip('/')}/batch_staging",
+        }
 
 
 # ----------------------------------------------------------------------------- options

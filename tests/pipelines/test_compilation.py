@@ -25,7 +25,7 @@ IMAGE = "europe-docker.pkg.dev/acme/ml/trainer:1.2.3"
 @pytest.fixture(scope="module")
 def default_spec(tmp_path_factory):
     out = tmp_path_factory.mktemp("default")
-    assert compile_cli.main(["--output-dir", str(out)]) == 0
+    assert compile_cli.main(["--output-dir", str(out), "--pipeline", "training_pipeline"]) == 0
     return yaml.safe_load((out / "training_pipeline.yaml").read_text())
 
 
@@ -33,7 +33,7 @@ def default_spec(tmp_path_factory):
 def distributed(tmp_path_factory):
     out = tmp_path_factory.mktemp("distributed")
     argv = [
-        "--output-dir", str(out), "--image", IMAGE,
+        "--output-dir", str(out), "--image", IMAGE, "--pipeline", "training_pipeline",
         "--machine-type", "n1-standard-16", "--accelerator-type", "NVIDIA_TESLA_T4",
         "--accelerator-count", "2", "--replica-count", "3", "--reduction-server-count", "4",
         "--training-service-account", "trainer@p.iam.gserviceaccount.com",
@@ -53,12 +53,56 @@ def train_params(spec):
     return spec["components"]["comp-train"]["inputDefinitions"]["parameters"]
 
 
-def test_cli_prints_the_path_it_wrote(tmp_path, capsys):
-    assert compile_cli.main(["--output-dir", str(tmp_path / "out")]) == 0
+def test_cli_writes_every_pipeline_and_prints_the_paths(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert compile_cli.main(["--output-dir", str(out), "--image", IMAGE]) == 0
     printed = capsys.readouterr().out.split()
-    assert printed == [str(tmp_path / "out" / "training_pipeline.yaml")]
-    assert [p.name for p in (tmp_path / "out").iterdir()] == ["training_pipeline.yaml"]
-    compilation.validate(Path(printed[0]))
+    names = ["training_pipeline.yaml", "batch_prediction_pipeline.yaml"]
+    assert printed == [str(out / name) for name in names]
+    assert sorted(p.name for p in out.iterdir()) == sorted(names)
+    for path in printed:
+        compilation.validate(Path(path))
+        assert PROJECT_IMAGE not in Path(path).read_text()
+    batch = yaml.safe_load((out / "batch_prediction_pipeline.yaml").read_text())
+    # the Dataflow workers' image is a parameter default: --image reaches it too
+    assert (
+        batch["root"]["inputDefinitions"]["parameters"]["dataflow_image"]["defaultValue"] == IMAGE
+    )
+
+
+def test_replace_image_covers_executors_pools_and_parameter_defaults():
+    old, new = "old/image:1", "new/image:2"
+    spec = {
+        "deploymentSpec": {
+            "executors": {"a": {"container": {"image": old}}, "b": {"container": {"image": "x"}}}
+        },
+        "root": {"inputDefinitions": {"parameters": {"img": {"defaultValue": old}}}},
+        "components": {
+            "comp-t": {
+                "inputDefinitions": {
+                    "parameters": {
+                        "worker_pool_specs": {
+                            "defaultValue": [
+                                {"container_spec": {"image_uri": old}},
+                                {"container_spec": {"image_uri": "reducer"}},
+                            ]
+                        },
+                        "other": {"defaultValue": "keep"},
+                    }
+                }
+            }
+        },
+    }
+    assert compilation.replace_image(spec, old, new) == 3
+    assert old not in str(spec) and str(spec).count(new) == 3
+    assert "reducer" in str(spec) and "keep" in str(spec) and "'x'" in str(spec)
+
+
+def test_unknown_pipeline_name_is_refused():
+    with pytest.raises(
+        PipelineInputError, match="unknown pipeline 'nope'; known: training_pipeline"
+    ):
+        compilation.pipeline_target("nope")
 
 
 def test_task_graph_names_dependencies_and_display_names(default_spec):

@@ -9,7 +9,7 @@ import submit
 from fakes.vertex import FakeVertex
 from fakes.vertex_metadata import FakeMetadata
 from fakes.vertex_pipelines import FakePipelineJobs
-from pipelines.compilation import compile_pipelines
+from pipelines.compilation import TRAINING, compile_pipelines
 from pipelines.submission import SubmitOptions, console_url, options_from_args
 from vertex_imbalanced.errors import PipelineInputError
 
@@ -21,7 +21,7 @@ FEATURES = json.dumps({"label": "y", "numeric": ["x1"], "key": "id"})
 
 @pytest.fixture(scope="module")
 def template(tmp_path_factory):
-    [path] = compile_pipelines(tmp_path_factory.mktemp("tpl"))
+    [path] = compile_pipelines(tmp_path_factory.mktemp("tpl"), pipelines=[TRAINING])
     return path
 
 
@@ -365,7 +365,10 @@ def test_options_config_fills_what_the_command_line_left_out(tmp_path):
     # the custom job runs as the pipeline does unless told otherwise
     assert options.vertex_training.service_account == "sa@cfg.iam"
     assert options.vertex_training.replica_count == 2
-    assert options.derived_parameters() == {"registry_uri": "vertex://cfg-project/us-east1"}
+    assert options.derived_parameters() == {
+        "registry_uri": "vertex://cfg-project/us-east1",
+        "staging_root": "gs://cfg/root/batch_staging",
+    }
     assert options.location_path == "projects/cfg-project/locations/us-east1"
 
 
@@ -403,3 +406,19 @@ def test_console_url_from_the_resource_name():
     )
     with pytest.raises(ValueError, match="not a pipeline job resource name"):
         console_url("projects/p/locations/l/models/1")
+
+
+def test_batch_prediction_pipeline_is_compiled_and_its_parameters_derived(template, fake, capsys):
+    args = base_args(template, fake, "--dry-run", "--pipeline", "batch_prediction_pipeline")
+    del args[args.index("--template") : args.index("--template") + 2]
+    args = [a for a in args if a not in ("--param", "source_uri=bq://src-project.sales.orders",
+                                         f"feature_config={FEATURES}")]  # fmt: skip
+    args += ["--param", "input_uri=bq://p.d.scored", "--param", "output_location=bq://p.d"]
+    assert submit.main(args) == 0
+    request = json.loads(capsys.readouterr().out)
+    job = request["pipelineJob"]
+    assert job["displayName"] == job["pipelineSpec"]["pipelineInfo"]["name"]
+    params = job["runtimeConfig"]["parameterValues"]
+    assert params["registry_uri"] == f"vertex://{PROJECT}/us-central1"
+    assert params["staging_root"] == "gs://my-bucket/runs/batch_staging"
+    assert params["input_uri"] == "bq://p.d.scored"
