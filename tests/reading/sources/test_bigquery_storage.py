@@ -2,6 +2,8 @@
 
 import collections
 import concurrent.futures
+import functools
+import pickle
 import time
 
 import grpc
@@ -364,3 +366,22 @@ def test_bigquery_shards_need_a_key(one_stream_client):
         worker_shard(whole, 0, 2)
     with pytest.raises(PipelineInputError, match="invalid column name"):
         worker_shard(whole, 0, 2, key="key; DROP")
+
+
+def test_pickled_copies_read_the_launchers_session_and_never_renew_it(server):
+    # Beam ships one source to many workers: all must read the streams of one session.
+    factory = functools.partial(local_client, server.address)
+    source = BigQueryStorageSource(
+        "p.d.wide",
+        ["key"],
+        num_streams=3,
+        client_factory=factory,
+        session_refresh_margin_s=6 * 3600 - 1e-3,  # any pass renews the session
+    )
+    copies = [pickle.loads(pickle.dumps(source)) for _ in range(source.num_streams)]
+    keys = [k for i, c in enumerate(copies) for b in c.read_stream(i) for k in b["key"].to_pylist()]
+    assert sorted(keys) == list(range(WIDE.num_rows))
+    assert {c.session_name for c in copies} == {source.session_name}
+    assert all(c.sessions_created == 1 for c in copies)
+    assert sorted(read_pass(source)) == list(range(WIDE.num_rows))
+    assert source.sessions_created == 2  # the original renews between passes

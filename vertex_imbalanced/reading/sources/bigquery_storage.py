@@ -28,6 +28,11 @@ one had; stream ``i`` then reads the new session's streams ``i, i + n, ...`` (fe
 streams leave some empty). Each pass therefore reads every row exactly once, for any number of
 epochs. A single pass must finish within the margin; one that outlives its session fails with
 a SourceError that says so.
+
+Pickling (Beam ships a source to its workers): the copy keeps the session and its streams and
+re-creates its client with ``client_factory`` (default: application-default credentials). A
+copy never renews its session: copies on several machines are disjoint only while they read
+the one session the launcher created.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ import dataclasses
 import random
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import pyarrow as pa
 from google.api_core import exceptions as gexc
@@ -104,6 +109,7 @@ class BigQueryStorageSource:
         num_streams: int = 2,
         *,
         client=None,
+        client_factory: Callable[[], object] | None = None,
         billing_project: str | None = None,
         max_retries: int = 5,
         retry_backoff_s: float = 0.5,
@@ -118,7 +124,10 @@ class BigQueryStorageSource:
             columns: columns to read (None: all). The schema and batches follow this order.
             row_restriction: BigQuery SQL predicate applied by the server (e.g. ``split = 1``).
             num_streams: the most streams to ask for; the service may return fewer.
-            client: a ``BigQueryReadClient`` (default: one with application-default credentials).
+            client: a ``BigQueryReadClient`` (default: ``client_factory()``).
+            client_factory: makes a client here and in unpickled copies (picklable, e.g. a
+                ``functools.partial``; default: ``BigQueryReadClient()`` with
+                application-default credentials).
             billing_project: project the read sessions run in and bill to (default: the
                 table's project). Pass the pipeline's project when the table is in a project
                 you may only read.
@@ -156,12 +165,10 @@ class BigQueryStorageSource:
                 f"(sessions live 6 hours), got {session_refresh_margin_s}"
             )
         self._row_restriction = row_restriction or ""
-        if client is None:
-            from google.cloud.bigquery_storage_v1 import BigQueryReadClient
-
-            client = BigQueryReadClient()
-        self._client = client
+        self._client_factory = client_factory
+        self._client = client if client is not None else self._new_client()
         self._read_rows = _gapic_read_rows()
+        self._renewable = True
         self._requested_streams = num_streams
         self._billing_project = billing_project or self._ref.project
         self._parent = f"projects/{self._billing_project}"
@@ -202,6 +209,31 @@ class BigQueryStorageSource:
         self._passes = [0] * len(self._latest.streams)  # passes started, per stream
         self._by_pass: dict[int, _Session] = {}
         self.sessions_created: int = 1
+
+    def _new_client(self):
+        if self._client_factory is not None:
+            return self._client_factory()
+        from google.cloud.bigquery_storage_v1 import BigQueryReadClient
+
+        return BigQueryReadClient()
+
+    def __getstate__(self) -> dict:
+        """Everything but the client, lock and GAPIC method (re-made by ``__setstate__``)."""
+        with self._lock:
+            state = dict(self.__dict__)
+            state["_passes"] = list(self._passes)
+            state["_by_pass"] = dict(self._by_pass)
+        for name in ("_client", "_lock", "_read_rows"):
+            del state[name]
+        state["_renewable"] = False
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        """Restore a copy: new lock and client; it reads its session and never renews it."""
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+        self._read_rows = _gapic_read_rows()
+        self._client = self._new_client()
 
     # RecordBatchSource ---------------------------------------------------------------------
 
@@ -282,6 +314,7 @@ class BigQueryStorageSource:
             restriction,
             self._requested_streams,
             client=self._client,
+            client_factory=self._client_factory,
             billing_project=self._billing_project,
             **self._options,
         )
@@ -298,7 +331,8 @@ class BigQueryStorageSource:
             passes[index] = current + 1
             session = self._by_pass.get(current)
             if session is None:
-                if time.time() >= self._latest.expire_time - self._refresh_margin:
+                due = time.time() >= self._latest.expire_time - self._refresh_margin
+                if due and self._renewable:
                     self._latest = self._renew()
                 session = self._by_pass[current] = self._latest
             for old in [p for p in self._by_pass if p < max(passes) - 1]:
