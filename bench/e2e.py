@@ -17,6 +17,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pipelines.local_run import SUMMARY_FILE  # noqa: E402
 
 
 def main() -> int:
@@ -43,7 +46,7 @@ def main() -> int:
         f"\nrows={args.rows}  exit={rc}  wall={wall:.1f} s  "
         f"cpu={usage.ru_utime + usage.ru_stime:.1f} s  max_rss={usage.ru_maxrss / 1024:.0f} MiB"
     )
-    summary_path = Path(args.output_dir) / "summary.json"
+    summary_path = Path(args.output_dir) / SUMMARY_FILE
     if rc == 0 and summary_path.is_file():
         summary = json.loads(summary_path.read_text())
         for step, seconds in summary.get("step_seconds", {}).items():
