@@ -176,6 +176,42 @@ def run_scoring(
     return job_id
 
 
+def describe_job(
+    source: RecordBatchSource,
+    handler: RecordBatchModelHandler,
+    staging: str,
+    schema: pa.Schema,
+    flags: list[str],
+) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """The Dataflow job request Beam would send for these flags, built without sending it.
+
+    Beam's DataflowRunner translates the pipeline (``--dry_run`` stops it before any call),
+    then Beam's own ``DataflowApplicationClient.create_job_description`` fills in the job
+    environment (workers, network, service account, KMS key, SDK image) with its uploads to
+    the staging location captured in memory instead of sent.
+
+    Returns:
+        ``(job, staged)``: the job description as JSON (Dataflow's ``Job`` message) and the
+        files Beam would have staged (``{gs:// path: bytes}``).
+    """
+    import json
+
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.runners.dataflow.internal import apiclient
+
+    staged: dict[str, bytes] = {}
+
+    class CapturingClient(apiclient.DataflowApplicationClient):
+        def stage_file(self, gcs_or_local_path, file_name, stream, *args, **kwargs):
+            staged[f"{gcs_or_local_path.rstrip('/')}/{file_name}"] = stream.read()
+
+    pipeline = beam.Pipeline(options=PipelineOptions([*flags, "--dry_run=True"]))
+    build_scoring(pipeline, source, handler, staging, schema)
+    job = pipeline.run().job
+    CapturingClient(job.options, job.root_staging_location).create_job_description(job)
+    return json.loads(job.json()), staged
+
+
 class ScoringJobError(RuntimeError):
     """The Beam / Dataflow scoring job failed; names the job and its error."""
 
