@@ -28,8 +28,11 @@ The statistics dict (JSON-serialisable; :data:`FEATURE_STATISTICS_FILE` beside t
 from __future__ import annotations
 
 import copy
+import json
 import math
+import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -509,3 +512,39 @@ def training_statistics(
         if total > 0:
             stats["class_prior"] = {c: n / total for c, n in class_counts.items()}
     return stats
+
+
+def write_training_statistics(model_dir: str | Path, statistics: Mapping[str, Any]) -> Path:
+    """Write ``feature_statistics.json`` into a model directory (temporary name, then rename).
+
+    Returns:
+        The file written.
+    """
+    path = Path(model_dir) / FEATURE_STATISTICS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(statistics, sort_keys=True))
+    os.replace(tmp, path)
+    return path
+
+
+def read_training_statistics(model_dir: str | Path) -> dict[str, Any]:
+    """The training statistics stored with a model (directory or the JSON file itself).
+
+    Raises:
+        PipelineInputError: the file is missing or not a statistics dict (named).
+    """
+    path = Path(model_dir)
+    if path.is_dir():
+        path = path / FEATURE_STATISTICS_FILE
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise PipelineInputError(
+            f"cannot read the training feature statistics {path}: {exc!r}; models trained "
+            "before monitoring existed have none (retrain, or compute them with "
+            "training_statistics)"
+        ) from exc
+    if data.get("format") != STATISTICS_FORMAT or "features" not in data:
+        raise PipelineInputError(f"{path} is not a feature statistics file")
+    return data
