@@ -25,10 +25,15 @@ def model_with_statistics(statistics: str, model: Output[Model]):
     write_training_statistics(model.path, json.loads(statistics))
 
 
+class Out(NamedTuple):
+    alerts: list
+    metrics: Metrics
+    report: HTML
+    monitoring: Artifact
+
+
 @dsl.pipeline
-def monitored(statistics: str, features_uri: str, store: str, run_id: str) -> NamedTuple(
-    "Out", [("alerts", list), ("metrics", Metrics), ("report", HTML), ("monitoring", Artifact)]
-):
+def monitored(statistics: str, features_uri: str, store: str, run_id: str) -> Out:
     model = model_with_statistics(statistics=statistics)
     checked = monitor(
         model=model.outputs["model"],
