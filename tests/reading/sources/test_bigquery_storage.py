@@ -385,3 +385,15 @@ def test_pickled_copies_read_the_launchers_session_and_never_renew_it(server):
     assert all(c.sessions_created == 1 for c in copies)
     assert sorted(read_pass(source)) == list(range(WIDE.num_rows))
     assert source.sessions_created == 2  # the original renews between passes
+
+
+def test_a_renewed_session_with_another_schema_fails_clearly(server, client):
+    server.add_table(path("changing"), WIDE)
+    source = open_source(
+        client, "changing", ["key", "f00"], num_streams=2, session_refresh_margin_s=6 * 3600 - 1e-3
+    )
+    assert sorted(read_pass(source)) == list(range(WIDE.num_rows))
+    retyped = WIDE.set_column(1, "f00", pc.cast(WIDE["f00"], pa.float32()))
+    server.add_table(path("changing"), retyped)
+    with pytest.raises(SourceError, match=r"schema of table p\.d\.changing changed"):
+        read_pass(source)

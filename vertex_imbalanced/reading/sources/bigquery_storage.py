@@ -185,8 +185,9 @@ class BigQueryStorageSource:
         self._max_throttle_retries = max_throttle_retries
         self._refresh_margin = session_refresh_margin_s
         session = self._create_session(self._columns, self._row_restriction, num_streams)
-        self._schema_bytes = bytes(session.arrow_schema.serialized_schema)
-        self._session_schema = pa.ipc.read_schema(pa.py_buffer(self._schema_bytes))
+        self._session_schema = pa.ipc.read_schema(
+            pa.py_buffer(session.arrow_schema.serialized_schema)
+        )
         self._check_types(self._session_schema)
         wanted = self._columns or list(self._session_schema.names)
         require_columns(str(self._ref), wanted, list(self._session_schema.names))
@@ -342,11 +343,11 @@ class BigQueryStorageSource:
     def _renew(self) -> _Session:
         session = self._create_session(self._columns, self._row_restriction, len(self._passes))
         self.sessions_created += 1
-        if bytes(session.arrow_schema.serialized_schema) != self._schema_bytes:
+        schema = pa.ipc.read_schema(pa.py_buffer(session.arrow_schema.serialized_schema))
+        if not schema.equals(self._session_schema):
             raise SourceError(
                 f"the schema of table {self._ref} changed between read sessions "
-                f"({self._session_schema} -> "
-                f"{pa.ipc.read_schema(pa.py_buffer(session.arrow_schema.serialized_schema))})"
+                f"({self._session_schema} -> {schema})"
             )
         if not session.streams:
             raise SourceError(
