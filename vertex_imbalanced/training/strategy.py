@@ -14,8 +14,9 @@ Read from the environment at call time (never at import time):
   (older Vertex / AI Platform jobs): ``master`` is renamed ``chief``.
 * otherwise more than one visible GPU means ``MirroredStrategy``; else the default strategy.
 
-Each worker reads a disjoint subset of the source's streams (``shard_index`` / ``num_shards``
-of :func:`vertex_imbalanced.reading.datasets.make_dataset`); only the chief writes the model.
+Each worker reads a disjoint part of the table
+(:func:`vertex_imbalanced.reading.sources.base.worker_shard` with ``WorkerInfo.index`` /
+``WorkerInfo.count``); only the chief writes the model.
 """
 
 from __future__ import annotations
