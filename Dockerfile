@@ -12,12 +12,13 @@ RUN pip install --no-cache-dir "uv==${UV_VERSION}"
 ENV VIRTUAL_ENV=/opt/venv UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy
 RUN python -m venv /opt/venv
 WORKDIR /src
-# The exact versions of requirements.lock, nothing resolved at build time.
+# The exact versions of requirements.lock, nothing resolved at build time. Production only:
+# requirements-dev.lock (pytest, ruff, scikit-learn), fakes/, tests/ and bench/ never enter.
 COPY requirements.lock ./
 RUN uv pip sync --python /opt/venv/bin/python --no-cache requirements.lock
 # Then the project itself, without touching the locked dependencies.
 COPY pyproject.toml README.md ./
-COPY imbalanced ./imbalanced
+COPY vertex_imbalanced ./vertex_imbalanced
 COPY components ./components
 COPY pipelines ./pipelines
 COPY sql ./sql
@@ -36,5 +37,5 @@ ENV PATH=/opt/venv/bin:$PATH \
     MALLOC_TRIM_THRESHOLD_=536870912 \
     MALLOC_TOP_PAD_=268435456
 # KFP lightweight components run `python3 -m kfp.dsl.executor_main`; python3 must be the venv's.
-RUN python3 -c "import kfp, imbalanced, components, tensorflow"
+RUN python3 -c "import kfp, vertex_imbalanced, components, pipelines, sql, tensorflow"
 WORKDIR /app

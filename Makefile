@@ -11,14 +11,15 @@ STAMP := $(VENV)/.synced
 help:  ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-$(STAMP): requirements.lock pyproject.toml
+# The product lock and the test/dev lock together (the image installs requirements.lock only).
+$(STAMP): requirements.lock requirements-dev.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q "uv==$(UV_VERSION)"
-	$(BIN)/uv pip sync -q --python $(BIN)/python requirements.lock
+	$(BIN)/uv pip sync -q --python $(BIN)/python requirements.lock requirements-dev.lock
 	$(BIN)/uv pip install -q --python $(BIN)/python --no-deps -e .
 	touch $(STAMP)
 
-env: $(STAMP)  ## create .venv from requirements.lock (exact versions) and install the project
+env: $(STAMP)  ## create .venv from requirements.lock + requirements-dev.lock (exact versions) and install the project
 
 run: env  ## set up, compile the Vertex pipeline YAML and run the whole pipeline locally
 	$(BIN)/python compile.py
@@ -42,8 +43,9 @@ format: env  ## ruff format + autofix
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-lock: env  ## re-resolve requirements.in -> requirements.lock
+lock: env  ## re-resolve requirements.in -> requirements.lock, then requirements-dev.in -> requirements-dev.lock
 	$(BIN)/uv pip compile -q requirements.in -o requirements.lock --python-version 3.11
+	$(BIN)/uv pip compile -q requirements-dev.in -o requirements-dev.lock --python-version 3.11
 
 bench: env  ## reader, training and end-to-end benchmarks (slow; prints tables)
 	$(BIN)/python bench/readers.py --rows 1000000

@@ -17,8 +17,10 @@ $(LEGACY_STAMP): requirements-legacy.lock pyproject.toml
 
 legacy-env: $(LEGACY_STAMP)  ## create .venv-legacy (TF 2.16 + tensorflow-io 0.37.1) from requirements-legacy.lock
 
-test-legacy: legacy-env  ## run the tensorflow-io tests (pytest -m legacy) in .venv-legacy
-	$(LEGACY_BIN)/pytest -q -m legacy $(LEGACY_TESTS)
+# VERTEX_IMBALANCED_LEGACY_RUN=1: tensorflow-io must import, and a skipped test or a run with no
+# passed test fails (tests/conftest.py), so a broken legacy env cannot give a green run.
+test-legacy: legacy-env  ## run the tensorflow-io tests (pytest -m legacy) in .venv-legacy; skips fail
+	VERTEX_IMBALANCED_LEGACY_RUN=1 $(LEGACY_BIN)/pytest -q -m legacy $(LEGACY_TESTS)
 
 legacy-lock: env  ## re-resolve requirements-legacy.in -> requirements-legacy.lock
 	$(BIN)/uv pip compile -q requirements-legacy.in -o requirements-legacy.lock --python-version 3.11
