@@ -163,6 +163,36 @@ def _check_finite(name: str, values: Sequence[float]) -> list[float]:
     return out
 
 
+def _bucket_search(
+    value: exp.Expression, params: Sequence[str], lo: int, hi: int
+) -> exp.Expression:
+    """``lo`` + the number of edges ``params[lo:hi]`` that are <= value (a binary search)."""
+    if lo == hi:
+        return exp.Literal.number(lo)
+    mid = (lo + hi) // 2
+    below = exp.LT(this=value.copy(), expression=exp.Parameter(this=exp.Var(this=params[mid])))
+    return exp.Case(
+        ifs=[exp.If(this=below, true=_bucket_search(value, params, lo, mid))],
+        default=_bucket_search(value, params, mid + 1, hi),
+    )
+
+
+def _histogram_branch(
+    source: TableSource, index: int, expression: str, edges: Sequence[float], timestamp: str | None
+) -> tuple[exp.Expression, dict[str, float]]:
+    tree = _with_source(
+        load_sql("feature_histogram"), _columns_sql(source, {"value": expression}, timestamp)
+    )
+    tree.expressions[0].this.replace(exp.Literal.number(index))  # `0 AS feature`
+    case = tree.find(exp.Case)
+    value = case.args["ifs"][1].this.this  # `s.value` of `s.value < @edge`
+    names = [f"edge_{index}_{k}" if index >= 0 else "" for k in range(len(edges))]
+    search = _bucket_search(value, names, 0, len(edges))
+    case.set("ifs", case.args["ifs"][:1])
+    case.set("default", search)
+    return tree, dict(zip(names, edges, strict=True))
+
+
 def numeric_histograms(
     warehouse: Warehouse,
     source: TableSource,
@@ -171,13 +201,13 @@ def numeric_histograms(
     timestamp: str | None = None,
     window_seconds: int | None = None,
 ) -> dict[int, dict[str, Any]]:
-    """Histograms of numeric columns over given edges, in one scan of the table.
+    """Histograms of numeric columns over given edges (sql/feature_histogram.sql), one query.
 
     Args:
         warehouse: the engine that holds the table.
         source: the rows.
         edges: column -> bin edges (finite, strictly increasing; may be empty: then every
-            non-missing value counts as above).
+            non-missing value counts as above). No columns: only the row count per window.
         timestamp: TIMESTAMP column that defines windows (None: one window, id 0).
         window_seconds: window length when ``timestamp`` is given.
 
@@ -186,44 +216,38 @@ def numeric_histograms(
     """
     names = list(edges)
     clean = {n: _check_finite(n, edges[n]) for n in names}
-    exprs = {
-        f"value_{i}": _numeric_value(n, source.schema.field(n).type) for i, n in enumerate(names)
-    }
-    inner = _columns_sql(source, exprs, timestamp)
-    tree = _with_source(load_sql("feature_histogram"), inner)
-    items = _items(tree)
-    select: list[exp.Expression] = [
-        items["window_id"].as_("window_id"),
-        items["row_count"].as_("row_count"),
-    ]
+    branches = [
+        _histogram_branch(
+            source, i, _numeric_value(n, source.schema.field(n).type), clean[n], timestamp
+        )
+        for i, n in enumerate(names)
+    ] or [_histogram_branch(source, -1, "CAST(NULL AS FLOAT64)", [], timestamp)]
+    query = branches[0][0]
     params: dict[str, Any] = dict(source.params)
-    for i, name in enumerate(names):
-        select.append(_rename(items["missing"], f"value_{i}", None).as_(f"missing_{i}"))
-        if clean[name]:
-            params[f"edges_{i}"] = clean[name]
-        for k in range(len(clean[name])):
-            below = _rename(items["below"], f"value_{i}", f"edges_{i}")
-            below.find(exp.Bracket).set("expressions", [exp.Literal.number(k)])
-            select.append(below.as_(f"below_{i}_{k}"))
-    tree.set("expressions", select)
+    for tree, values in branches:
+        params.update(values)
+        if tree is not query:
+            query = exp.union(query, tree, distinct=False)
     if timestamp is not None:
         params["window_seconds"] = int(window_seconds or 0)
-    table = warehouse.query(tree.sql(dialect="bigquery"), params)
+    counts: dict[int, dict[int, dict[int, int]]] = {}
+    for row in warehouse.query(query.sql(dialect="bigquery"), params).to_pylist():
+        per_feature = counts.setdefault(int(row["window_id"]), {})
+        per_feature.setdefault(int(row["feature"]), {})[int(row["bucket"])] = int(row["n"])
     out: dict[int, dict[str, Any]] = {}
-    for row in table.to_pylist():
+    for wid, per_feature in counts.items():
+        first = per_feature[0 if names else -1]
         features = {}
         for i, name in enumerate(names):
-            cum = [int(row[f"below_{i}_{k}"]) for k in range(len(clean[name]))]
-            missing = int(row[f"missing_{i}"])
-            present = int(row["row_count"]) - missing
-            hist = np.diff([0, *cum, present]).astype(int).tolist()
+            buckets = per_feature.get(i, {})
+            hist = [buckets.get(b, 0) for b in range(len(clean[name]) + 1)]
             features[name] = {
                 "type": "numeric",
                 "edges": clean[name],
                 "histogram": hist,
-                "null": missing,
+                "null": buckets.get(-1, 0),
             }
-        out[int(row["window_id"])] = {"row_count": int(row["row_count"]), "features": features}
+        out[wid] = {"row_count": sum(first.values()), "features": features}
     return out
 
 
