@@ -78,7 +78,7 @@ def run_workers(tmp_path, configs: dict[str, dict[str, str]], output_dir) -> dic
     """Start one process per worker, wait for all (killing them on timeout), return results."""
     script = tmp_path / "worker.py"
     script.write_text(WORKER_SCRIPT)
-    repo_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    repo_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     procs = {}
     for name, extra in configs.items():
         scratch = tmp_path / f"scratch-{name}"
