@@ -152,7 +152,7 @@ def test_every_third_party_import_of_the_wheel_is_in_the_product_lock(wheel_file
 def test_test_tools_are_locked_apart_and_both_locks_agree():
     product, dev = lock_pins("requirements.lock"), lock_pins("requirements-dev.lock")
     tools = requirement_names("requirements-dev.in")
-    assert {"pytest", "pytest-timeout", "ruff", "scikit-learn"} <= tools
+    assert {"pytest", "pytest-timeout", "ruff"} <= tools
     assert not tools & product.keys(), "test/dev tools must not be in the product lock"
     assert not tools & requirement_names("requirements.in")
     assert tools <= dev.keys()
@@ -174,11 +174,15 @@ def test_pyproject_dev_extra_is_the_dev_requirements():
 
 
 def dockerfile_instructions():
-    text = re.sub(r"\\\n", " ", (ROOT / "Dockerfile").read_text())
-    for line in text.splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            keyword, _, rest = line.partition(" ")
+    """``(KEYWORD, args)`` per instruction; comment lines dropped first, as Docker does."""
+    lines = [
+        ln
+        for ln in (ROOT / "Dockerfile").read_text().splitlines()
+        if not ln.strip().startswith("#")
+    ]
+    for line in re.sub(r"\\\n", " ", "\n".join(lines)).splitlines():
+        if line.strip():
+            keyword, _, rest = line.strip().partition(" ")
             yield keyword.upper(), rest.split()
 
 
@@ -197,3 +201,17 @@ def test_image_copies_only_product_paths():
     assert "requirements.lock" in runs and "requirements-dev" not in runs
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {"fakes", "tests", "bench"} <= set(ignored)
+
+
+def test_image_is_beams_sdk_image_of_the_locked_beam_version():
+    instructions = list(dockerfile_instructions())
+    args = dict(a.split("=", 1) for k, v in instructions if k == "ARG" for a in v if "=" in a)
+    stages = [v[0] for k, v in instructions if k == "FROM"]
+    assert stages and all(s == "${BEAM_IMAGE}" for s in stages), stages
+    beam = lock_pins("requirements.lock")["apache-beam"]
+    assert args["BEAM_IMAGE"] == f"apache/beam_python3.11_sdk:{beam}"
+    runs = " ".join(" ".join(v) for k, v in instructions if k == "RUN")
+    assert f"apache_beam.__version__ == '{beam}'" in runs
+    env = " ".join(" ".join(v) for k, v in instructions if k == "ENV")
+    assert "RUN_PYTHON_SDK_IN_DEFAULT_ENVIRONMENT=1" in env  # else boot hides /opt/venv
+    assert not [k for k, _ in instructions if k in ("ENTRYPOINT", "CMD")]  # keep Beam's boot
