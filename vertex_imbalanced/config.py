@@ -24,6 +24,12 @@ DEFAULT_IMBALANCE_MODE: ImbalanceMode = "downsample_upweight"
 DOWNSAMPLING_MODES: tuple[str, ...] = ("downsample_upweight", "downsample_only")
 """The modes that drop rows of the large classes (keep rates below 1)."""
 
+LabelPolicy = Literal["error", "skip"]
+"""What a NULL label does: stop the run naming the rows (``error``) or drop and count them."""
+LABEL_POLICIES: tuple[str, ...] = get_args(LabelPolicy)
+DEFAULT_NA_VALUES: tuple[str, ...] = ("", "NA", "N/A", "NaN", "null", "NULL")
+"""Text read as a missing value in text files (R's and pandas' markers); the empty field always."""
+
 
 def _as_json_dict(obj: Any) -> dict[str, Any]:
     """A dataclass as a JSON-safe dict (tuples as lists)."""
@@ -46,6 +52,26 @@ def _tuple(value: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
+def class_name(value: Any) -> str:
+    """A label value as a class name: text as is, integers in decimal, booleans ``true``/``false``.
+
+    The spelling BigQuery's and DuckDB's ``CAST(label AS STRING)`` give, so a declared class
+    list (YAML ``[false, true]`` or ``[0, 1]``) matches the values read from the table.
+    """
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _na_values(value: Any) -> tuple[str, ...]:
+    """Missing-value markers as a tuple of text; ``"NA, N/A"`` splits at commas."""
+    if value is None:
+        return DEFAULT_NA_VALUES
+    if isinstance(value, str):
+        value = value.split(",")
+    return tuple(dict.fromkeys(str(v).strip() for v in value))
+
+
 @dataclasses.dataclass(frozen=True)
 class FeatureSpec:
     """Which columns play which role.
@@ -59,6 +85,10 @@ class FeatureSpec:
             When empty the label must already be integers 0..N-1.
         ignored: columns present in the table but not used.
         weight: per-example weight column (None: every example weighs 1).
+        label_policy: ``error`` (a NULL label stops the run, naming the rows) or ``skip``
+            (rows with a NULL label are left out of every split and counted).
+        na_values: text read as missing when a text file (CSV) is imported; the empty field is
+            always missing. Typed tables (BigQuery, Parquet, DuckDB) keep their own NULLs.
     """
 
     label: str
@@ -68,12 +98,19 @@ class FeatureSpec:
     classes: tuple[str, ...] = ()
     ignored: tuple[str, ...] = ()
     weight: str | None = None
+    label_policy: LabelPolicy = "error"
+    na_values: tuple[str, ...] = DEFAULT_NA_VALUES
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "na_values", _na_values(self.na_values))
+        if self.label_policy not in LABEL_POLICIES:
+            raise PipelineInputError(
+                f"label_policy {self.label_policy!r} is not one of {', '.join(LABEL_POLICIES)}"
+            )
         object.__setattr__(self, "numeric", _tuple(self.numeric))
         object.__setattr__(self, "categorical", _tuple(self.categorical))
         object.__setattr__(self, "ignored", _tuple(self.ignored))
-        object.__setattr__(self, "classes", tuple(str(c) for c in _tuple(self.classes)))
+        object.__setattr__(self, "classes", tuple(class_name(c) for c in _tuple(self.classes)))
         for name in (self.label, *self.numeric, *self.categorical, *self.ignored):
             validate_column(name)
         for name in (self.key, self.weight):

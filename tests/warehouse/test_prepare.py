@@ -165,19 +165,20 @@ def test_labels_outside_declared_classes(tmp_path):
     assert _tables(path) == ["t"]
 
 
-def test_integer_labels_must_be_0_to_n_minus_1(tmp_path):
+def test_integer_labels_without_classes_sort_numerically_and_num_classes_fixes_0_to_n(tmp_path):
     path, uri = _make(
-        tmp_path, "SELECT 'k' || range AS key, range % 3 + 1 AS y, range AS x FROM range(300)"
+        tmp_path, "SELECT 'k' || range AS key, (range % 3 + 1) * 5 AS y, range AS x FROM range(300)"
     )
     spec = FeatureSpec(label="y", key="key")
-    with pytest.raises(LabelError, match=r"label values \[1, 2, 3\] .* not 0..N-1"):
-        prepare_data(uri, spec, output_prefix="x")
-    with pytest.raises(LabelError, match=r"value '3' .* outside the classes \['0', '1', '2'\]"):
-        prepare_data(uri, spec, output_prefix="x", num_classes=3)
-    assert _tables(path) == ["t"]
+    assert prepare_data(uri, spec, output_prefix="a").classes == ("5", "10", "15")
+    with pytest.raises(
+        LabelError, match=r"value '10' .* outside the declared classes \['0', '1', '2'\]"
+    ):
+        prepare_data(uri, spec, output_prefix="b", num_classes=3)
+    assert "b_train" not in _tables(path)
 
 
-def test_float_and_unmapped_string_labels(tmp_path):
+def test_float_label_refused_text_labels_sorted_lexically(tmp_path):
     path, uri = _make(
         tmp_path,
         "SELECT 'k' || range AS key, CAST(range % 2 AS DOUBLE) AS y, range AS x FROM range(100)",
@@ -185,10 +186,12 @@ def test_float_and_unmapped_string_labels(tmp_path):
     with pytest.raises(LabelError, match="'y'.*FLOAT64"):
         prepare_data(uri, FeatureSpec(label="y", key="key"), output_prefix="x")
     path, uri = _make(
-        tmp_path, "SELECT 'k' || range AS key, 'a' || (range % 2) AS y, range AS x FROM range(100)"
+        tmp_path,
+        "SELECT 'k' || range AS key, ['stayed', 'churned', 'Zed'][range % 3 + 1] AS y, "
+        "range AS x FROM range(300)",
     )
-    with pytest.raises(LabelError, match="declare the ordered class list"):
-        prepare_data(uri, FeatureSpec(label="y", key="key"), output_prefix="x")
+    prepared = prepare_data(uri, FeatureSpec(label="y", key="key"), output_prefix="x")
+    assert prepared.classes == ("Zed", "churned", "stayed")  # code point order
 
 
 def test_one_class_only(tmp_path):

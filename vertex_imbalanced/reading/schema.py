@@ -7,7 +7,7 @@ BigQuery types arrive over the Storage Read API as Arrow types:
 | INT64      | int64                  | numeric, categorical, label | float32 / string / int64 label |
 | FLOAT64    | double                 | numeric                 | float32 (NULL -> NaN)              |
 | NUMERIC    | decimal128             | numeric                 | float32                            |
-| BOOL       | bool                   | numeric, categorical    | float32 0/1 / "true","false"       |
+| BOOL       | bool                   | numeric, categorical, label | float32 0/1 / "true","false"   |
 | STRING     | string                 | categorical, label      | string (NULL -> "")                |
 | DATE       | date32                 | numeric                 | float32 days since 1970-01-01      |
 | TIMESTAMP  | timestamp[us, tz=UTC]  | numeric                 | float32 days since epoch           |
@@ -45,6 +45,11 @@ def is_categorical_type(t: pa.DataType) -> bool:
     return is_string_type(t) or pa.types.is_integer(t) or pa.types.is_boolean(t)
 
 
+def is_label_type(t: pa.DataType) -> bool:
+    """True for label column types: STRING, INT64 (any integer) or BOOL."""
+    return is_string_type(t) or pa.types.is_integer(t) or pa.types.is_boolean(t)
+
+
 def _is_unsupported(t: pa.DataType) -> bool:
     return not (is_numeric_type(t) or is_string_type(t))
 
@@ -72,7 +77,7 @@ def check_schema(description: str, schema: pa.Schema, spec: FeatureSpec) -> None
     Raises:
         SchemaError: a column is missing (with the closest name), unsupported (STRUCT/ARRAY/...),
             or has a type its role cannot use (e.g. STRING listed as numeric).
-        LabelError: the label column is not INT64 or STRING (e.g. a FLOAT64 label).
+        LabelError: the label column is not STRING, INT64 or BOOL (e.g. a FLOAT64 label).
     """
     names = list(schema.names)
     require_columns(description, list(spec.read_columns), names)
@@ -98,10 +103,10 @@ def check_schema(description: str, schema: pa.Schema, spec: FeatureSpec) -> None
                 "categorical; use STRING, INT64 or BOOL"
             )
     label_type = schema.field(spec.label).type
-    if not (pa.types.is_integer(label_type) or is_string_type(label_type)):
+    if not is_label_type(label_type):
         raise LabelError(
             f"label column {spec.label!r} of {description} is {bigquery_type_name(label_type)}; "
-            "labels must be INT64 class ids 0..N-1 or values from the declared class list"
+            "labels must be STRING, INT64 or BOOL (classes are their distinct values)"
         )
     if spec.weight is not None and not is_numeric_type(schema.field(spec.weight).type):
         raise SchemaError(f"weight column {spec.weight!r} of {description} is not numeric")

@@ -12,7 +12,7 @@ import dataclasses
 import json
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,8 @@ class PreparedData:
         spec: feature spec of the source columns (features inferred if none were given).
         split_counts: rows per split and class in the source, before downsampling.
         imbalance: ``ImbalanceReport.to_dict()`` of the train table.
+        skipped_labels: rows left out per split because their label is NULL or outside the
+            classes (``label_policy="skip"``; all zero under ``"error"``).
     """
 
     train_uri: str
@@ -59,6 +61,7 @@ class PreparedData:
     spec: FeatureSpec
     split_counts: dict[str, dict[str, int]]
     imbalance: dict[str, Any]
+    skipped_labels: dict[str, int] = dataclasses.field(default_factory=dict)
 
     @property
     def imbalance_report(self) -> imb.ImbalanceReport:
@@ -155,18 +158,23 @@ def _resolve_spec(description: str, schema: pa.Schema, spec: FeatureSpec) -> Fea
             "adds to the train table; rename it"
         )
     if not spec.features:
-        spec = infer_feature_spec(
-            schema, spec.label, key=spec.key, ignored=spec.ignored, classes=spec.classes
-        )
+        inferred = infer_feature_spec(schema, spec.label, key=spec.key, ignored=spec.ignored)
+        spec = dataclasses.replace(spec, numeric=inferred.numeric, categorical=inferred.categorical)
         if not spec.features:
             raise SchemaError(f"table {description} has no feature columns besides label and key")
     check_schema(description, schema, spec)
     return spec
 
 
-def _stats(
+def label_stats(
     warehouse: Warehouse, source: TableRef, spec: FeatureSpec, bounds: tuple[int, int]
 ) -> list[dict[str, Any]]:
+    """Rows per split and label value (``sql/class_stats.sql``), read before anything is written.
+
+    Returns:
+        One dict per (split, label value): ``split``, ``label_value`` (text, None for NULL),
+        ``row_count``, ``example_key``.
+    """
     sql = render(
         load_sql("class_stats"),
         tables={"source": source},
@@ -176,54 +184,138 @@ def _stats(
     return rows.to_pylist()
 
 
-def _classes(
-    description: str,
-    stats: list[dict[str, Any]],
-    spec: FeatureSpec,
-    label_type: pa.DataType,
-    num_classes: int | None,
+def infer_classes(values: Iterable[str], label_type: pa.DataType) -> tuple[str, ...]:
+    """Class names in id order when none are declared: the distinct label values, sorted.
+
+    Integers sort numerically (``2`` before ``10``), text lexically (code point order), BOOL
+    labels as ``false``, ``true``. Values arrive as ``CAST(label AS STRING)`` text.
+
+    Args:
+        values: distinct non-NULL label values as text.
+        label_type: the label column's Arrow type.
+
+    Returns:
+        The class names; ``classes[i]`` is class id ``i``.
+    """
+    distinct = set(values)
+    if pa.types.is_integer(label_type):
+        return tuple(str(v) for v in sorted(int(v) for v in distinct))
+    return tuple(sorted(distinct))
+
+
+def declared_classes(
+    spec: FeatureSpec, label_type: pa.DataType, num_classes: int | None
 ) -> tuple[str, ...]:
-    """Check the label values; return the class names in id order."""
-    key, label = spec.key, spec.label
-    values: dict[str, tuple[int, str]] = {}
-    for row in stats:
-        n, example = values.get(row["label_value"], (0, None))
-        values[row["label_value"]] = (n + row["row_count"], example or row["example_key"])
-    if None in values:
-        n, example = values[None]
-        raise LabelError(
-            f"label column {label!r} of {description} has {n} NULL value(s), e.g. the row with "
-            f"{key}={example!r}; fix or filter them"
-        )
+    """The class list fixed before the data is read (``spec.classes`` or ``num_classes``).
+
+    Returns:
+        The classes, or ``()`` when they are to be inferred from the train split.
+
+    Raises:
+        LabelError: ``num_classes`` disagrees with the declared list, is given for a non-INT64
+            label, or a BOOL label declares classes other than ``false``/``true``.
+    """
     if spec.classes:
         if num_classes is not None and num_classes != len(spec.classes):
             raise LabelError(
                 f"num_classes={num_classes} but {len(spec.classes)} classes are declared"
             )
-        classes = spec.classes
-        allowed = set(classes)
-    else:
+        if pa.types.is_boolean(label_type):
+            classes = tuple(c.lower() for c in spec.classes)
+            if set(classes) - {"false", "true"}:
+                raise LabelError(
+                    f"label column {spec.label!r} is BOOL: declare its classes as false, true "
+                    f"(in the order you want), got {list(spec.classes)}"
+                )
+            return classes
+        return spec.classes
+    if num_classes is not None:
         if not pa.types.is_integer(label_type):
             raise LabelError(
-                f"label column {label!r} of {description} is not INT64 class ids; declare the "
-                "ordered class list (feature config 'classes')"
+                f"num_classes={num_classes} needs an INT64 label; label column {spec.label!r} is "
+                "not: declare the class list instead"
             )
-        ids = sorted(int(v) for v in values)
-        n = num_classes if num_classes is not None else ids[-1] + 1
-        if num_classes is None and ids != list(range(n)):
-            raise LabelError(
-                f"label values {ids[:20]} of column {label!r} in {description} are not 0..N-1; "
-                "declare num_classes or the class list"
+        return tuple(str(i) for i in range(num_classes))
+    return ()
+
+
+def label_values(stats: list[dict[str, Any]]) -> dict[str | None, dict[str, Any]]:
+    """Per label value (None for NULL): ``rows`` per split and an ``example`` key."""
+    values: dict[str | None, dict[str, Any]] = {}
+    for row in stats:
+        entry = values.setdefault(
+            row["label_value"], {"rows": dict.fromkeys(SPLITS, 0), "example": None}
+        )
+        entry["rows"][row["split"]] += row["row_count"]
+        if entry["example"] is None or (
+            row["example_key"] is not None and row["example_key"] < entry["example"]
+        ):
+            entry["example"] = row["example_key"]
+    return values
+
+
+def resolve_classes(
+    description: str,
+    stats: list[dict[str, Any]],
+    spec: FeatureSpec,
+    label_type: pa.DataType,
+    num_classes: int | None = None,
+) -> tuple[tuple[str, ...], dict[str, int]]:
+    """Check the label values; return the class names in id order and the rows left out.
+
+    Classes are ``spec.classes`` (or ``0..num_classes-1``) when declared, else
+    :func:`infer_classes` of the train split's values. A NULL label, or a value outside the
+    classes, stops the run under ``label_policy="error"``; under ``"skip"`` those rows are
+    left out of every split and counted.
+
+    Args:
+        description: the table, for messages.
+        stats: rows of ``sql/class_stats.sql`` (split, label_value, row_count, example_key).
+        spec: label, key, declared classes and label policy.
+        label_type: the label column's Arrow type.
+        num_classes: class count of an INT64 label (classes ``0..n-1``).
+
+    Returns:
+        ``(classes, skipped)``: ``skipped`` counts the rows left out per split (all splits
+        present, zeros included).
+
+    Raises:
+        LabelError: NULL labels or values outside the classes under the ``error`` policy
+            (every such value listed with its row count and an example key).
+    """
+    key, label = spec.key, spec.label
+    values = label_values(stats)
+    classes = declared_classes(spec, label_type, num_classes)
+    origin = "declared classes"
+    if not classes:
+        train_values = [v for v, e in values.items() if v is not None and e["rows"]["train"]]
+        classes = infer_classes(train_values, label_type)
+        origin = "classes of the train split"
+    skipped = dict.fromkeys(SPLITS, 0)
+    problems = []
+    for value, entry in sorted(values.items(), key=lambda item: (item[0] is not None, item[0])):
+        if value in classes:
+            continue
+        n = sum(entry["rows"].values())
+        for split, rows in entry["rows"].items():
+            skipped[split] += rows
+        if value is None:
+            problems.append(
+                f"label column {label!r} of {description} has {n} NULL value(s), e.g. the row "
+                f"with {key}={entry['example']!r}"
             )
-        classes = tuple(str(i) for i in range(n))
-        allowed = set(classes)
-    for value, (n, example) in sorted(values.items()):
-        if value not in allowed:
-            raise LabelError(
+        else:
+            problems.append(
                 f"label column {label!r} of {description} has value {value!r} ({n} row(s), "
-                f"e.g. {key}={example!r}) outside the classes {list(classes)}"
+                f"e.g. {key}={entry['example']!r}) outside the {origin} {list(classes)}"
             )
-    return classes
+    if problems and spec.label_policy == "error":
+        raise LabelError(
+            "; ".join(problems) + ". Fix or filter them, declare the class list (feature "
+            "config 'classes', run_local --classes), or skip and count them (label_policy "
+            "'skip', run_local --label-policy skip)"
+        )
+    return classes, skipped
 
 
 def _split_counts(
@@ -231,7 +323,8 @@ def _split_counts(
 ) -> dict[str, dict[str, int]]:
     counts = {split: dict.fromkeys(classes, 0) for split in SPLITS}
     for row in stats:
-        counts[row["split"]][row["label_value"]] += row["row_count"]
+        if row["label_value"] in counts[row["split"]]:
+            counts[row["split"]][row["label_value"]] += row["row_count"]
     return counts
 
 
@@ -246,8 +339,12 @@ def _write(
 ) -> dict[str, tuple[int, float]]:
     """Write the three tables atomically; return (rows, weight sum) per class of train."""
     ranges = {"train": (0, bounds[0]), "validation": bounds, "test": (bounds[1], SPLIT_BUCKETS)}
-    split_sql = render(load_sql("split"), tables={"source": source}, columns={"key": spec.key})
     columns = {"key": spec.key, "label": spec.label, "weight": WEIGHT_COLUMN}
+    split_sql = render(
+        load_sql("split_labelled"),
+        tables={"source": source},
+        columns={"key": spec.key, "label": spec.label},
+    )
     downsample_sql = render(load_sql("downsample"), tables={"source": source}, columns=columns)
     stats_sql = render(
         load_sql("weighted_class_stats"),
@@ -258,7 +355,7 @@ def _write(
     with warehouse.atomic():
         for split in ("validation", "test"):
             lo, hi = ranges[split]
-            params = {"bucket_lo": lo, "bucket_hi": hi}
+            params = {"bucket_lo": lo, "bucket_hi": hi, "class_names": names}
             warehouse.create_table(
                 outputs[split], split_sql, params, expiration_hours=expiration_hours
             )
@@ -309,7 +406,8 @@ def prepare_data(
         split_ratios: train, validation, test shares (positive, summing to 1).
         imbalance: how to rebalance the train split (default ``ImbalanceConfig()``).
         expiration_hours: BigQuery output tables expire after this many hours (0: never).
-        num_classes: number of classes for INT64 labels (default: max label + 1).
+        num_classes: number of classes for an INT64 label (classes ``0..n-1``; default: the
+            classes are declared in ``spec.classes`` or inferred from the train split).
         output_dataset: BigQuery ``[project.]dataset`` for the outputs (default: the source's).
         warehouse: runner to use instead of one opened from ``source_uri`` (e.g. a
             ``BigQueryWarehouse`` with its own client); the table comes from ``source_uri``.
@@ -339,10 +437,16 @@ def prepare_data(
         if schema is None:
             raise PipelineInputError(f"table {description} does not exist ({source_uri})")
         spec = _resolve_spec(description, schema, spec)
-        stats = _stats(warehouse, source, spec, bounds)
+        stats = label_stats(warehouse, source, spec, bounds)
         if not stats:
             raise PipelineInputError(f"table {description} is empty")
-        classes = _classes(description, stats, spec, schema.field(spec.label).type, num_classes)
+        if not any(row["split"] == "train" for row in stats):
+            raise PipelineInputError(
+                f"zero training rows: the train split of {description} is empty "
+                f"(split ratios {tuple(split_ratios)})"
+            )
+        label_type = schema.field(spec.label).type
+        classes, skipped = resolve_classes(description, stats, spec, label_type, num_classes)
         split_counts = _split_counts(stats, classes)
         train_counts = split_counts["train"]
         present = [c for c, n in train_counts.items() if n > 0]
@@ -373,6 +477,7 @@ def prepare_data(
             spec=spec,
             split_counts=split_counts,
             imbalance=report.to_dict(),
+            skipped_labels=skipped,
         )
     finally:
         if owned and hasattr(warehouse, "close"):
