@@ -37,6 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-name", default="", help="registered model name")
     p.add_argument("--alias", default=DEFAULTS.alias, help="model alias (default: champion)")
     p.add_argument("--version", default="", help="explicit model version (overrides --alias)")
+    p.add_argument(
+        "--statistics-store",
+        default=DEFAULTS.statistics_store,
+        help="DuckDB file keeping each run's statistics for drift ('' = off)",
+    )
+    p.add_argument("--fail-on-alert", action="store_true", help="exit 1 when monitoring alerts")
     p.add_argument("--verbose", action="store_true", help="show every line kfp.local prints")
     return p
 
@@ -55,6 +61,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             model_name=args.model_name,
             alias=args.alias,
             version=args.version,
+            statistics_store=args.statistics_store,
+            fail_on_alert=args.fail_on_alert,
             verbose=args.verbose,
         )
     )

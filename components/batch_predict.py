@@ -20,7 +20,7 @@ def batch_predict(
     row_restriction: str = "",
     num_streams: int = 2,
     dataflow_config: str = "",
-    dataflow_image: str = PROJECT_IMAGE,
+    dataflow_image: str = "",
     bigquery_location: str = "",
 ) -> NamedTuple("PredictOutputs", [("output_uri", str), ("rows", int)]):
     """Score ``input_uri`` with the resolved model; publish a run-scoped predictions table.
@@ -43,7 +43,8 @@ def batch_predict(
         dataflow_config: JSON of ``DataflowConfig`` fields (project, region, temp_location,
             service_account, network, subnetwork, machine_type, max_workers, kms_key, ...);
             '' runs the DirectRunner here.
-        dataflow_image: SDK container image for Dataflow (the project image).
+        dataflow_image: SDK container image for Dataflow (the pipeline passes the project
+            image).
         bigquery_location: location of the output dataset (BigQuery output).
 
     Returns:

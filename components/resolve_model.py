@@ -9,8 +9,11 @@ from components.image import PROJECT_IMAGE
 
 @dsl.component(base_image=PROJECT_IMAGE, install_kfp_package=False)
 def resolve_model(
-    registry_uri: str, model_name: str, alias: str = "champion", version: str = ""
-) -> NamedTuple("ResolvedOutputs", [("resolved_json", str), ("version", str)]):
+    registry_uri: str,
+    model_name: str,
+    alias: str = "champion",
+    version: str = "",
+) -> NamedTuple("ResolvedOutputs", [("resolved_json", str), ("version", str), ("model_dir", str)]):
     """Resolve ``alias`` (or an explicit ``version``) of ``model_name`` in the registry.
 
     Run it uncached: an alias moves between runs.
@@ -22,8 +25,8 @@ def resolve_model(
         version: explicit version id ('' = use ``alias``).
 
     Returns:
-        ``resolved_json`` (the ResolvedModel as JSON: name, version, model_dir, ...) and
-        ``version``.
+        ``resolved_json`` (the ResolvedModel as JSON: name, version, model_dir, ...),
+        ``version`` and ``model_dir`` (the registered model directory, for ``dsl.importer``).
     """
     import json
     from collections import namedtuple
@@ -34,5 +37,5 @@ def resolve_model(
     print(
         f"scoring with {found.name} version {found.version} ({found.requested}): {found.model_dir}"
     )
-    outputs = namedtuple("ResolvedOutputs", ["resolved_json", "version"])
-    return outputs(json.dumps(found.to_dict(), sort_keys=True), found.version)
+    outputs = namedtuple("ResolvedOutputs", ["resolved_json", "version", "model_dir"])
+    return outputs(json.dumps(found.to_dict(), sort_keys=True), found.version, found.model_dir)

@@ -20,6 +20,7 @@ from kfp import dsl
 
 from components.batch_predict import batch_predict
 from components.image import PROJECT_IMAGE
+from components.monitor import monitor
 from components.resolve_model import resolve_model
 
 PIPELINE_NAME = "imbalanced-batch-prediction"
@@ -28,7 +29,7 @@ DEFAULT_MODEL_NAME = "imbalanced-classifier"
 
 # (cpu, memory) per step on Vertex; kfp.local ignores them. With Dataflow, the score step
 # only launches and waits; without it (DirectRunner on Vertex) it needs the "score" size.
-RESOURCES = {"score": ("4", "16G"), "small": ("0.5", "1G")}
+RESOURCES = {"score": ("4", "16G"), "monitor": ("1", "4G"), "small": ("0.5", "1G")}
 
 
 def _resources(task: dsl.PipelineTask, kind: str) -> dsl.PipelineTask:
@@ -79,6 +80,13 @@ def build_pipeline(_vertex_training: Any = None, *, retries: bool = True) -> Cal
         dataflow_config: str = "",
         dataflow_image: str = PROJECT_IMAGE,
         bigquery_location: str = "",
+        statistics_store: str = "",
+        monitoring_thresholds: str = "{}",
+        default_threshold: float = 0.3,
+        prior_threshold: float = 0.1,
+        timestamp_column: str = "",
+        window_seconds: int = 86400,
+        fail_on_alert: bool = False,
     ) -> None:
         """Score a table with a registered model and publish the predictions.
 
@@ -101,6 +109,14 @@ def build_pipeline(_vertex_training: Any = None, *, retries: bool = True) -> Cal
             dataflow_image: SDK container of the Dataflow workers (the project image;
                 compile.py --image replaces it).
             bigquery_location: location of the output dataset (BigQuery output).
+            statistics_store: where scored-table statistics persist for run-to-run drift
+                (``bq://project.dataset.table`` or a local DuckDB file; '' = no drift check).
+            monitoring_thresholds: JSON object feature -> alert threshold.
+            default_threshold: alert threshold of the other features.
+            prior_threshold: alert when the estimated serving prior moves a class share by more.
+            timestamp_column: TIMESTAMP column for drift between consecutive windows ('' = off).
+            window_seconds: window length of the window drift.
+            fail_on_alert: fail the run when any alert fired (after writing the report).
         """
         resolved = resolve_model(
             registry_uri=registry_uri,
@@ -131,5 +147,28 @@ def build_pipeline(_vertex_training: Any = None, *, retries: bool = True) -> Cal
         scored.set_display_name("Batch predict").set_caching_options(False)
         retry(scored, 1, "120s")
         _resources(scored, "score")
+
+        # The registered model directory as a Model artifact (no copy; lineage on Vertex).
+        model = dsl.importer(
+            artifact_uri=resolved.outputs["model_dir"], artifact_class=dsl.Model, reimport=True
+        )
+        model.set_display_name("Registered model")
+
+        monitored = monitor(
+            model=model.output,
+            features_uri=input_uri,
+            predictions_uri=scored.outputs["output_uri"],
+            run_id=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+            statistics_store=statistics_store,
+            thresholds=monitoring_thresholds,
+            default_threshold=default_threshold,
+            prior_threshold=prior_threshold,
+            timestamp_column=timestamp_column,
+            window_seconds=window_seconds,
+            fail_on_alert=fail_on_alert,
+        )
+        monitored.set_display_name("Monitor skew and drift").set_caching_options(False)
+        retry(monitored, 1, "60s")
+        _resources(monitored, "monitor")
 
     return batch_prediction_pipeline

@@ -7,8 +7,8 @@ scores a fresh sample of the demo distribution (another seed than training's) wi
 ``champion`` that ``make run`` registered.
 
 Writes ``OUTPUT_DIR/summary.json`` (:func:`build_summary` lists its keys), the kfp.local log
-``OUTPUT_DIR/pipeline.log`` and the predictions into ``OUTPUT_DIR/predictions.duckdb``, table
-``predictions_<run>``.
+``OUTPUT_DIR/pipeline.log`` and the predictions table ``predictions_<run>`` into the input's
+DuckDB file (the monitor computes its statistics of both tables in that one database).
 """
 
 from __future__ import annotations
@@ -31,12 +31,13 @@ DEFAULT_ROWS = 20_000
 DEFAULT_SEED = 11
 """Seed of the default input: the demo distribution, not the training run's rows (seed 7)."""
 INPUT_DB = "score_input.duckdb"
-OUTPUT_DB = "predictions.duckdb"
 STAGING_DIR = "staging"
 SUMMARY_FILE = "summary.json"
 LOG_FILE = "pipeline.log"
 PIPELINE_ROOT_DIR = "pipeline_root"
-STEPS = ("resolve-model", "batch-predict")
+DEFAULT_STATISTICS_STORE = "build/monitoring/statistics.duckdb"
+"""Where scored-table statistics persist between local runs (drift vs the previous run)."""
+STEPS = ("resolve-model", "batch-predict", "monitor")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +52,8 @@ class LocalPredictOptions:
         registry: local registry directory (``run_local.py``'s).
         model_name: registered model name.
         alias, version: which version to score with (version wins when given).
+        statistics_store: DuckDB file keeping each run's statistics ('' = no run-to-run drift).
+        fail_on_alert: fail the run when monitoring raises an alert.
         verbose: echo every line kfp.local prints.
     """
 
@@ -63,6 +66,8 @@ class LocalPredictOptions:
     model_name: str = ""
     alias: str = "champion"
     version: str = ""
+    statistics_store: str = DEFAULT_STATISTICS_STORE
+    fail_on_alert: bool = False
     verbose: bool = False
 
 
@@ -102,16 +107,23 @@ def pipeline_arguments(
 ) -> dict[str, Any]:
     """The pipeline's parameter values for a local run."""
     from pipelines.batch_prediction_pipeline import DEFAULT_MODEL_NAME
+    from vertex_imbalanced.reading.sources.duckdb_source import parse_duckdb_uri
 
+    # Predictions go into the input's database (the monitor reads both in one warehouse).
+    database, _ = parse_duckdb_uri(uri)
     return {
         "input_uri": uri,
         "registry_uri": f"local://{registry}",
-        "output_location": f"duckdb://{output_dir / OUTPUT_DB}",
+        "output_location": f"duckdb://{database}",
         "staging_root": str(output_dir / STAGING_DIR),
         "model_name": options.model_name or DEFAULT_MODEL_NAME,
         "model_alias": options.alias,
         "model_version": options.version,
         "key": options.key,
+        "statistics_store": (
+            str(Path(options.statistics_store).resolve()) if options.statistics_store else ""
+        ),
+        "fail_on_alert": options.fail_on_alert,
     }
 
 
@@ -171,7 +183,8 @@ def build_summary(run_dir: Path, source: str) -> dict[str, Any]:
     """The ``summary.json`` content.
 
     Keys: ``run``, ``input``, ``model``, ``predictions`` (``output_uri``, ``rows``,
-    ``classes``, ``class_counts``), ``paths``.
+    ``classes``, ``class_counts``), ``alerts`` (monitoring), ``paths`` (``run_dir``,
+    ``report``).
     """
     outputs = RunOutputs(run_dir)
     scored = outputs.task_output("batch-predict") or {}
@@ -188,7 +201,11 @@ def build_summary(run_dir: Path, source: str) -> dict[str, Any]:
             "classes": meta.get("classes", []),
             "class_counts": class_counts(output_uri) if output_uri else {},
         },
-        "paths": {"run_dir": str(run_dir)},
+        "alerts": list(outputs.parameters("monitor").get("alerts") or []),
+        "paths": {
+            "run_dir": str(run_dir),
+            "report": str(outputs.artifact_path("monitor", "report")),
+        },
     }
 
 
@@ -217,6 +234,9 @@ def format_summary(summary: dict[str, Any]) -> str:
             f"model: {model.get('name')} version {model.get('version')} ({model.get('requested')})",
             f"predictions: {pred['rows']} rows -> {pred['output_uri']}",
             f"predicted classes: {counts}",
+            f"monitoring: {len(summary['alerts'])} alert(s)",
+            *(f"  ALERT {line}" for line in summary["alerts"]),
+            f"report: {summary['paths']['report']}",
         ]
     )
 
