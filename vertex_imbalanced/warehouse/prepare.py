@@ -254,34 +254,50 @@ def label_values(stats: list[dict[str, Any]]) -> dict[str | None, dict[str, Any]
     return values
 
 
-def resolve_classes(
+LABEL_FIX = (
+    "fix or filter them, declare the class list (feature config 'classes', run_local "
+    "--classes), or skip and count them (label_policy 'skip', run_local --label-policy skip)"
+)
+"""What a user can do about NULL labels or labels outside the classes."""
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelCheck:
+    """Outcome of :func:`check_labels`.
+
+    Attributes:
+        classes: class names in id order.
+        skipped: rows left out per split (NULL label or outside the classes).
+        problems: one line per NULL group or value outside the classes (names the value, its
+            rows and an example key); they stop the run under ``label_policy="error"``.
+    """
+
+    classes: tuple[str, ...]
+    skipped: dict[str, int]
+    problems: tuple[str, ...]
+
+
+def check_labels(
     description: str,
     stats: list[dict[str, Any]],
     spec: FeatureSpec,
     label_type: pa.DataType,
     num_classes: int | None = None,
-) -> tuple[tuple[str, ...], dict[str, int]]:
-    """Check the label values; return the class names in id order and the rows left out.
+) -> LabelCheck:
+    """Classes and the label values outside them, without raising for those values.
 
     Classes are ``spec.classes`` (or ``0..num_classes-1``) when declared, else
-    :func:`infer_classes` of the train split's values. A NULL label, or a value outside the
-    classes, stops the run under ``label_policy="error"``; under ``"skip"`` those rows are
-    left out of every split and counted.
+    :func:`infer_classes` of the train split's values.
 
     Args:
         description: the table, for messages.
-        stats: rows of ``sql/class_stats.sql`` (split, label_value, row_count, example_key).
-        spec: label, key, declared classes and label policy.
+        stats: rows of :func:`label_stats` (split, label_value, row_count, example_key).
+        spec: label, key and declared classes.
         label_type: the label column's Arrow type.
         num_classes: class count of an INT64 label (classes ``0..n-1``).
 
-    Returns:
-        ``(classes, skipped)``: ``skipped`` counts the rows left out per split (all splits
-        present, zeros included).
-
     Raises:
-        LabelError: NULL labels or values outside the classes under the ``error`` policy
-            (every such value listed with its row count and an example key).
+        LabelError: the declared classes do not fit the label type (:func:`declared_classes`).
     """
     key, label = spec.key, spec.label
     values = label_values(stats)
@@ -309,13 +325,34 @@ def resolve_classes(
                 f"label column {label!r} of {description} has value {value!r} ({n} row(s), "
                 f"e.g. {key}={entry['example']!r}) outside the {origin} {list(classes)}"
             )
-    if problems and spec.label_policy == "error":
-        raise LabelError(
-            "; ".join(problems) + ". Fix or filter them, declare the class list (feature "
-            "config 'classes', run_local --classes), or skip and count them (label_policy "
-            "'skip', run_local --label-policy skip)"
-        )
-    return classes, skipped
+    return LabelCheck(classes, skipped, tuple(problems))
+
+
+def resolve_classes(
+    description: str,
+    stats: list[dict[str, Any]],
+    spec: FeatureSpec,
+    label_type: pa.DataType,
+    num_classes: int | None = None,
+) -> tuple[tuple[str, ...], dict[str, int]]:
+    """Check the label values; return the class names in id order and the rows left out.
+
+    A NULL label, or a value outside the classes (:func:`check_labels`), stops the run under
+    ``label_policy="error"``; under ``"skip"`` those rows are left out of every split and
+    counted.
+
+    Returns:
+        ``(classes, skipped)``: ``skipped`` counts the rows left out per split (all splits
+        present, zeros included).
+
+    Raises:
+        LabelError: NULL labels or values outside the classes under the ``error`` policy
+            (every such value listed with its row count and an example key).
+    """
+    checked = check_labels(description, stats, spec, label_type, num_classes)
+    if checked.problems and spec.label_policy == "error":
+        raise LabelError("; ".join(checked.problems) + f": {LABEL_FIX}")
+    return checked.classes, checked.skipped
 
 
 def _split_counts(
