@@ -35,9 +35,15 @@ How strict it is (each rule is the real service's):
   know) is 400 on the insert. A missing table or job is 404; deleting a missing table is 404
   (the client's ``not_found_ok`` handles it).
 
+Query results come back as the REST API sends them: INTEGER/FLOAT/BOOLEAN/STRING cells as
+strings (``NaN``, ``Infinity``), ARRAY columns as mode REPEATED with ``[{"v": ...}]`` cells (a
+NULL array comes back empty; a NULL element fails, as BigQuery refuses it), STRUCTs as RECORD.
+
 What it does not do: legacy SQL, query caching, paging of results (every row comes back in one
 page; results are meant to be small), jobs that are still running (every job is DONE when
-inserted), nested RECORD schemas beyond a placeholder, IAM, locations. Every request is recorded
+inserted), NUMERIC results (DuckDB's DECIMAL, e.g. of a literal ``1.5``, comes back FLOAT as
+GoogleSQL types that literal), DATE/TIMESTAMP result types (sent as strings), nested RECORD schemas in tables.get
+beyond a placeholder, IAM, locations. Every request is recorded
 in :attr:`FakeBigQuery.requests` as ``(method, path)``; :attr:`FakeBigQuery.fail_destination`
 injects a failure when a job writes that ``(dataset, table)``.
 """
@@ -45,6 +51,7 @@ injects a failure when a job writes that ``(dataset, table)``.
 from __future__ import annotations
 
 import json
+import math
 import re
 import threading
 import urllib.parse
@@ -118,18 +125,61 @@ def _param_value(ptype: dict[str, Any], pvalue: dict[str, Any]) -> Any:
     return _PARAM_CASTS[ptype["type"]](pvalue["value"])
 
 
-def _arrow_to_bq(t: pa.DataType) -> str:
+def _result_field(name: str, t: pa.DataType) -> dict[str, Any]:
+    """The getQueryResults schema field of an Arrow result column (ARRAY -> mode REPEATED)."""
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        if pa.types.is_list(t.value_type) or pa.types.is_large_list(t.value_type):
+            raise FakeApiError(400, f"column {name!r}: BigQuery has no ARRAY of ARRAY")
+        return {**_result_field(name, t.value_type), "mode": "REPEATED"}
+    if pa.types.is_struct(t):
+        fields = [_result_field(f.name, f.type) for f in t]
+        return {"name": name, "type": "RECORD", "mode": "NULLABLE", "fields": fields}
     if pa.types.is_integer(t):
-        return "INTEGER"
-    if pa.types.is_floating(t):
-        return "FLOAT"
-    return "BOOLEAN" if pa.types.is_boolean(t) else "STRING"
+        kind = "INTEGER"
+    elif pa.types.is_floating(t) or pa.types.is_decimal(t):
+        # DuckDB types a literal such as 1.5 DECIMAL where GoogleSQL types it FLOAT64.
+        kind = "FLOAT"
+    elif pa.types.is_boolean(t):
+        kind = "BOOLEAN"
+    else:
+        kind = "STRING"
+    return {"name": name, "type": kind, "mode": "NULLABLE"}
 
 
-def _cell(value: Any) -> str | None:
+def _cell(value: Any, field: dict[str, Any]) -> Any:
+    """One cell as the REST API sends it: scalars as strings, arrays as ``[{"v": ...}]``."""
+    if field["mode"] == "REPEATED":
+        if value is None:
+            return []  # BigQuery has no NULL array: it is returned empty
+        if any(v is None for v in value):
+            raise FakeApiError(
+                400, f"Array cannot have a null element; error in writing field {field['name']}"
+            )
+        scalar = {**field, "mode": "NULLABLE"}
+        return [{"v": _cell(v, scalar)} for v in value]
     if value is None:
         return None
-    return str(value).lower() if isinstance(value, bool) else str(value)
+    if field["type"] == "RECORD":
+        return {"f": [{"v": _cell(value[f["name"]], f)} for f in field["fields"]]}
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    return str(value)
+
+
+def _encode_result(table: pa.Table) -> dict[str, list]:
+    """A query result as getQueryResults sends it: ``{"fields": [...], "rows": [{"f": ...}]}``.
+
+    Raises:
+        FakeApiError: what BigQuery refuses to return (an ARRAY of ARRAY, a NULL array element).
+    """
+    fields = [_result_field(f.name, f.type) for f in table.schema]
+    rows = [
+        {"f": [{"v": _cell(v, f)} for v, f in zip(row.values(), fields, strict=True)]}
+        for row in table.to_pylist()
+    ]
+    return {"fields": fields, "rows": rows}
 
 
 class FakeBigQuery:
@@ -162,7 +212,7 @@ class FakeBigQuery:
         register_farm_fingerprint(self.con)
         self.lock = threading.RLock()  # one DuckDB connection, used by one request at a time
         self.jobs: dict[str, dict[str, Any]] = {}
-        self.results: dict[str, pa.Table | None] = {}
+        self.results: dict[str, dict[str, list] | None] = {}
         self.failures: dict[str, FakeApiError] = {}
         self.expirations: dict[tuple[str, str], str] = {}
         self.requests: list[tuple[str, str]] = []
@@ -276,7 +326,7 @@ class FakeBigQuery:
                 if dest:
                     self._write(dest, config, sql, params)
                 else:
-                    result = self.con.sql(sql, params=params).to_arrow_table()
+                    result = _encode_result(self.con.sql(sql, params=params).to_arrow_table())
             except (FakeApiError, duckdb.Error) as exc:
                 # The job is created and fails while running: the error is in its status.
                 error = exc if isinstance(exc, FakeApiError) else FakeApiError(400, str(exc))
@@ -321,21 +371,17 @@ class FakeBigQuery:
             raise FakeApiError(404, f"Not found: Job {self.project}:{job_id}")
         if job_id in self.failures:  # a failed job's results are its error
             raise self.failures[job_id]
-        table = self.results[job_id]
+        result = self.results[job_id]
         out: dict[str, Any] = {
             "jobReference": self.jobs[job_id]["jobReference"],
             "jobComplete": True,
         }
-        if table is None:
+        if result is None:
             return out
-        out["schema"] = {
-            "fields": [{"name": f.name, "type": _arrow_to_bq(f.type)} for f in table.schema]
-        }
-        out["totalRows"] = str(table.num_rows)
+        out["schema"] = {"fields": result["fields"]}
+        out["totalRows"] = str(len(result["rows"]))
         if max_results != "0":
-            out["rows"] = [
-                {"f": [{"v": _cell(v)} for v in row.values()]} for row in table.to_pylist()
-            ]
+            out["rows"] = result["rows"]
         return out
 
     def delete_table(self, dataset: str, table: str) -> None:

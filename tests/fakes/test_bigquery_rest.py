@@ -92,3 +92,24 @@ def test_expiration_is_patched_and_dropped_on_rewrite(fake):
 def test_file_must_be_named_after_the_project(tmp_path):
     with pytest.raises(ValueError, match="test-project.db"):
         FakeBigQuery(tmp_path / "other.db", PROJECT)
+
+
+def test_results_are_typed_like_bigquery_rest_arrays_structs_and_non_finite_floats(fake):
+    rows = fake.client().query(
+        "SELECT [1.5, 2.5] AS xs, CAST(NULL AS ARRAY<INT64>) AS none,"
+        " STRUCT(1 AS a, 'x' AS b) AS s, CAST('inf' AS FLOAT64) AS inf,"
+        f" APPROX_QUANTILES(x, 2) AS q FROM `{PROJECT}.ds.t`"
+    )
+    (row,) = list(rows.result())
+    assert row["xs"] == [1.5, 2.5]
+    assert row["none"] == []  # BigQuery returns a NULL array as an empty one
+    assert row["s"] == {"a": 1, "b": "x"}
+    assert row["inf"] == float("inf")
+    assert row["q"] == [0, 1, 2]  # min, median, max of 0, 1, 2
+    schema = {f.name: (f.field_type, f.mode) for f in rows.result().schema}
+    assert schema["xs"] == ("FLOAT", "REPEATED") and schema["s"][0] == "RECORD"
+
+
+def test_a_null_array_element_fails_the_job(fake):
+    with pytest.raises(BadRequest, match="Array cannot have a null element"):
+        fake.client().query("SELECT [1, NULL] AS xs").result()
