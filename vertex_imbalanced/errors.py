@@ -47,3 +47,17 @@ class MonitoringAlertError(RuntimeError):
 
 class LabelSanitizedWarning(UserWarning):
     """A Vertex label key or value was changed to satisfy Vertex's label rules."""
+
+
+class InputProblemsError(PipelineInputError):
+    """Every problem of a run's input and options, found in one pass (``.problems``: the lines)."""
+
+    def __init__(self, problems: list[str] | tuple[str, ...]) -> None:
+        """Keep the lines; the message lists them, one per line."""
+        self.problems = tuple(problems)
+        count = f"{len(self.problems)} problem{'s' if len(self.problems) != 1 else ''}"
+        super().__init__(f"{count} found before anything ran:\n  " + "\n  ".join(self.problems))
+
+
+class OutputBusyError(PipelineInputError):
+    """An output directory another run is using (its lock file is held)."""
