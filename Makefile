@@ -19,7 +19,7 @@ $(STAMP): requirements.lock requirements-dev.lock pyproject.toml
 	$(BIN)/uv pip install -q --python $(BIN)/python --no-deps -e .
 	touch $(STAMP)
 
-env: $(STAMP)  ## create .venv from requirements.lock + requirements-dev.lock (exact versions) and install the project
+env: $(STAMP)  ## create .venv from requirements.lock + requirements-dev.lock (exact versions), install the project
 
 run: env  ## set up, compile the Vertex pipeline YAML and run the whole pipeline locally
 	$(BIN)/python compile.py
@@ -43,7 +43,7 @@ format: env  ## ruff format + autofix
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-lock: env  ## re-resolve requirements.in -> requirements.lock, then requirements-dev.in -> requirements-dev.lock
+lock: env  ## re-resolve requirements.in and requirements-dev.in -> their .lock files
 	$(BIN)/uv pip compile -q requirements.in -o requirements.lock --python-version 3.11
 	$(BIN)/uv pip compile -q requirements-dev.in -o requirements-dev.lock --python-version 3.11
 
@@ -52,7 +52,7 @@ bench: env  ## reader, training and end-to-end benchmarks (slow; prints tables)
 	$(BIN)/python bench/training.py
 	$(BIN)/python bench/e2e.py --rows 1000000
 
-image:  ## build the container image used by every component (needs a Docker engine)
+image:  ## build the one image (Beam SDK base): every component and the Dataflow workers (needs Docker)
 	docker build -t $${IMAGE:-imbalanced-trainer:local} .
 
 clean:  ## remove build outputs (keeps the venvs)
