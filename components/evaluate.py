@@ -15,18 +15,31 @@ def evaluate(
     report: Output[HTML],
     evaluation: Output[Artifact],
     batch_size: int = 4096,
+    baselines: bool = True,
+    baseline_max_rows: int = 100_000,
+    model_name: str = "",
+    run_name: str = "",
+    dataset: str = "",
 ):
-    """Evaluate ``model`` on the test split named in ``prepared_data`` (threshold on validation).
+    """Evaluate ``model`` on the test split at its operating point, with baselines beside it.
 
     Args:
         model: the train step's model directory.
-        prepared_data: PreparedData JSON (reads ``test_uri``, ``validation_uri``, ``classes``,
-            ``spec``).
-        metrics: scalar metrics (``test_macro_f1``, ...) for the Vertex run comparison.
-        classification_metrics: confusion matrix with class names; ROC curve when binary.
+        prepared_data: PreparedData JSON (reads ``test_uri``, ``validation_uri``,
+            ``train_uri``, ``classes``, ``spec``, ``split_counts``).
+        metrics: scalar metrics (``test_macro_f1``, ``test_argmax_macro_f1``,
+            ``test_baseline_logistic_regression_macro_f1``, ...) for the Vertex run comparison.
+        classification_metrics: confusion matrix at the operating point with class names;
+            ROC curve when binary.
         report: the self-contained HTML report.
         evaluation: directory with ``metrics.json``, ``vertex_evaluation.json``, ``report.html``.
         batch_size: rows per prediction batch.
+        baselines: also score the class prior and a logistic regression on the model's
+            preprocessed features (fitted on the train split).
+        baseline_max_rows: most training rows the logistic regression is fitted on.
+        model_name: the model's display name, for the report title.
+        run_name: the pipeline run, for the report title.
+        dataset: the source table, for the report title (default: the test split).
     """
     import shutil
 
@@ -46,6 +59,15 @@ def evaluate(
         classes=splits.classes,
         output_dir=evaluation.path,
         batch_size=batch_size,
+        train_source=splits.train_uri if baselines else None,
+        baselines=baselines,
+        baseline_max_rows=baseline_max_rows,
+        context={
+            "dataset": dataset,
+            "model_name": model_name,
+            "run": run_name,
+            "split_counts": splits.split_counts,
+        },
     )
     m = result.metrics
     for name, value in scalar_metrics(m).items():
@@ -61,5 +83,6 @@ def evaluate(
             "vertex_evaluation_file": result.vertex_evaluation_path.name,
             "report_file": result.report_path.name,
             "macro_f1": m["macro_f1"],
+            "operating_point": m["operating_point"]["kind"],
         }
     )

@@ -15,8 +15,13 @@ def gate(
     metric: str = "macro_f1",
     min_value: float = 0.0,
     tolerance: float = 0.0,
+    baseline_check: bool = True,
+    baseline_min_tolerance: float = 0.02,
 ) -> NamedTuple("GateOutputs", [("passed", bool), ("reason", str)]):
-    """Pass when ``metric`` >= ``min_value`` and >= champion's value - ``tolerance``.
+    """Pass when the metric clears the minimum, the logistic baseline and the champion.
+
+    ``metric`` >= ``min_value``; macro F1 not below the logistic baseline's by more than the
+    baseline tolerance; ``metric`` >= champion's value - ``tolerance``.
 
     Args:
         challenger_metrics: the evaluate step's ``evaluation`` artifact (a directory holding
@@ -26,6 +31,11 @@ def gate(
         metric: higher-is-better metric name (dotted for nested values).
         min_value: minimum the challenger must reach.
         tolerance: how far below the champion the challenger may be.
+        baseline_check: reject a challenger whose macro F1 is below the logistic-regression
+            baseline's (same test rows) by more than ``max(baseline_min_tolerance,
+            2 * sqrt(F (1 - F) / n_min))`` (F: the baseline's macro F1, n_min: the smallest
+            test class support); see :mod:`vertex_imbalanced.evaluation.gate`.
+        baseline_min_tolerance: the floor of that tolerance.
 
     Returns:
         ``passed`` for ``dsl.If`` and a human-readable ``reason``.
@@ -40,6 +50,8 @@ def gate(
         metric=metric,
         min_value=min_value,
         tolerance=tolerance,
+        baseline_check=baseline_check,
+        baseline_min_tolerance=baseline_min_tolerance,
     )
     print(("PASSED: " if decision.passed else "REJECTED: ") + decision.reason)
     return namedtuple("GateOutputs", ["passed", "reason"])(decision.passed, decision.reason)

@@ -1,8 +1,13 @@
-"""evaluate_model on a tiny exported model and in-memory Arrow tables; sklearn as the oracle."""
+"""evaluate_model on a tiny exported model and in-memory Arrow tables; sklearn as the oracle.
+
+Covers the operating point (the model's decision rule), the argmax figures beside it, the check
+that the signature applies the rule, and the baselines (prior, logistic regression).
+"""
 
 from __future__ import annotations
 
 import json
+import shutil
 import warnings
 
 import numpy as np
@@ -10,11 +15,24 @@ import pyarrow as pa
 import pytest
 from conftest_models import build_tiny_model, make_table
 from sklearn import metrics as skm
+from sklearn.linear_model import LogisticRegression
 
-from vertex_imbalanced.artifacts import METRICS_FILE, REPORT_FILE
-from vertex_imbalanced.config import FeatureSpec
+from vertex_imbalanced.artifacts import (
+    KERAS_FILE,
+    METRICS_FILE,
+    REPORT_FILE,
+    SAVED_MODEL_DIR,
+    model_metadata_path,
+)
+from vertex_imbalanced.config import WEIGHT_COLUMN, FeatureSpec
 from vertex_imbalanced.errors import EvaluationError, LabelError, PipelineInputError
-from vertex_imbalanced.evaluation.evaluate import evaluate_model, load_model, scalar_metrics
+from vertex_imbalanced.evaluation.decision_rule import DecisionRule, apply, choose_decision_rule
+from vertex_imbalanced.evaluation.evaluate import (
+    DECISION_RULE_KEY,
+    evaluate_model,
+    load_model,
+    scalar_metrics,
+)
 from vertex_imbalanced.evaluation.vertex_schema import (
     CLASSIFICATION_SCHEMA_URI,
     check_vertex_evaluation,
@@ -53,7 +71,52 @@ def _predict(model_dir, table):
     return out["probabilities"].numpy()
 
 
-def test_binary_metrics_threshold_and_files_match_sklearn(binary_model, tmp_path):
+def _weighted(table, weights):
+    return table.append_column(WEIGHT_COLUMN, pa.array(weights, pa.float64()))
+
+
+def _ids(table, classes):
+    return np.array([classes.index(v) for v in table["label"].to_pylist()])
+
+
+def _with_rule(model_dir, rule, dest, rows=None):
+    """A copy of ``model_dir`` whose metadata carries ``rule`` and whose signature applies it.
+
+    This is the contract of the train step (docs: /tmp/work/requests/TRAINING.md item 3):
+    ``class_id = argmax(probabilities @ A)``.
+    """
+    import keras
+    import tensorflow as tf
+
+    shutil.copytree(model_dir, dest)
+    shutil.rmtree(dest / SAVED_MODEL_DIR)
+    model = keras.saving.load_model(dest / KERAS_FILE)
+    matrix = tf.constant(rule.as_array(), tf.float32)
+
+    def serve(features):
+        probabilities = tf.cast(model(features, training=False), tf.float32)
+        return {
+            "probabilities": probabilities,
+            "class_id": tf.argmax(tf.matmul(probabilities, matrix), axis=-1),
+        }
+
+    signature = {
+        "x": tf.TensorSpec([None], tf.float32, name="x"),
+        "color": tf.TensorSpec([None], tf.string, name="color"),
+    }
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(name="serving_default", fn=serve, input_signature=[signature])
+    archive.write_out(str(dest / SAVED_MODEL_DIR), verbose=False)
+    meta = json.loads(model_metadata_path(dest).read_text())
+    meta[DECISION_RULE_KEY] = rule.to_dict()
+    if rows is not None:
+        meta["training_data"] = {"rows": rows}
+    model_metadata_path(dest).write_text(json.dumps(meta))
+    return dest
+
+
+def test_binary_metrics_and_files_match_sklearn_without_a_rule(binary_model, tmp_path):
     test = make_table(BINARY, [900, 100], seed=1)
     val = make_table(BINARY, [450, 50], seed=2)
     res = evaluate_model(
@@ -64,9 +127,10 @@ def test_binary_metrics_threshold_and_files_match_sklearn(binary_model, tmp_path
         BINARY,
         tmp_path / "out",
         batch_size=300,
+        baselines=False,
     )
     m = res.metrics
-    y = np.array([BINARY.index(v) for v in test["label"].to_pylist()])
+    y = _ids(test, BINARY)
     p = _predict(binary_model, test)
     pred = p.argmax(1)
     np.testing.assert_array_equal(m["confusion_matrix"], skm.confusion_matrix(y, pred))
@@ -74,16 +138,11 @@ def test_binary_metrics_threshold_and_files_match_sklearn(binary_model, tmp_path
     assert m["roc_auc"] == pytest.approx(skm.roc_auc_score(y, p[:, 1]), abs=1e-6)
     assert m["pr_auc"] == pytest.approx(skm.average_precision_score(y, p[:, 1]), abs=1e-6)
     assert m["log_loss"] == pytest.approx(skm.log_loss(y, p), abs=1e-6)
-    # The threshold comes from the validation split, never from the test split.
-    yv = np.array([BINARY.index(v) for v in val["label"].to_pylist()])
-    pv = _predict(binary_model, val)[:, 1]
-    prec, rec, thr = skm.precision_recall_curve(yv, pv)
-    f1 = 2 * prec[:-1] * rec[:-1] / np.maximum(prec[:-1] + rec[:-1], 1e-12)
-    assert m["validation"]["best_f1"] == pytest.approx(f1.max(), abs=1e-6)
-    t = m["best_threshold"]
-    assert skm.f1_score(yv, pv >= t) == pytest.approx(f1.max(), abs=1e-6)
-    at = m["test_at_best_threshold"]
-    assert at["f1"] == pytest.approx(skm.f1_score(y, p[:, 1] >= t), abs=1e-6)
+    # No rule in the model: the operating point is argmax, chosen on nothing.
+    assert m["operating_point"]["kind"] == "argmax"
+    assert m["operating_point"]["chosen_on"] == "none"
+    assert m["argmax"]["macro_f1"] == m["macro_f1"]
+    assert "baselines" not in m
     # Files: metrics.json round-trips, Vertex file is well-formed, report is there.
     on_disk = json.loads(res.metrics_path.read_text())
     assert on_disk["macro_f1"] == m["macro_f1"] and on_disk["classes"] == BINARY
@@ -94,7 +153,172 @@ def test_binary_metrics_threshold_and_files_match_sklearn(binary_model, tmp_path
     scalars = scalar_metrics(m)
     assert scalars["test_macro_f1"] == m["macro_f1"]
     assert scalars["test_class_pos_recall"] == m["per_class"]["pos"]["recall"]
-    assert "test_at_threshold_f1" in scalars
+    assert scalars["test_argmax_macro_f1"] == m["argmax"]["macro_f1"]
+
+
+@pytest.mark.parametrize("classes", [BINARY, THREE], ids=["threshold", "class-weights"])
+def test_headline_metrics_are_at_the_models_rule_and_argmax_stays_beside(
+    classes, binary_model, three_model, tmp_path
+):
+    base = binary_model if classes == BINARY else three_model
+    counts = [900, 100] if classes == BINARY else [600, 300, 100]
+    test = make_table(classes, counts, seed=11)
+    val = make_table(classes, [n // 2 for n in counts], seed=12)
+    val_ids = _ids(val, classes)
+    rule = choose_decision_rule(_predict(base, val), val_ids)
+    if rule.kind == "argmax":  # make sure the rule moves the decision
+        weights = (0.7, 0.3) if classes == BINARY else (1.0, 1.3, 2.2)
+        rule = (
+            DecisionRule("threshold", ((0.3, 0.0), (0.0, 0.7)), threshold=0.3)
+            if classes == BINARY
+            else DecisionRule("class_weights", tuple(map(tuple, np.diag(weights))), weights=weights)
+        )
+    model_dir = _with_rule(base, rule, tmp_path / "ruled")
+    res = evaluate_model(
+        model_dir,
+        ArrowTableSource(test, name="test_tbl"),
+        ArrowTableSource(val, name="val_tbl"),
+        _spec(classes),
+        classes,
+        tmp_path / "out",
+        baselines=False,
+    )
+    m = res.metrics
+    y, p = _ids(test, classes), _predict(model_dir, test)
+    decided = apply(rule, p)
+    assert (decided != p.argmax(1)).any()
+    labels = list(range(len(classes)))
+    prec, rec, f1, support = skm.precision_recall_fscore_support(
+        y, decided, labels=labels, zero_division=0
+    )
+    for i, name in enumerate(classes):
+        row = m["per_class"][name]
+        assert (row["precision"], row["recall"], row["f1"], row["support"]) == pytest.approx(
+            (prec[i], rec[i], f1[i], support[i]), abs=1e-6
+        )
+    assert m["macro_f1"] == pytest.approx(np.mean(f1), abs=1e-6)
+    assert m["accuracy"] == pytest.approx(skm.accuracy_score(y, decided), abs=1e-6)
+    np.testing.assert_array_equal(
+        m["confusion_matrix"], skm.confusion_matrix(y, decided, labels=labels)
+    )
+    assert m["argmax"]["macro_f1"] == pytest.approx(
+        skm.f1_score(y, p.argmax(1), average="macro", labels=labels, zero_division=0), abs=1e-6
+    )
+    assert m["operating_point"] == json.loads(json.dumps(rule.summary()))
+    # The Vertex evaluation carries the operating point's confusion matrix.
+    vertex = json.loads(res.vertex_evaluation_path.read_text())
+    assert vertex["metrics"]["confusionMatrix"]["rows"] == m["confusion_matrix"]
+    if classes == BINARY:
+        assert scalar_metrics(m)["test_operating_threshold"] == rule.threshold
+
+
+def test_a_signature_that_does_not_apply_the_rule_is_refused(binary_model, tmp_path):
+    model_dir = tmp_path / "lying"
+    shutil.copytree(binary_model, model_dir)  # its signature decides by argmax
+    meta = json.loads(model_metadata_path(model_dir).read_text())
+    rule = DecisionRule("threshold", ((0.2, 0.0), (0.0, 0.8)), threshold=0.2)
+    meta[DECISION_RULE_KEY] = rule.to_dict()
+    model_metadata_path(model_dir).write_text(json.dumps(meta))
+    out = tmp_path / "out"
+    with pytest.raises(EvaluationError, match="must apply the rule the model carries"):
+        evaluate_model(
+            model_dir,
+            ArrowTableSource(make_table(BINARY, [300, 100], seed=13), name="t"),
+            None,
+            _spec(BINARY),
+            BINARY,
+            out,
+            baselines=False,
+        )
+    assert not (out / METRICS_FILE).exists()
+    meta[DECISION_RULE_KEY] = {"kind": "argmax", "matrix": [[1, 0, 0], [0, 1, 0], [0, 0, 1]]}
+    model_metadata_path(model_dir).write_text(json.dumps(meta))
+    with pytest.raises(PipelineInputError, match="rule for 3 classes but the model has 2"):
+        load_model(model_dir)
+
+
+def _features(model_dir, table):
+    """Oracle features: the tiny model's head input, built by hand (x, then one-hot color)."""
+    vocabulary = ["[UNK]", "red", "blue", "green"]
+    onehot = np.eye(4)[[vocabulary.index(c) for c in table["color"].to_pylist()]]
+    return np.c_[table["x"].to_numpy(), onehot]
+
+
+def test_baselines_prior_and_logistic_regression_match_sklearn(three_model, tmp_path):
+    classes = THREE
+    train = make_table(classes, [500, 300, 60], sigma=0.5, seed=21)
+    weights = np.where(_ids(train, classes) == 0, 2.0, 1.0)  # downsampled class 0, upweighted
+    test = make_table(classes, [600, 250, 50], sigma=0.5, seed=22)
+    val = make_table(classes, [300, 120, 30], sigma=0.5, seed=23)
+    res = evaluate_model(
+        three_model,
+        ArrowTableSource(test, name="test_tbl"),
+        ArrowTableSource(val, name="val_tbl"),
+        _spec(classes),
+        classes,
+        tmp_path / "out",
+        batch_size=128,
+        train_source=ArrowTableSource(_weighted(train, weights), name="train_tbl"),
+    )
+    b = res.metrics["baselines"]
+    y = _ids(test, classes)
+    # Prior: the weighted training prior as probabilities, the majority class as the decision.
+    y_train = _ids(train, classes)
+    prior = np.bincount(y_train, weights=weights, minlength=3) / weights.sum()
+    np.testing.assert_allclose(b["prior"]["prior"], prior)
+    constant = np.full(y.size, prior.argmax())
+    assert b["prior"]["macro_f1"] == pytest.approx(
+        skm.f1_score(y, constant, average="macro", labels=[0, 1, 2], zero_division=0)
+    )
+    assert b["prior"]["log_loss"] == pytest.approx(
+        skm.log_loss(y, np.tile(prior, (y.size, 1)), labels=[0, 1, 2]), abs=1e-6
+    )
+    # Logistic regression: sklearn on the same features and weights (the model has no rule,
+    # so the baseline decides by argmax too).
+    oracle = LogisticRegression(C=1.0, max_iter=300).fit(
+        _features(three_model, train), y_train, sample_weight=weights / weights.mean()
+    )
+    probs = oracle.predict_proba(_features(three_model, test))
+    lr = b["logistic_regression"]
+    assert lr["operating_point"]["kind"] == "argmax"
+    assert lr["macro_f1"] == pytest.approx(
+        skm.f1_score(y, probs.argmax(1), average="macro"), abs=1e-6
+    )
+    assert lr["log_loss"] == pytest.approx(skm.log_loss(y, probs), abs=1e-4)
+    assert (lr["sampled_rows"], lr["train_rows"], lr["features"]) == (860, 860, 5)
+    assert lr["macro_f1"] > b["prior"]["macro_f1"] + 0.4  # separable table: far above the prior
+    scalars = scalar_metrics(res.metrics)
+    assert scalars["test_baseline_logistic_regression_macro_f1"] == lr["macro_f1"]
+    page = res.report_path.read_text()
+    assert "Baselines" in page and "logistic regression" in page
+
+
+def test_logistic_baseline_takes_the_same_kind_of_rule_and_a_bounded_sample(binary_model, tmp_path):
+    train = make_table(BINARY, [1800, 200], sigma=0.9, seed=31)
+    val = make_table(BINARY, [900, 100], sigma=0.9, seed=32)
+    test = make_table(BINARY, [900, 100], sigma=0.9, seed=33)
+    rule = DecisionRule(
+        "threshold", ((0.3, 0.0), (0.0, 0.7)), threshold=0.3, chosen_on="validation"
+    )
+    model_dir = _with_rule(binary_model, rule, tmp_path / "ruled", rows=2000)
+    res = evaluate_model(
+        model_dir,
+        ArrowTableSource(test, name="test_tbl"),
+        ArrowTableSource(val, name="val_tbl"),
+        _spec(BINARY),
+        BINARY,
+        tmp_path / "out",
+        train_source=ArrowTableSource(_weighted(train, np.ones(2000)), name="train_tbl"),
+        baseline_max_rows=500,
+    )
+    lr = res.metrics["baselines"]["logistic_regression"]
+    assert lr["train_rows"] == 2000 and lr["sample_rate"] == 0.25
+    assert 400 <= lr["sampled_rows"] <= 500  # a uniform Bernoulli sample, capped at the bound
+    op = lr["operating_point"]
+    assert op["chosen_on"] == "validation" and op["validation_rows"] == 1000
+    assert op["kind"] in ("threshold", "argmax") and op["validation_argmax_metric"] is not None
+    assert set(lr) >= {"macro_f1", "macro_precision", "macro_recall", "accuracy", "log_loss"}
+    assert lr["roc_auc"] > 0.8
 
 
 def test_vertex_file_is_read_by_gcpc_importer_and_parses_as_model_evaluation(three_model, tmp_path):

@@ -9,6 +9,7 @@ import pytest
 from sklearn import metrics as skm
 
 from vertex_imbalanced.errors import UndefinedMetricWarning
+from vertex_imbalanced.evaluation.decision_rule import DecisionRule, apply
 from vertex_imbalanced.evaluation.metrics import (
     VERTEX_THRESHOLDS,
     ClassificationAccumulator,
@@ -40,10 +41,10 @@ def _accumulate(y, p, batch: int = 97, **kwargs) -> ClassificationAccumulator:
     return acc
 
 
-def _check_against_sklearn(y, p, res):
+def _check_against_sklearn(y, p, res, pred=None):
     c = p.shape[1]
     labels = list(range(c))
-    pred = p.argmax(axis=1)
+    pred = p.argmax(axis=1) if pred is None else pred
     np.testing.assert_array_equal(
         res["confusion_matrix"], skm.confusion_matrix(y, pred, labels=labels)
     )
@@ -135,20 +136,39 @@ def test_binary_curves_with_ties_match_sklearn():
     )
     for t, pr, rc in zip(thr, prec[:-1], rec[:-1], strict=True):
         assert ours[t] == pytest.approx((pr, rc), abs=TOL)
-    f1 = 2 * prec[:-1] * rec[:-1] / np.maximum(prec[:-1] + rec[:-1], 1e-300)
-    best_t, best_f1 = acc.curve.best_f1_threshold()
-    assert best_f1 == pytest.approx(f1.max(), abs=TOL)
-    assert skm.f1_score(y, score >= best_t) == pytest.approx(best_f1, abs=TOL)
 
 
-def test_threshold_confusion_matches_sklearn():
-    y, p = _make(800, 2, 7)
-    res = _accumulate(y, p, threshold=0.3).result()
-    at = res["test_at_best_threshold"]
-    pred = (p[:, 1] >= 0.3).astype(int)
-    np.testing.assert_array_equal(at["confusion_matrix"], skm.confusion_matrix(y, pred))
-    assert at["f1"] == pytest.approx(skm.f1_score(y, pred), abs=TOL)
-    assert at["macro_f1"] == pytest.approx(skm.f1_score(y, pred, average="macro"), abs=TOL)
+@pytest.mark.parametrize(("c", "seed"), [(2, 7), (4, 8)], ids=["binary", "4-class"])
+def test_metrics_at_the_operating_point_match_sklearn_on_the_decided_labels(c, seed):
+    y, p = _make(900, c, seed)
+    if c == 2:
+        rule = DecisionRule("threshold", ((0.3, 0.0), (0.0, 0.7)), threshold=0.3)
+    else:
+        weights = (1.0, 1.5, 2.5, 4.0)
+        rule = DecisionRule("class_weights", tuple(map(tuple, np.diag(weights))), weights=weights)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        res = _accumulate(y, p, rule=rule).result()
+    decided = apply(rule, p)
+    if c == 2:
+        np.testing.assert_array_equal(decided, (p[:, 1] > 0.3).astype(int))
+    assert (decided != p.argmax(1)).any()
+    _check_against_sklearn(y, p, res, pred=decided)
+    labels = list(range(c))
+    pr, rc, f1, sup = skm.precision_recall_fscore_support(
+        y, decided, labels=labels, zero_division=0
+    )
+    for i in labels:
+        assert res["per_class"][f"c{i}"]["f1"] == pytest.approx(f1[i], abs=TOL)
+    assert res["operating_point"]["kind"] == rule.kind
+    # The argmax figures stay beside the headline, under their own key.
+    argmax = res["argmax"]
+    np.testing.assert_array_equal(
+        argmax["confusion_matrix"], skm.confusion_matrix(y, p.argmax(1), labels=labels)
+    )
+    assert argmax["macro_f1"] == pytest.approx(
+        skm.f1_score(y, p.argmax(1), labels=labels, average="macro", zero_division=0), abs=TOL
+    )
 
 
 def test_curve_switches_to_bounded_grid_and_stays_close():

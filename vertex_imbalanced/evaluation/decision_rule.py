@@ -76,7 +76,8 @@ class DecisionRule:
         validation_argmax_value: the same metric at argmax, for comparison.
         validation_rows: validation rows the rule was chosen on.
         min_gain: the gain over argmax a searched rule needed (``1 / n_min``), None if unused.
-        chosen_on: the split the rule was chosen on (``validation``).
+        chosen_on: the split the rule was chosen on: ``validation``, or ``none`` for an argmax
+            rule that nothing chose (e.g. a model that carries no rule).
         method: one sentence saying how the rule was chosen.
     """
 
@@ -110,9 +111,11 @@ class DecisionRule:
         return apply(self, probabilities)
 
     @classmethod
-    def argmax(cls, num_classes: int, method: str = "argmax (no rule chosen)") -> DecisionRule:
-        """The identity rule for ``num_classes`` classes."""
-        return cls("argmax", _rows(np.eye(num_classes)), method=method)
+    def argmax(
+        cls, num_classes: int, method: str = "argmax: no rule was chosen", chosen_on: str = "none"
+    ) -> DecisionRule:
+        """The identity rule for ``num_classes`` classes, not chosen on any split by default."""
+        return cls("argmax", _rows(np.eye(num_classes)), chosen_on=chosen_on, method=method)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict (the ``decision_rule`` value of ``model_metadata.json``)."""
@@ -280,7 +283,9 @@ def choose_decision_rule(
     if cost_matrix is not None:
         return _cost_rule(probs, y, w, cost_matrix)
     if n == 0 or w.sum() <= 0:
-        return DecisionRule.argmax(c, "argmax: the validation split has no rows to choose on")
+        return DecisionRule.argmax(
+            c, "argmax: the validation split has no rows to choose on", chosen_on="validation"
+        )
     base = macro_f1(_confusion(y, np.argmax(probs, axis=1), w, c))
     present = np.bincount(y, minlength=c)
     min_gain = 1.0 / int(present[present > 0].min())

@@ -5,7 +5,7 @@ bounded memory:
 
 * confusion matrix, log-loss sum, per-class probability sums and reliability bins:
   O(classes²) / O(classes x bins) — exact.
-* ranking curves (ROC AUC, PR AUC, PR curve, best-F1 threshold) for the positive class of a
+* ranking curves (ROC AUC, PR AUC, PR curve) for the positive class of a
   binary problem (or the micro-averaged one-vs-rest pairs of a multiclass one):
   :class:`ScoreCurve` keeps one row per *distinct* score with its positive/negative counts.
   While there are at most ``max_distinct`` distinct scores (default 1,000,000, ~24 MB) the curve
@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from vertex_imbalanced.errors import UndefinedMetricWarning
+from vertex_imbalanced.evaluation.decision_rule import DecisionRule
 
 RELIABILITY_BINS = 10
 """Equal-width probability bins of the calibration (reliability) diagram."""
@@ -178,15 +179,6 @@ class ScoreCurve:
         recall = tps / tps[-1]
         return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
 
-    def best_f1_threshold(self) -> tuple[float, float] | None:
-        """Threshold t maximising F1 of ``score >= t`` and that F1 (highest t on ties)."""
-        if self.positives == 0:
-            return None
-        thresholds, tps, fps = self._cumulative()
-        f1 = _safe_div(2 * tps, tps + fps + tps[-1])
-        best = int(np.argmax(f1))
-        return float(thresholds[best]), float(f1[best])
-
     def summary(self, limit: int = CURVE_POINTS) -> dict[str, Any]:
         """Curves thinned to at most ``limit`` points each, for JSON and plots."""
         roc = self.roc_curve()
@@ -277,9 +269,14 @@ def log_loss_sum(labels: np.ndarray, probabilities: np.ndarray) -> float:
 class ClassificationAccumulator:
     """Accumulates everything the evaluation reports, one batch at a time.
 
+    The headline confusion matrix (and every metric derived from it) is counted at the
+    operating point, the decision ``rule`` (:mod:`vertex_imbalanced.evaluation.decision_rule`);
+    the argmax confusion matrix is always counted beside it. Ranking curves, log loss,
+    calibration and Vertex's confidence-threshold counts depend on the probabilities only.
+
     Args:
         classes: class names in id order (at least two).
-        threshold: binary only: also count a confusion matrix of ``p[positive] >= threshold``.
+        rule: the decision rule for the class ids; None: argmax.
         max_distinct: see :class:`ScoreCurve`.
     """
 
@@ -287,19 +284,20 @@ class ClassificationAccumulator:
         self,
         classes: Sequence[str],
         *,
-        threshold: float | None = None,
+        rule: DecisionRule | None = None,
         max_distinct: int = 1_000_000,
     ) -> None:
         self.classes = tuple(str(c) for c in classes)
         c = len(self.classes)
         if c < 2:
             raise ValueError(f"need at least two classes, got {list(self.classes)}")
-        if threshold is not None and c != 2:
-            raise ValueError("a decision threshold applies to binary problems only")
-        self.threshold = threshold
+        rule = rule or DecisionRule.argmax(c)
+        if rule.num_classes != c:
+            raise ValueError(f"a decision rule for {rule.num_classes} classes cannot decide {c}")
+        self.rule = rule
         self.num_examples = 0
         self.confusion = np.zeros((c, c), dtype=np.int64)
-        self.threshold_confusion = np.zeros((2, 2), dtype=np.int64)
+        self.argmax_confusion = np.zeros((c, c), dtype=np.int64)
         self.log_loss_total = 0.0
         self.probability_sums = np.zeros(c, dtype=np.float64)
         nb = RELIABILITY_BINS
@@ -340,7 +338,9 @@ class ClassificationAccumulator:
         if n == 0:
             return
         predicted = np.argmax(probs, axis=1)
-        self.confusion += np.bincount(labels * c + predicted, minlength=c * c).reshape(c, c)
+        decided = predicted if self.rule.kind == "argmax" else self.rule.apply(probs)
+        self.argmax_confusion += np.bincount(labels * c + predicted, minlength=c * c).reshape(c, c)
+        self.confusion += np.bincount(labels * c + decided, minlength=c * c).reshape(c, c)
         self.log_loss_total += log_loss_sum(labels, probs)
         p64 = probs.astype(np.float64)
         self.probability_sums += p64.sum(axis=0)
@@ -350,11 +350,6 @@ class ClassificationAccumulator:
         self._update_thresholds(p64, onehot, predicted, labels)
         if self.binary:
             self.curve.update(p64[:, 1], labels == 1)
-            if self.threshold is not None:
-                t_pred = (p64[:, 1] >= self.threshold).astype(np.int64)
-                self.threshold_confusion += np.bincount(labels * 2 + t_pred, minlength=4).reshape(
-                    2, 2
-                )
         else:
             self.curve.update(p64.ravel(), onehot.ravel())
         self.num_examples += n
@@ -454,28 +449,25 @@ class ClassificationAccumulator:
                 name: self.class_threshold_counts(i) for i, name in enumerate(self.classes)
             },
         }
-        if self.threshold is not None:
-            out["test_at_best_threshold"] = threshold_metrics(
-                self.threshold_confusion, self.classes, self.threshold
-            )
+        out["operating_point"] = self.rule.summary()
+        out["argmax"] = argmax_metrics(self.argmax_confusion, self.classes)
         return out
 
 
-def threshold_metrics(cm: np.ndarray, classes: Sequence[str], threshold: float) -> dict[str, Any]:
-    """Binary metrics of the decision ``p[positive] >= threshold`` from its 2x2 matrix."""
+def argmax_metrics(cm: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:
+    """The decision-dependent metrics of the argmax decision, from its confusion matrix.
+
+    Returns:
+        ``accuracy``, ``{macro,weighted}_{precision,recall,f1}``, ``per_class`` and
+        ``confusion_matrix`` (undefined-metric notes are not repeated here).
+    """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UndefinedMetricWarning)
         s = summarize_confusion(cm, classes)
-    pos = s["per_class"][classes[1]]
-    return {
-        "threshold": float(threshold),
-        "precision": pos["precision"],
-        "recall": pos["recall"],
-        "f1": pos["f1"],
-        "accuracy": s["accuracy"],
-        "macro_f1": s["macro_f1"],
-        "confusion_matrix": np.asarray(cm).tolist(),
-    }
+    keys = [f"{a}_{m}" for a in ("macro", "weighted") for m in ("precision", "recall", "f1")]
+    out = {k: s[k] for k in ("accuracy", *keys, "per_class")}
+    out["confusion_matrix"] = np.asarray(cm).tolist()
+    return out
 
 
 def _ge_counts(hist: np.ndarray) -> np.ndarray:

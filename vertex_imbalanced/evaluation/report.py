@@ -147,15 +147,21 @@ def curves_figure(metrics: Mapping[str, Any]) -> str:
     support = metrics["per_class"][metrics["positive_class"]]["support"]
     prior = support / max(metrics["num_examples"], 1)
     a2.axhline(prior, color="#8c959f", ls="--", lw=1, label=f"prevalence {prior:.3f}")
-    at = metrics.get("test_at_best_threshold")
-    if at:
+    op = metrics.get("operating_point") or {}
+    if op.get("kind") not in (None, "argmax"):
+        row = metrics["per_class"][metrics["positive_class"]]
         a2.plot(
-            [at["recall"]],
-            [at["precision"]],
+            [row["recall"]],
+            [row["precision"]],
             "o",
             color="#cf222e",
             ms=8,
-            label=f"threshold {at['threshold']:.3f} (best F1 on validation)",
+            label=f"operating point ({_rule_text(op)}, chosen on {op.get('chosen_on')})",
+        )
+    argmax = (metrics.get("argmax") or {}).get("per_class", {}).get(metrics["positive_class"])
+    if argmax:
+        a2.plot(
+            [argmax["recall"]], [argmax["precision"]], "s", color="#57606a", ms=7, label="argmax"
         )
     a2.set(xlabel="Recall", ylabel="Precision", xlim=(0, 1), ylim=(0, 1.02))
     a2.set_title(f"Precision-recall, positive class '{metrics['positive_class']}' (test)")
@@ -246,10 +252,14 @@ def _cards(metrics: Mapping[str, Any]) -> str:
             ("ROC AUC", metrics.get("roc_auc"), False),
             ("PR AUC", metrics.get("pr_auc"), False),
         ]
-        if metrics.get("best_threshold") is not None:
-            items.append(("Tuned threshold", metrics["best_threshold"], False))
+        threshold = (metrics.get("operating_point") or {}).get("threshold")
+        if threshold is not None:
+            items.append(("Threshold", threshold, False))
     else:
         items.append(("Micro ROC AUC", metrics.get("micro_roc_auc"), False))
+    logistic = (metrics.get("baselines") or {}).get("logistic_regression")
+    if logistic:
+        items.append(("LogReg macro F1", logistic.get("macro_f1"), False))
     return (
         '<div class="cards">'
         + "".join(
@@ -297,37 +307,204 @@ def _per_class_table(metrics: Mapping[str, Any]) -> str:
     )
 
 
-def _threshold_table(metrics: Mapping[str, Any]) -> str:
-    at = metrics.get("test_at_best_threshold")
-    pos = metrics["positive_class"]
-    base = metrics["per_class"][pos]
-    val = metrics.get("validation") or {}
-    if not at:
-        return '<p class="help">No validation split with positives: no tuned threshold.</p>'
+def _rule_text(op: Mapping[str, Any]) -> str:
+    """One phrase for a rule: ``p(pos) > 0.2100``, ``class weights ...``, ``argmax``."""
+    kind = op.get("kind")
+    if kind == "threshold":
+        return f"threshold {op['threshold']:.4f}"
+    if kind == "class_weights":
+        return "class weights " + ", ".join(f"{w:.3g}" for w in op.get("weights") or [])
+    if kind == "cost_matrix":
+        return "cost matrix (Bayes decision)"
+    return "argmax"
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join(
+        "<tr>"
+        + "".join(f"<td>{html.escape(v) if isinstance(v, str) else _fmt(v)}</td>" for v in row)
+        + "</tr>"
+        for row in rows
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _operating_point_section(metrics: Mapping[str, Any]) -> str:
+    op = metrics.get("operating_point") or {"kind": "argmax", "method": "argmax"}
+    classes = list(metrics["classes"])
+    detail = ""
+    if op.get("kind") == "threshold":
+        detail = (
+            f"Predict <b>{html.escape(classes[1])}</b> when p({html.escape(classes[1])}) "
+            f"&gt; {op['threshold']:.4f} (argmax would use 0.5)."
+        )
+    elif op.get("kind") == "class_weights":
+        detail = "Decide argmax(p × w) with weights " + ", ".join(
+            f"{html.escape(c)} {w:.3g}" for c, w in zip(classes, op["weights"], strict=False)
+        )
+    elif op.get("kind") == "cost_matrix":
+        detail = "Decide the class of least expected cost under the given cost matrix."
+    validation = ""
+    if op.get("validation_metric") is not None:
+        validation = (
+            f" On the validation split ({_fmt(op.get('validation_rows'))} rows): "
+            f"{html.escape(str(op.get('metric')))} {_fmt(op['validation_metric'])} at this rule, "
+            f"{_fmt(op.get('validation_argmax_metric'))} at argmax."
+        )
+    argmax = metrics.get("argmax") or {}
+    rows = [["operating point (" + _rule_text(op) + ")"] + [metrics[k] for k in _DECISION_KEYS]]
+    if argmax:
+        rows.append(["argmax"] + [argmax.get(k) for k in _DECISION_KEYS])
     return (
-        f'<p class="help">Threshold chosen on the validation split ({_fmt(val.get("num_examples"))} '
-        f"rows, F1 {_fmt(val.get('best_f1'))}); applied unchanged to the test split.</p>"
-        "<table><tr><th>decision rule (test)</th><th>precision</th><th>recall</th><th>F1</th>"
-        "<th>macro F1</th><th>accuracy</th></tr>"
-        f"<tr><td>argmax (p ≥ 0.5)</td><td>{base['precision']:.3f}</td><td>{base['recall']:.3f}</td>"
-        f"<td>{base['f1']:.3f}</td><td>{metrics['macro_f1']:.3f}</td><td>{metrics['accuracy']:.3f}</td></tr>"
-        f"<tr><td>p({html.escape(pos)}) ≥ {at['threshold']:.4f}</td><td>{at['precision']:.3f}</td>"
-        f"<td>{at['recall']:.3f}</td><td>{at['f1']:.3f}</td><td>{at['macro_f1']:.3f}</td>"
-        f"<td>{at['accuracy']:.3f}</td></tr></table>"
+        "<section><h2>Operating point</h2><p class='help'>"
+        + detail
+        + f" How it was chosen: {html.escape(str(op.get('method', '')))}.{validation} "
+        "Probabilities are unchanged (still calibrated to the true prior); only the decision "
+        "moves, and the served model applies the same rule. Headline metrics are at this rule."
+        "</p>" + _table(["decision (test)", *_DECISION_LABELS], rows) + "</section>"
     )
 
 
-def render_report(metrics: Mapping[str, Any], title: str = "Model evaluation") -> str:
+_DECISION_KEYS = ("macro_f1", "macro_precision", "macro_recall", "weighted_f1", "accuracy")
+_DECISION_LABELS = ("macro F1", "macro precision", "macro recall", "weighted F1", "accuracy")
+
+
+def _baselines_section(metrics: Mapping[str, Any]) -> str:
+    baselines = metrics.get("baselines")
+    if baselines is None:
+        return ""
+    binary = bool(metrics.get("positive_class"))
+    keys = ["macro_f1", "macro_precision", "macro_recall", "accuracy", "log_loss"]
+    keys += ["roc_auc", "pr_auc"] if binary else []
+    labels = ["macro F1", "macro precision", "macro recall", "accuracy", "log loss"]
+    labels += ["ROC AUC", "PR AUC"] if binary else []
+    rows = [["this model", _rule_text(metrics.get("operating_point") or {})]]
+    rows[0] += [metrics.get(k) for k in keys]
+    names = {"prior": "class prior (majority class)", "logistic_regression": "logistic regression"}
+    for name, block in baselines.items():
+        rows.append(
+            [names.get(name, name), _rule_text(block.get("operating_point") or {})]
+            + [block.get(k) for k in keys]
+        )
+    lr = baselines.get("logistic_regression") or {}
+    help_text = (
+        "Scored on the same test rows. The logistic regression uses the model's own "
+        "preprocessed features (missing indicators, imputation, normalisation, one-hot), "
+        f"is fitted on {_fmt(lr.get('sampled_rows'))} of {_fmt(lr.get('train_rows'))} training "
+        "rows (a uniform sample of at most "
+        f"{_fmt(lr.get('max_rows'))}) with the training weights, and decides with the same kind "
+        "of rule, chosen on the same validation rows."
+        if lr
+        else "No logistic-regression baseline (see the notes)."
+    )
+    return (
+        "<section><h2>Baselines</h2><p class='help'>"
+        + html.escape(help_text)
+        + "</p>"
+        + _table(["model", "decision", *labels], rows)
+        + "</section>"
+    )
+
+
+def _counts_table(counts: Mapping[str, Mapping[str, Any]], classes: list[str]) -> str:
+    rows = [
+        [split, *[(by_class or {}).get(c) for c in classes], sum((by_class or {}).values())]
+        for split, by_class in counts.items()
+    ]
+    return _table(["split", *classes, "total"], rows)
+
+
+def _data_section(metrics: Mapping[str, Any]) -> str:
+    ctx = metrics.get("context")
+    if not ctx:
+        return ""
+    classes = list(metrics["classes"])
+    parts = ["<section><h2>Data and training</h2>"]
+    if ctx.get("split_counts"):
+        parts.append("<p class='help'>Rows per split and class (before downsampling).</p>")
+        parts.append(_counts_table(ctx["split_counts"], classes))
+    imb = ctx.get("imbalance") or {}
+    train = ctx.get("training") or {}
+    if imb.get("keep_rates") or train.get("class_counts"):
+        rows = []
+        for c in classes:
+            rows.append(
+                [
+                    c,
+                    (imb.get("original_counts") or {}).get(c),
+                    (imb.get("keep_rates") or {}).get(c),
+                    (imb.get("kept_counts") or train.get("class_counts") or {}).get(c),
+                    (imb.get("weighted_counts") or train.get("weighted_class_counts") or {}).get(c),
+                ]
+            )
+        mode = html.escape(str(imb.get("mode", "–")))
+        parts.append(
+            f"<p class='help'>Training split, imbalance mode <b>{mode}</b>: rows kept per class "
+            "and their weights (weighted counts restore the original prior).</p>"
+        )
+        parts.append(_table(["class", "train rows", "keep rate", "kept", "weighted"], rows))
+    features = ctx.get("features") or {}
+    roles = [
+        ["label", ctx.get("label") or ""],
+        ["numeric", ", ".join(features.get("numeric") or []) or "–"],
+        ["categorical", ", ".join(features.get("categorical") or []) or "–"],
+        ["key", features.get("key") or "–"],
+    ]
+    parts.append(
+        "<p class='help'>Features and their roles.</p>" + _table(["role", "columns"], roles)
+    )
+    facts = [
+        ["epochs run", train.get("epochs_run")],
+        ["best epoch (weights restored)", train.get("best_epoch")],
+        ["epochs allowed", train.get("max_epochs")],
+        ["batch size", train.get("batch_size")],
+        ["learning rate", train.get("learning_rate")],
+        ["training rows", train.get("rows")],
+    ]
+    for key, value in (train.get("budget") or {}).items():
+        facts.append([f"budget: {key}", value if isinstance(value, int | float) else str(value)])
+    facts = [row for row in facts if row[1] is not None]
+    if facts:
+        parts.append("<p class='help'>Training.</p>" + _table(["fact", "value"], facts))
+    best, run, allowed = train.get("best_epoch"), train.get("epochs_run"), train.get("max_epochs")
+    if best is not None and best == run and run == allowed:
+        parts.append(
+            "<div class='notes'>The best epoch is the last one allowed: training stopped while "
+            "still improving; a larger budget may help.</div>"
+        )
+    parts.append("</section>")
+    return "".join(parts)
+
+
+def report_title(metrics: Mapping[str, Any]) -> tuple[str, str]:
+    """``(title, subtitle)`` from ``metrics["context"]``: model, version, dataset, label, run, date."""
+    ctx = metrics.get("context") or {}
+    name = ctx.get("model_name") or "Model"
+    version = ctx.get("model_version")
+    title = f"{name} v{version}" if version not in (None, "") else str(name)
+    dataset = ctx.get("dataset") or metrics.get("test_source")
+    if dataset:
+        title += f" on {dataset}"
+    if ctx.get("label"):
+        title += f", predicting {ctx['label']}"
+    bits = [f"run {ctx['run']}" if ctx.get("run") else "", ctx.get("date") or ""]
+    return title, " · ".join(b for b in bits if b)
+
+
+def render_report(metrics: Mapping[str, Any], title: str | None = None) -> str:
     """Render the full report as one HTML string (no external resources).
 
     Args:
         metrics: the ``metrics.json`` dict from :mod:`vertex_imbalanced.evaluation.evaluate`.
-        title: page heading.
+        title: page heading; default from ``metrics["context"]`` (:func:`report_title`).
 
     Returns:
         The HTML document.
     """
     classes = list(metrics["classes"])
+    heading, run_line = report_title(metrics)
+    title = title or heading
     sub = (
         f"Test split <b>{html.escape(str(metrics.get('test_source', '')))}</b> · "
         f"{metrics['num_examples']:,} rows, original class distribution · "
@@ -337,6 +514,8 @@ def render_report(metrics: Mapping[str, Any], title: str = "Model evaluation") -
         pos = metrics["positive_class"]
         share = metrics["per_class"][pos]["support"] / max(metrics["num_examples"], 1)
         sub += f" · positive class <b>{html.escape(pos)}</b> ({share:.2%} of rows)"
+    if run_line:
+        sub += f"<br>{html.escape(run_line)}"
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
         f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body><main>",
@@ -350,23 +529,23 @@ def render_report(metrics: Mapping[str, Any], title: str = "Model evaluation") -
             + "".join(f"<li>{html.escape(n)}</li>" for n in notes)
             + "</ul></div>"
         )
+    parts.append(_data_section(metrics))
+    parts.append(_operating_point_section(metrics))
+    parts.append(_baselines_section(metrics))
     parts.append(
-        "<section><h2>Per-class metrics</h2><p class='help'>Bars show the value; red below 0.5. "
-        "Precision of a never-predicted class and recall of an absent class are reported as 0."
-        "</p>" + _per_class_table(metrics) + "</section>"
+        "<section><h2>Per-class metrics</h2><p class='help'>At the operating point. Bars show "
+        "the value; red below 0.5. Precision of a never-predicted class and recall of an absent "
+        "class are reported as 0.</p>" + _per_class_table(metrics) + "</section>"
     )
     parts.append(
-        "<section><h2>Confusion matrix</h2><p class='help'>Rows: true class, columns: predicted "
-        "class (argmax). Each cell: count and share of its row (the diagonal is recall).</p>"
-        + confusion_figure(metrics)
-        + "</section>"
+        "<section><h2>Confusion matrix</h2><p class='help'>At the operating point ("
+        + html.escape(_rule_text(metrics.get("operating_point") or {}))
+        + "). Rows: true class, columns: predicted class. Each cell: count and share of its row "
+        "(the diagonal is recall).</p>" + confusion_figure(metrics) + "</section>"
     )
     if metrics.get("positive_class"):
         parts.append(
-            "<section><h2>Decision threshold</h2>"
-            + _threshold_table(metrics)
-            + curves_figure(metrics)
-            + "</section>"
+            "<section><h2>ROC and precision-recall</h2>" + curves_figure(metrics) + "</section>"
         )
     parts.append(
         "<section><h2>Calibration</h2><p class='help'>If downsampling + upweighting restored the "
