@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -20,7 +22,7 @@ from vertex_imbalanced.artifacts import (
 )
 from vertex_imbalanced.errors import PipelineInputError
 from vertex_imbalanced.registry.base import RegisteredVersion, Registry, open_registry
-from vertex_imbalanced.registry.local import LocalRegistry
+from vertex_imbalanced.registry.local import COMPLETE_MARKER, LocalRegistry
 
 NAME = "fraud-model"
 
@@ -97,7 +99,7 @@ def test_concurrent_registrations_get_distinct_versions(registry, model_dir, tmp
         _run_python(
             f"""
             import os, time
-            from vertex_imbalanced.registry.local import LocalRegistry
+            from vertex_imbalanced.registry.local import COMPLETE_MARKER, LocalRegistry
             while not os.path.exists({str(go)!r}):  # start together
                 time.sleep(0.001)
             LocalRegistry({str(registry.root)!r}).register(
@@ -123,7 +125,7 @@ def _crash_at(registry, model_dir, run: str, champion: bool, call: str) -> int:
     proc = _run_python(
         f"""
         import os
-        from vertex_imbalanced.registry.local import LocalRegistry
+        from vertex_imbalanced.registry.local import COMPLETE_MARKER, LocalRegistry
         os.{call} = lambda *a, **k: os._exit(17)
         LocalRegistry({str(registry.root)!r}).register(
             {NAME!r}, {str(model_dir)!r}, {{"macro_f1": 0.9}}, {{}}, {run!r}, {champion})
@@ -132,16 +134,79 @@ def _crash_at(registry, model_dir, run: str, champion: bool, call: str) -> int:
     return proc.wait(timeout=60)
 
 
-def test_crash_before_publishing_leaves_no_version(registry, model_dir):
+def _crash_opening(registry, model_dir, run: str, file_name: str) -> int:
+    """Register in a child process that dies when it opens a file called ``file_name``."""
+    proc = _run_python(
+        f"""
+        import builtins, os
+        from vertex_imbalanced.registry.local import COMPLETE_MARKER, LocalRegistry
+        real_open = builtins.open
+        def dying_open(path, *a, **k):
+            if os.path.basename(str(path)) == {file_name!r}:
+                os._exit(17)
+            return real_open(path, *a, **k)
+        builtins.open = dying_open
+        LocalRegistry({str(registry.root)!r}).register(
+            {NAME!r}, {str(model_dir)!r}, {{"macro_f1": 0.9}}, {{}}, {run!r}, True)
+        """
+    )
+    return proc.wait(timeout=60)
+
+
+@pytest.mark.parametrize("file_name", ["metrics.json", COMPLETE_MARKER])
+def test_crash_before_the_marker_leaves_no_version(registry, model_dir, file_name):
     register(registry, model_dir, "run-a", True)
-    assert _crash_at(registry, model_dir, "run-b", True, "rename") == 17
+    assert _crash_opening(registry, model_dir, "run-b", file_name) == 17
+    # the dead process's directory exists but is not a version: no marker
+    assert (registry.root / NAME / "2").is_dir()
     assert [v.version for v in registry.versions(NAME)] == ["1"]
+    assert registry.get(NAME, "2") is None
     assert registry.champion(NAME).run_id == "run-a"
-    assert list((registry.root / NAME).glob(".tmp-*"))  # the dead process's leftovers
 
     retried = register(registry, model_dir, "run-b", True)
     assert retried.version == "2" and retried.is_champion
-    assert not list((registry.root / NAME).glob(".tmp-*"))  # cleaned up: its owner is dead
+    assert (Path(retried.uri) / COMPLETE_MARKER).is_file()
+    assert [v.run_id for v in registry.versions(NAME)] == ["run-a", "run-b"]
+
+
+@pytest.fixture
+def no_directory_renames(monkeypatch):
+    """The file system of a gcsfuse mount without rename-dir-limit: directories never move."""
+    refused = []
+
+    def guard(real):
+        def rename(src, dst, *args, **kwargs):
+            if os.path.isdir(src):
+                refused.append((src, dst))
+                raise OSError(errno.EPERM, "Operation not permitted (directory rename)", src)
+            return real(src, dst, *args, **kwargs)
+
+        return rename
+
+    monkeypatch.setattr(os, "rename", guard(os.rename))
+    monkeypatch.setattr(os, "replace", guard(os.replace))
+    return refused
+
+
+def test_publishing_renames_no_directory(registry, model_dir, no_directory_renames):
+    first = register(registry, model_dir, "run-a", True, 0.7)
+    second = register(registry, model_dir, "run-b", False, 0.8)
+    again = register(registry, model_dir, "run-b", True, 0.8)  # retry finishes the promotion
+    assert (first.version, second.version, again.version) == ("1", "2", "2")
+    assert registry.aliases(NAME) == {"champion": "2", "challenger": "2"}
+    assert no_directory_renames == []
+    for v in registry.versions(NAME):
+        vdir = Path(v.uri)
+        assert (vdir / COMPLETE_MARKER).is_file()
+        assert (vdir / REGISTRY_MODEL_DIR / SAVED_MODEL_DIR / SAVED_MODEL_PROTO).is_file()
+
+
+def test_versions_published_by_a_rename_are_still_read(registry, model_dir):
+    register(registry, model_dir, "run-a", True)
+    (registry.root / NAME / "1" / COMPLETE_MARKER).unlink()
+    (registry.root / NAME / "1" / ".writer").unlink()  # as an older release left it
+    assert registry.champion(NAME).run_id == "run-a"
+    assert register(registry, model_dir, "run-b", False).version == "2"
 
 
 def test_crash_before_alias_update_is_completed_by_the_retry(registry, model_dir):

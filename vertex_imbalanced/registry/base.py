@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import urllib.parse
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -44,6 +45,8 @@ class RegisteredVersion:
         artifact_uri: the version's model directory in the train step's layout (holding
             ``saved_model/`` and ``model_metadata.json``): ``<version dir>/model`` (local) or
             the uploaded ``gs://`` directory above ``saved_model`` (Vertex); '' if unknown.
+        promotion: what the registration decided about ``champion`` (one sentence; '' when
+            the version was read rather than just registered, or no promotion was asked).
     """
 
     name: str
@@ -55,6 +58,7 @@ class RegisteredVersion:
     run_id: str = ""
     resource_name: str = ""
     artifact_uri: str = ""
+    promotion: str = ""
 
     @property
     def is_champion(self) -> bool:
@@ -80,6 +84,28 @@ class RegisteredVersion:
         return cls(**kwargs)
 
 
+@dataclasses.dataclass(frozen=True)
+class PromotionDecision:
+    """Whether a newly registered version may take ``champion`` from the current holder.
+
+    Attributes:
+        promote: take the alias.
+        reason: one sentence naming the versions and numbers compared.
+    """
+
+    promote: bool
+    reason: str
+
+
+PromotionRule = Callable[[RegisteredVersion | None], PromotionDecision]
+"""Called by ``register`` with the champion read *at promotion time* (None: no champion).
+
+Registries call it under their lock (local) or right before promoting (Vertex), so a champion
+promoted by another run after this run's gate is judged again instead of being overwritten
+(see :mod:`vertex_imbalanced.registry.champion`).
+"""
+
+
 @runtime_checkable
 class Registry(Protocol):
     """A model registry (see docs/ARCHITECTURE.md, "Registry interface")."""
@@ -93,8 +119,14 @@ class Registry(Protocol):
         run_id: str,
         make_champion: bool,
         alias: str = CHALLENGER_ALIAS,
+        *,
+        promotion: PromotionRule | None = None,
     ) -> RegisteredVersion:
-        """Register ``model_dir`` as a new version; idempotent per ``run_id``."""
+        """Register ``model_dir`` as a new version; idempotent per ``run_id``.
+
+        With ``make_champion`` and a ``promotion`` rule, the version takes ``champion`` only
+        when the rule, called with the champion read at promotion time, says so.
+        """
         ...
 
     def get(self, model_name: str, version_or_alias: str) -> RegisteredVersion | None:

@@ -4,14 +4,25 @@ Layout (file names from :mod:`vertex_imbalanced.artifacts`)::
 
     <root>/<model_name>/
         aliases.json          # {"champion": "2", "challenger": "3"}, replaced atomically
-        .lock                 # fcntl lock taken while a version is published
-        1/ model/ metrics.json labels.json run_id
+        .lock                 # fcntl lock: version numbers, run-id check, alias moves
+        1/ model/ metrics.json labels.json run_id COMPLETE
         2/ ...
 
-A version is written into a hidden ``.tmp-<pid>-<hex>`` directory and renamed into place last,
-so a crash never leaves a half-written version visible; the rename happens under an exclusive
-``fcntl`` lock, which also makes version numbers and the run-id check safe when several
-processes register at once. Load the champion with one line::
+Publishing renames no directory (Cloud Storage FUSE refuses to rename a non-empty directory
+unless its mount allows it): under the lock a version directory is created with a ``.writer``
+file naming the process; the model and the files are written in place, and the completion
+marker ``COMPLETE`` is written last. Every reader lists only versions holding the marker, so a
+crash never leaves a half-written version visible; the next registration removes directories
+left incomplete by dead processes. Aliases move under the lock, only to complete versions.
+
+Promotion is a compare-and-set: with a ``promotion`` rule, ``register`` re-reads the champion
+under the lock and gives the new version ``champion`` only if the rule still says it beats the
+champion of that moment (a run that overlapped ours may have promoted a better model since our
+gate ran); otherwise the version is registered without the alias.
+
+The lock is an ``fcntl`` lock, shared by the processes of one machine; on ``/gcs`` (gcsfuse,
+one mount per machine) it does not reach other machines, so one registry directory on Cloud
+Storage must be written by one machine at a time. Load the champion with one line::
 
     LocalRegistry("build/registry").champion("my-model")
 """
@@ -19,6 +30,7 @@ processes register at once. Load the champion with one line::
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import logging
@@ -41,6 +53,8 @@ from vertex_imbalanced.errors import PipelineInputError
 from vertex_imbalanced.registry.base import (
     CHALLENGER_ALIAS,
     CHAMPION_ALIAS,
+    PromotionDecision,
+    PromotionRule,
     RegisteredVersion,
     find_saved_model,
 )
@@ -49,6 +63,9 @@ _LOG = logging.getLogger(__name__)
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _ALIAS_RE = re.compile(r"^[a-z][a-zA-Z0-9-]{0,126}[a-z0-9]$")
 _TMP_PREFIX = ".tmp-"
+_WRITER_FILE = ".writer"
+COMPLETE_MARKER = "COMPLETE"
+"""Written last into a version directory; readers list only versions that hold it."""
 
 
 def validate_model_name(name: str) -> str:
@@ -87,6 +104,13 @@ def validate_alias(alias: str) -> str:
 def _write_json(path: Path, data: Any) -> None:
     with open(path, "w", encoding="utf-8") as f:
         json.dump(data, f, indent=2, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _write_text(path: Path, text: str) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
         f.flush()
         os.fsync(f.fileno())
 
@@ -139,11 +163,9 @@ class LocalRegistry:
         return self.get(model_name, CHAMPION_ALIAS)
 
     def _version_ids(self, model_name: str) -> list[str]:
+        """Ids of the complete versions (holding the marker), oldest first."""
         model_root = self.root / validate_model_name(model_name)
-        if not model_root.is_dir():
-            return []
-        ids = [p.name for p in model_root.iterdir() if p.name.isdigit() and p.is_dir()]
-        return sorted(ids, key=int)
+        return sorted((p.name for p in _version_dirs(model_root) if _is_complete(p)), key=int)
 
     def _load(self, model_name: str, version: str) -> RegisteredVersion:
         vdir = self.root / model_name / version
@@ -173,12 +195,15 @@ class LocalRegistry:
         run_id: str,
         make_champion: bool,
         alias: str = CHALLENGER_ALIAS,
+        *,
+        promotion: PromotionRule | None = None,
     ) -> RegisteredVersion:
         """Copy ``model_dir`` into the registry as the next version of ``model_name``.
 
         The new version gets ``alias``; with ``make_champion`` it also takes ``champion`` from
-        the previous holder. Registering a ``run_id`` again returns its existing version; if
-        that version is still the newest, the alias moves a crash may have skipped are redone.
+        the previous holder, if ``promotion`` (called under the lock with the champion of that
+        moment) agrees. Registering a ``run_id`` again returns its existing version; if that
+        version is still the newest, the alias moves a crash may have skipped are redone.
 
         Args:
             model_name: the model (a directory name).
@@ -186,11 +211,12 @@ class LocalRegistry:
             metrics: the evaluation metrics dict, stored as ``metrics.json``.
             labels: string labels stored as ``labels.json``.
             run_id: the pipeline run registering the model (idempotency key).
-            make_champion: whether the version becomes the champion.
+            make_champion: whether the version may become the champion.
             alias: the run's alias.
+            promotion: the compare-and-set rule (None: promote whenever ``make_champion``).
 
         Returns:
-            The registered version.
+            The registered version; ``promotion`` says what was decided about ``champion``.
 
         Raises:
             PipelineInputError: bad name, alias, run id, or a model dir without a SavedModel.
@@ -201,53 +227,77 @@ class LocalRegistry:
             raise PipelineInputError("run_id must be a non-empty string")
         find_saved_model(model_dir)
         labels = {str(k): str(v) for k, v in (labels or {}).items()}
-        json.dumps(metrics)  # fail before copying anything if metrics are not JSON
+        json.dumps(metrics)  # fail before writing anything if metrics are not JSON
 
         model_root = self.root / model_name
         model_root.mkdir(parents=True, exist_ok=True)
-        tmp = model_root / f"{_TMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex}"
-        try:
-            tmp.mkdir()
-            shutil.copytree(model_dir, tmp / REGISTRY_MODEL_DIR, symlinks=False)
-            _write_json(tmp / METRICS_FILE, metrics)
-            _write_json(tmp / REGISTRY_LABELS_FILE, labels)
-            (tmp / REGISTRY_RUN_ID_FILE).write_text(run_id, encoding="utf-8")
-            with self._locked(model_root):
-                self._remove_stale_tmp(model_root, keep=tmp)
-                ids = self._version_ids(model_name)
-                existing = next((v for v in ids if self._run_id(model_name, v) == run_id), None)
-                if existing is not None:
-                    _LOG.info("run %s is already version %s of %s", run_id, existing, model_name)
-                    version = existing
-                    if version != ids[-1]:
-                        return self._load(model_name, version)
-                else:
-                    version = str(int(ids[-1]) + 1 if ids else 1)
-                    os.rename(tmp, model_root / version)
-                self._move_aliases(model_root, version, alias, make_champion)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
-        registered = self._load(model_name, version)
+        with self._locked(model_root):
+            self._remove_stale(model_root)
+            existing = self._version_of_run(model_name, run_id)
+            if existing is None:
+                vdir = _new_version_dir(model_root)
+        if existing is not None:
+            _LOG.info("run %s is already version %s of %s", run_id, existing, model_name)
+            version = existing
+        else:
+            version = vdir.name
+            try:
+                _write_version(vdir, model_dir, metrics, labels, run_id)
+            except BaseException:
+                shutil.rmtree(vdir, ignore_errors=True)
+                raise
+        with self._locked(model_root):
+            ids = self._version_ids(model_name)
+            if existing is not None and version != ids[-1]:
+                return self._load(model_name, version)  # newer versions exist: leave aliases
+            note = self._move_aliases(model_root, version, alias, make_champion, promotion)
+        registered = dataclasses.replace(self._load(model_name, version), promotion=note)
         _LOG.info("registered %s version %s %s", model_name, version, registered.aliases)
+        if note:
+            _LOG.info("%s", note)
         return registered
+
+    def _version_of_run(self, model_name: str, run_id: str) -> str | None:
+        ids = self._version_ids(model_name)
+        return next((v for v in ids if self._run_id(model_name, v) == run_id), None)
 
     def _run_id(self, model_name: str, version: str) -> str:
         path = self.root / model_name / version / REGISTRY_RUN_ID_FILE
         return path.read_text(encoding="utf-8") if path.is_file() else ""
 
     def _move_aliases(
-        self, model_root: Path, version: str, alias: str, make_champion: bool
-    ) -> None:
+        self,
+        model_root: Path,
+        version: str,
+        alias: str,
+        make_champion: bool,
+        promotion: PromotionRule | None,
+    ) -> str:
+        """Move ``alias`` (and maybe ``champion``) to ``version``; returns the promotion note.
+
+        Called under the lock: the champion read here is the one replaced (compare-and-set).
+        """
         current = self.aliases(model_root.name)
         wanted = dict(current)
         wanted[alias] = version
-        if make_champion:
-            wanted[CHAMPION_ALIAS] = version
+        note = ""
+        if make_champion and current.get(CHAMPION_ALIAS) != version:
+            holder = self.champion(model_root.name)
+            decision = (
+                promotion(holder)
+                if promotion is not None
+                else PromotionDecision(True, "promoted without a champion check")
+            )
+            note = decision.reason
+            if decision.promote:
+                wanted[CHAMPION_ALIAS] = version
+            else:
+                _LOG.warning("version %s registered without %r: %s", version, CHAMPION_ALIAS, note)
         if wanted != current:
             tmp = model_root / f"{_TMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex}.json"
             _write_json(tmp, wanted)
-            os.replace(tmp, model_root / REGISTRY_ALIASES_FILE)
+            os.replace(tmp, model_root / REGISTRY_ALIASES_FILE)  # a file, not a directory
+        return note
 
     @staticmethod
     @contextlib.contextmanager
@@ -260,15 +310,63 @@ class LocalRegistry:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
     @staticmethod
-    def _remove_stale_tmp(model_root: Path, keep: Path) -> None:
-        """Delete temp entries left by processes that died mid-registration."""
+    def _remove_stale(model_root: Path) -> None:
+        """Delete what processes that died mid-registration left (call under the lock)."""
         for entry in model_root.glob(_TMP_PREFIX + "*"):
-            if entry == keep:
-                continue
-            pid_text = entry.name[len(_TMP_PREFIX) :].split("-", 1)[0]
-            if pid_text.isdigit() and not _pid_alive(int(pid_text)):
+            if not _writer_alive(entry.name[len(_TMP_PREFIX) :].split("-", 1)[0]):
                 _LOG.warning("removing %s left by a crashed registration", entry)
                 if entry.is_dir():
                     shutil.rmtree(entry, ignore_errors=True)
                 else:
                     entry.unlink(missing_ok=True)
+        for vdir in _version_dirs(model_root):
+            if _is_complete(vdir):
+                continue
+            writer = vdir / _WRITER_FILE
+            pid = writer.read_text(encoding="utf-8").strip() if writer.is_file() else ""
+            # A directory without a writer file was created by a process that died before
+            # writing it: directories and writer files are only created under this lock.
+            if not _writer_alive(pid):
+                _LOG.warning("removing incomplete version %s left by a dead process", vdir)
+                shutil.rmtree(vdir, ignore_errors=True)
+
+
+def _version_dirs(model_root: Path) -> list[Path]:
+    if not model_root.is_dir():
+        return []
+    return [p for p in model_root.iterdir() if p.name.isdigit() and p.is_dir()]
+
+
+def _is_complete(vdir: Path) -> bool:
+    """Whether a version directory is published (its marker exists).
+
+    Versions published before the marker existed (whole-directory renames) have neither the
+    marker nor a writer file, and are complete.
+    """
+    if (vdir / COMPLETE_MARKER).is_file():
+        return True
+    return not (vdir / _WRITER_FILE).exists() and (vdir / REGISTRY_RUN_ID_FILE).is_file()
+
+
+def _writer_alive(pid_text: str) -> bool:
+    return pid_text.isdigit() and _pid_alive(int(pid_text))
+
+
+def _new_version_dir(model_root: Path) -> Path:
+    """Create the next version directory and its writer file (call under the lock)."""
+    taken = [int(p.name) for p in _version_dirs(model_root)]
+    vdir = model_root / str(max(taken, default=0) + 1)
+    vdir.mkdir()
+    (vdir / _WRITER_FILE).write_text(str(os.getpid()), encoding="utf-8")
+    return vdir
+
+
+def _write_version(
+    vdir: Path, model_dir: str, metrics: dict[str, Any], labels: dict[str, str], run_id: str
+) -> None:
+    """Write a version's files in place, the completion marker last."""
+    shutil.copytree(model_dir, vdir / REGISTRY_MODEL_DIR, symlinks=False)
+    _write_json(vdir / METRICS_FILE, metrics)
+    _write_json(vdir / REGISTRY_LABELS_FILE, labels)
+    _write_text(vdir / REGISTRY_RUN_ID_FILE, run_id)
+    _write_text(vdir / COMPLETE_MARKER, run_id)
