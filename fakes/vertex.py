@@ -8,8 +8,10 @@ Point the SDK at it with::
 The server answers the real REST calls of the Model Registry (upload, get, list, listVersions,
 mergeVersionAliases, evaluations import/list/get, operations get) with long-running operations
 shaped like Vertex's, keeps state in memory, records every request (method, path, query, JSON
-body) and can inject error responses. Other services (PipelineJobs...) plug in with
-:meth:`FakeVertex.add_route`.
+body) and can inject error responses or run a callback before a request (another client
+acting at that moment). Uploads with ``encryptionSpec`` need a well-formed KMS key in the
+model's region, as on Vertex; the key is kept on the stored model resource. Other services
+(PipelineJobs...) plug in with :meth:`FakeVertex.add_route`.
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ CLASSIFICATION_SCHEMA = (
     "gs://google-cloud-aiplatform/schema/modelevaluation/classification_metrics_1.0.0.yaml"
 )
 _ALIAS_RE = re.compile(r"^[a-z][a-zA-Z0-9-]{0,126}[a-z0-9]$")
+_KMS_KEY_RE = re.compile(
+    r"projects/[^/]+/locations/(?P<location>[^/]+)/keyRings/[^/]+/cryptoKeys/[^/]+"
+)
 _LABEL_KEY_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 _LABEL_VALUE_RE = re.compile(r"^[a-z0-9_-]{0,63}$")
 _STATUS_NAMES = {
@@ -62,6 +67,14 @@ class RecordedRequest:
     path: str
     query: dict[str, str]
     body: dict[str, Any]
+
+
+@dataclasses.dataclass
+class _Hook:
+    method: str | None
+    path_contains: str | None
+    callback: Callable[[], None]
+    times: int
 
 
 @dataclasses.dataclass
@@ -185,6 +198,7 @@ class FakeVertex:
         self._polls: dict[str, int] = {}
         self._pending_responses: dict[str, dict[str, Any]] = {}
         self._faults: list[_Fault] = []
+        self._hooks: list[_Hook] = []
         self._routes: list[tuple[str, re.Pattern[str], Handler]] = []
         self._ids = itertools.count(1000)
         self._lock = threading.RLock()
@@ -251,6 +265,22 @@ class FakeVertex:
         with self._lock:
             self._faults.append(_Fault(code, times, method, path_contains, message, after_handling))
 
+    def before_request(
+        self,
+        callback: Callable[[], None],
+        *,
+        method: str | None = None,
+        path_contains: str | None = None,
+        times: int = 1,
+    ) -> None:
+        """Run ``callback()`` just before the next ``times`` matching requests are handled.
+
+        Models another client acting at that moment (e.g. a concurrent run moving an alias
+        between two of our calls); the callback may change the fake's state directly.
+        """
+        with self._lock:
+            self._hooks.append(_Hook(method, path_contains, callback, times))
+
     def new_id(self) -> str:
         """A fresh numeric resource id (as Vertex uses)."""
         return str(next(self._ids))
@@ -287,6 +317,14 @@ class FakeVertex:
         """Record the request, apply injected faults, then route it."""
         with self._lock:
             self.requests.append(RecordedRequest(method, path, query, body))
+            for hook in self._hooks:
+                if (
+                    hook.times > 0
+                    and (hook.method is None or hook.method == method)
+                    and (hook.path_contains is None or hook.path_contains in path)
+                ):
+                    hook.times -= 1
+                    hook.callback()
             fault = next(
                 (
                     f
@@ -361,6 +399,23 @@ class FakeVertex:
             if alias != "default" and not _ALIAS_RE.match(alias.lstrip("-")):
                 raise ApiError(400, f"Invalid version alias {alias!r}")
 
+    @staticmethod
+    def _check_encryption(encryption: dict[str, Any] | None, parent: str) -> None:
+        """CMEK: a well-formed key in the resource's own region (as Vertex requires)."""
+        if not encryption:
+            return
+        key = encryption.get("kmsKeyName", "")
+        found = _KMS_KEY_RE.fullmatch(key)
+        if not found:
+            raise ApiError(400, f"Invalid encryption_spec.kms_key_name {key!r}")
+        region = parent.rsplit("/", 1)[-1]
+        if found["location"] != region:
+            raise ApiError(
+                400,
+                f"The KMS key {key} is in location {found['location']}, but the resource is "
+                f"in {region}: the key must be in the same region as the resource",
+            )
+
     def _claim_alias(self, model_id: str, version_id: str, alias: str) -> None:
         """Put ``alias`` on a version; ``default`` moves, other aliases must be free."""
         for other_id, other in self.models[model_id].items():
@@ -386,6 +441,7 @@ class FakeVertex:
                 raise ApiError(400, f"Invalid label {key!r}: {value!r}")
         aliases = list(spec.get("versionAliases") or [])
         self._check_aliases(aliases)
+        self._check_encryption(spec.get("encryptionSpec"), m["parent"])
         parent_model = body.get("parentModel")
         if parent_model:
             model_id = parent_model.rsplit("/", 1)[-1]

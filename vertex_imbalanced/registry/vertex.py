@@ -10,8 +10,17 @@ How a registration goes (every step safe to repeat, so a retried task finishes t
    (``challenger``) off whichever version holds it (an alias names one version per model).
 4. Import the evaluation (Vertex's classification metrics schema; our full metrics dict in
    the evaluation's metadata) unless this run already imported it.
-5. With ``make_champion``: take ``champion`` off the old champion, put ``champion`` and
-   ``default`` on the new version.
+5. With ``make_champion``: promote (take ``champion`` off the old champion, put ``champion``
+   and ``default`` on the new version) if the ``promotion`` rule still agrees.
+
+Promotion is as close to a compare-and-set as Vertex allows. Alias updates take no
+precondition (``mergeVersionAliases`` has no etag), so the champion is read and judged, read
+again right before the alias moves (judged again if it changed meanwhile), and read once more
+after the move. The window left open is the time between that last read before the move and the
+two ``mergeVersionAliases`` calls that make it (a few hundred milliseconds: two API round
+trips): a run that promotes in exactly that window is not compared with this one. When that
+happens the read after the move sees the other version (or the move fails because the alias was
+taken), and the returned version's ``promotion`` note and the log say so, naming both versions.
 
 The champion is the version holding the ``champion`` alias; its metrics come from *its*
 imported evaluation, never from the newest version.
@@ -22,8 +31,10 @@ raise :class:`RegistryError`; other 4xx raise :class:`RegistryError` at once.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
+import re
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -46,6 +57,8 @@ from vertex_imbalanced.evaluation.vertex_schema import (
 from vertex_imbalanced.registry.base import (
     CHALLENGER_ALIAS,
     CHAMPION_ALIAS,
+    PromotionDecision,
+    PromotionRule,
     RegisteredVersion,
     find_saved_model,
 )
@@ -78,6 +91,7 @@ METRIC_LABELS = (
 # Left out of the copy of metrics.json stored in the evaluation's metadata (size).
 BULKY_METRIC_KEYS = ("curves", "threshold_counts")
 MAX_DISPLAY_NAME = 128
+_KMS_KEY_RE = re.compile(r"^projects/[^/]+/locations/[^/]+/keyRings/[^/]+/cryptoKeys/[^/]+$")
 _RETRYABLE = (
     api_exceptions.ServerError,
     api_exceptions.TooManyRequests,
@@ -138,6 +152,10 @@ def gcs_uri(path: str) -> str:
     )
 
 
+def _same_version(a: RegisteredVersion | None, b: RegisteredVersion | None) -> bool:
+    return (a is None and b is None) or (a is not None and b is not None and a.version == b.version)
+
+
 def _compact(metrics: dict[str, Any]) -> dict[str, Any]:
     """``metrics`` without the bulky curve data (kept in the imported evaluation's own fields)."""
     return {k: v for k, v in metrics.items() if k not in BULKY_METRIC_KEYS}
@@ -169,6 +187,10 @@ class VertexRegistry:
         description: model description for new versions.
         max_attempts: attempts per call on retryable errors (5xx, 429, connection).
         retry_delay_s: first retry delay; doubles per attempt, capped at 30 s.
+        kms_key: CMEK key ``projects/P/locations/L/keyRings/R/cryptoKeys/K`` that encrypts
+            uploaded models ('' / None: Google-managed encryption).
+        max_promotion_checks: how often the champion may change while a promotion is judged
+            before the version is registered without ``champion``.
     """
 
     def __init__(
@@ -182,9 +204,17 @@ class VertexRegistry:
         description: str = "Imbalanced classification model (imbalanced pipeline)",
         max_attempts: int = 5,
         retry_delay_s: float = 1.0,
+        kms_key: str | None = None,
+        max_promotion_checks: int = 3,
     ):
         if max_attempts < 1:
             raise PipelineInputError(f"max_attempts must be >= 1, got {max_attempts}")
+        if kms_key and not _KMS_KEY_RE.match(kms_key):
+            raise PipelineInputError(
+                f"kms_key must be projects/P/locations/L/keyRings/R/cryptoKeys/K, got {kms_key!r}"
+            )
+        self.kms_key = kms_key or None
+        self.max_promotion_checks = max(1, max_promotion_checks)
         self.project = project
         self.location = location
         self.serving_image = serving_image or default_serving_image(location)
@@ -299,6 +329,7 @@ class VertexRegistry:
         *,
         artifact_uri: str | None = None,
         evaluation: dict[str, Any] | None = None,
+        promotion: PromotionRule | None = None,
     ) -> RegisteredVersion:
         """Upload ``model_dir`` as a new version of ``model_name`` (see the module docstring).
 
@@ -316,9 +347,12 @@ class VertexRegistry:
             evaluation: Vertex evaluation JSON (``vertex_evaluation.json``, ``slicedMetrics``
                 or classification metrics); default: built from ``metrics`` by
                 :func:`vertex_imbalanced.evaluation.vertex_schema.to_classification_metrics`.
+            promotion: the compare-and-set rule applied to the champion read right before
+                promoting (None: promote whenever ``make_champion``).
 
         Returns:
-            The registered version (fresh from the service).
+            The registered version (fresh from the service); ``promotion`` says what was
+            decided about ``champion``.
 
         Raises:
             PipelineInputError: bad inputs, found before any call; its subclass
@@ -362,9 +396,11 @@ class VertexRegistry:
         self._import_evaluation(
             resource_name, version, display_name, run_id, vertex_metrics, metrics
         )
+        note = ""
         if newest:
-            self._set_aliases(resource_name, version, alias, make_champion)
-        return self._version_info(resource_name, version, metrics)
+            note = self._set_aliases(resource_name, version, alias, make_champion, promotion)
+        info = self._version_info(resource_name, version, metrics)
+        return dataclasses.replace(info, promotion=note)
 
     def _labels(
         self, display_name: str, run_id: str, labels: dict[str, str], metrics: dict[str, Any]
@@ -412,6 +448,7 @@ class VertexRegistry:
                     is_default_version=resource_name is None,
                     version_aliases=[alias],
                     labels=labels,
+                    encryption_spec_key_name=self.kms_key,
                     project=self.project,
                     location=self.location,
                 )
@@ -469,19 +506,90 @@ class VertexRegistry:
         )
 
     def _set_aliases(
-        self, resource_name: str, version: str, alias: str, make_champion: bool
-    ) -> None:
+        self,
+        resource_name: str,
+        version: str,
+        alias: str,
+        make_champion: bool,
+        promotion: PromotionRule | None = None,
+    ) -> str:
+        """Put the run alias (and maybe ``champion`` + ``default``) on ``version``.
+
+        Returns:
+            What was decided about ``champion`` ('' when not asked).
+        """
         current = self._get(f"{resource_name}@{version}")
         have = set(current.version_aliases) if current is not None else set()
-        wanted = {alias}
-        if make_champion:
-            self._free_alias(resource_name, CHAMPION_ALIAS, keep_version=version)
-            wanted |= {CHAMPION_ALIAS, "default"}
-        missing = sorted(wanted - have)
-        if alias in missing:
+        if alias not in have:
             self._free_alias(resource_name, alias, keep_version=version)
-        if missing:
-            self._merge_aliases(resource_name, version, missing)
+            self._merge_aliases(resource_name, version, [alias])
+        if not make_champion:
+            return ""
+        if CHAMPION_ALIAS in have:
+            return f"version {version} already holds {CHAMPION_ALIAS!r}"
+        return self._promote(resource_name, version, promotion)
+
+    def _champion_version(self, resource_name: str) -> RegisteredVersion | None:
+        holder = self._get(f"{resource_name}@{CHAMPION_ALIAS}")
+        return None if holder is None else self._version_info(resource_name, holder.version_id)
+
+    def _promote(self, resource_name: str, version: str, promotion: PromotionRule | None) -> str:
+        """Compare-and-set of ``champion`` as far as Vertex allows (module docstring).
+
+        The champion is read, judged, and read again right before the alias moves; when it
+        changed while it was judged (re-scoring takes a while) the new one is judged. After the
+        move the champion is read once more: if another run moved it meanwhile, say so.
+        """
+        holder = self._champion_version(resource_name)
+        for _ in range(self.max_promotion_checks):
+            decision = (
+                promotion(holder)
+                if promotion is not None
+                else PromotionDecision(True, "promoted without a champion check")
+            )
+            if not decision.promote:
+                _LOG.warning(
+                    "version %s registered without %r: %s", version, CHAMPION_ALIAS, decision.reason
+                )
+                return decision.reason
+            again = self._champion_version(resource_name)
+            if _same_version(again, holder):
+                break
+            holder = again
+        else:
+            reason = (
+                f"the champion kept changing while version {version} was judged "
+                f"({self.max_promotion_checks} checks); registered without {CHAMPION_ALIAS!r}"
+            )
+            _LOG.warning("%s", reason)
+            return reason
+        # The window: from the read above to the alias move below no precondition holds.
+        try:
+            if holder is not None:
+                self._merge_aliases(resource_name, holder.version, [f"-{CHAMPION_ALIAS}"])
+            self._merge_aliases(resource_name, version, [CHAMPION_ALIAS, "default"])
+        except RegistryError as err:
+            winner = self._champion_version(resource_name)
+            if winner is not None and winner.version != version:
+                reason = (
+                    f"version {winner.version} was promoted by another run while version "
+                    f"{version} was being promoted; {version} is registered without "
+                    f"{CHAMPION_ALIAS!r} ({err})"
+                )
+                _LOG.warning("%s", reason)
+                return reason
+            raise
+        after = self._champion_version(resource_name)
+        if after is None or after.version != version:
+            found = "no version" if after is None else f"version {after.version}"
+            reason = (
+                f"{decision.reason}; but {found} holds {CHAMPION_ALIAS!r} right after version "
+                f"{version} took it: another run promoted it in the same moment, without "
+                f"comparing it with version {version}"
+            )
+            _LOG.warning("%s", reason)
+            return reason
+        return decision.reason
 
     def _version_info(
         self, resource_name: str, version: str, metrics: dict[str, Any] | None = None
