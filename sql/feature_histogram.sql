@@ -12,7 +12,7 @@
 -- search over that feature's edges (each edge a scalar parameter @edge_<i>_<k>), so a row costs
 -- about log2(edges) comparisons; the block is repeated per feature with `value` renamed to the
 -- feature's column and a literal feature index, joined by UNION ALL. (One COUNTIF per edge was
--- 2-3x slower on DuckDB; an ARRAY parameter indexed per row, slower still.)
+-- 1.1-2.5x slower on DuckDB; an ARRAY parameter indexed per row, 2x slower still.)
 --
 -- Identifiers: source. Parameters: @edge FLOAT64.
 SELECT
