@@ -10,15 +10,21 @@ from components.gate import gate
 
 
 @dsl.component
-def write_metrics(macro_f1: float, out: Output[Artifact]):
+def write_metrics(macro_f1: float, baseline_f1: float, out: Output[Artifact]):
     import json
     import os
 
     from vertex_imbalanced.artifacts import METRICS_FILE
 
+    metrics = {
+        "macro_f1": macro_f1,
+        "accuracy": 0.9,
+        "per_class": {"ok": {"support": 9000}, "fraud": {"support": 2500}},
+        "baselines": {"logistic_regression": {"macro_f1": baseline_f1}},
+    }
     os.makedirs(out.path, exist_ok=True)
     with open(os.path.join(out.path, METRICS_FILE), "w") as f:
-        json.dump({"macro_f1": macro_f1, "accuracy": 0.9}, f)
+        json.dump(metrics, f)
 
 
 @dsl.component
@@ -27,14 +33,15 @@ def branch(name: str, reason: str) -> str:
 
 
 @dsl.pipeline
-def gated(macro_f1: float, champion: str) -> str:
-    metrics = write_metrics(macro_f1=macro_f1)
+def gated(macro_f1: float, champion: str, baseline_f1: float = 0.6) -> str:
+    metrics = write_metrics(macro_f1=macro_f1, baseline_f1=baseline_f1)
     decision = gate(
         challenger_metrics=metrics.outputs["out"],
         champion_metrics=champion,
         metric="macro_f1",
         min_value=0.5,
         tolerance=0.02,
+        baseline_min_tolerance=0.03,
     )
     with dsl.If(decision.outputs["passed"] == True):  # noqa: E712 (KFP condition syntax)
         registered = branch(name="register", reason=decision.outputs["reason"])
@@ -52,15 +59,35 @@ def _local(tmp_path_factory):
 
 
 @pytest.mark.parametrize(
-    ("macro_f1", "champion", "expected"),
+    ("macro_f1", "champion", "baseline_f1", "expected"),
     [
-        (0.70, "", "register: macro_f1 0.7000 >= minimum 0.5000; no champion"),
-        (0.70, json.dumps({"macro_f1": 0.71}), "register: macro_f1 0.7000 >= minimum"),
-        (0.70, json.dumps({"macro_f1": 0.80}), "reject: macro_f1 0.7000 is below the champion"),
-        (0.40, "", "reject: macro_f1 0.4000 is below the minimum 0.5000"),
+        (0.70, "", 0.6, "register: macro_f1 0.7000 >= minimum 0.5000; no champion"),
+        (0.70, json.dumps({"macro_f1": 0.71}), 0.6, "register: macro_f1 0.7000 >= minimum"),
+        (
+            0.70,
+            json.dumps({"macro_f1": 0.80}),
+            0.6,
+            "reject: macro_f1 0.7000 is below the champion",
+        ),
+        (0.40, "", 0.6, "reject: macro_f1 0.4000 is below the minimum 0.5000"),
+        (
+            0.70,
+            "",
+            0.75,
+            "reject: macro_f1 0.7000 is below the logistic-regression baseline's 0.7500 minus "
+            "tolerance 0.0300",
+        ),
+        (0.70, "", 0.72, "register: macro_f1 0.7000 >= minimum 0.5000; no champion"),
     ],
-    ids=["no-champion", "within-tolerance", "worse-than-champion", "below-minimum"],
+    ids=[
+        "no-champion",
+        "within-tolerance",
+        "worse-than-champion",
+        "below-minimum",
+        "below-baseline",
+        "within-baseline-tolerance",
+    ],
 )
-def test_gate_branches(macro_f1, champion, expected):
-    task = gated(macro_f1=macro_f1, champion=champion)
+def test_gate_branches(macro_f1, champion, baseline_f1, expected):
+    task = gated(macro_f1=macro_f1, champion=champion, baseline_f1=baseline_f1)
     assert task.output.startswith(expected)
