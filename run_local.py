@@ -1,13 +1,15 @@
 """Run the whole training pipeline on this machine with kfp.local (no cloud, no Docker).
 
     python run_local.py                      # demo data -> prepare, train, evaluate, gate, register
-    python run_local.py --source data.csv --label churned --key customer_id
+    python run_local.py --source credit_data.csv --label Status --key id
     python run_local.py --source "duckdb:///abs/file.db?table=orders" --label status --key id
 
 Uses the same pipeline definition as Vertex AI (pipelines/training_pipeline.py) with a DuckDB
-source and a local registry directory (default ``build/registry``, shared across runs, so a
-second run's gate compares against the first run's champion). Writes
-``OUTPUT_DIR/summary.json`` and prints one line per step event and a short summary.
+work database under the output directory (the user's files are only read) and a local
+registry directory (default ``build/registry``, shared across runs, so a second run's gate
+compares against the first run's champion). Every problem of the options and the input is
+listed before anything runs. Writes ``OUTPUT_DIR/summary.json`` and prints the columns' roles,
+the class mapping, one line per step event, per epoch and per warning, and a short summary.
 The work is done by :func:`pipelines.local_run.main`.
 """
 
@@ -18,60 +20,141 @@ import sys
 from collections.abc import Sequence
 
 from pipelines import local_run
-from vertex_imbalanced.config import IMBALANCE_MODES
+from vertex_imbalanced.config import (
+    DEFAULT_NA_VALUES,
+    IMBALANCE_MODES,
+    LABEL_POLICIES,
+    Hyperparameters,
+)
 
 DEFAULTS = local_run.LocalRunOptions()
+EXAMPLES = """examples:
+  # a CSV as R writes it (NA for missing), text labels "good"/"bad", an id column
+  python run_local.py --source credit_data.csv --label Status --key id
+
+  # a DuckDB table, classes in a fixed order, rows without a label skipped and counted
+  python run_local.py --source "duckdb:///abs/shop.db?table=orders" --label churned \\
+      --key order_id --classes no,yes --label-policy skip --ignore notes,created_by
+"""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line of run_local.py (defaults come from ``LocalRunOptions``)."""
+    """The command line of run_local.py (defaults come from ``LocalRunOptions``).
+
+    Values are parsed as text and converted by :func:`pipelines.local_run.options_from_text`,
+    so every bad value is reported together with the other problems.
+    """
     p = argparse.ArgumentParser(
-        description="Run the whole training pipeline locally (kfp.local + DuckDB + local registry)."
+        description="Run the whole training pipeline locally (kfp.local + DuckDB + local "
+        "registry). Every problem of the options and the input is listed before anything runs.",
+        epilog=EXAMPLES,
+        formatter_class=lambda prog: argparse.RawDescriptionHelpFormatter(prog, width=100),
     )
-    p.add_argument(
+    data = p.add_argument_group("data")
+    data.add_argument(
         "--source",
-        help="CSV or Parquet file, or duckdb:///abs/file.db?table=[schema.]NAME "
-        "(default: generated demo data)",
+        help="CSV or Parquet file, or duckdb:///abs/file.db?table=[schema.]NAME (read only: "
+        "copied into the run's work database) (default: generated demo data)",
     )
-    p.add_argument("--label", help="label column (required with --source)")
-    p.add_argument(
+    data.add_argument("--label", help="label column: text, integer or boolean values "
+                      "(required with --source)")  # fmt: skip
+    data.add_argument(
         "--key",
         help="unique row key column (drives the deterministic split; required with a DuckDB "
-        "--source; CSV/Parquet without it get a row_key column numbering the rows)",
+        "--source; a CSV/Parquet file without it gets a row_key column numbering the rows)",
     )
-    p.add_argument(
-        "--features",
-        type=local_run.split_list,
-        help="comma-separated feature columns (default: all others)",
+    data.add_argument(
+        "--features", help="comma-separated feature columns (default: all other columns)"
     )
-    p.add_argument("--rows", type=int, default=DEFAULTS.rows, help="demo data rows")
-    p.add_argument("--seed", type=int, default=DEFAULTS.seed, help="demo data seed")
-    p.add_argument("--output-dir", default=DEFAULTS.output_dir)
-    p.add_argument("--registry", default=DEFAULTS.registry, help="local registry directory")
-    p.add_argument("--model-name", default=None, help="registered model name")
-    p.add_argument("--imbalance-mode", default=DEFAULTS.imbalance_mode, choices=IMBALANCE_MODES)
-    p.add_argument(
-        "--max-ratio", type=float, default=DEFAULTS.max_ratio, help="majority:minority cap"
+    data.add_argument("--ignore", help="comma-separated columns to leave out (default: none)")
+    data.add_argument(
+        "--classes",
+        help="comma-separated class names in id order, e.g. bad,good or false,true "
+        "(default: the train split's label values, numbers sorted numerically, text lexically)",
     )
-    p.add_argument(
-        "--min-metric", type=float, default=DEFAULTS.min_metric, help="gate: minimum macro F1"
+    data.add_argument(
+        "--label-policy",
+        help=f"what a NULL label (or one outside --classes) does: {' or '.join(LABEL_POLICIES)} "
+        "(skip: leave the rows out and count them) (default: error)",
     )
-    p.add_argument(
-        "--tolerance", type=float, default=DEFAULTS.tolerance, help="gate: allowed drop vs champion"
+    data.add_argument(
+        "--na-values",
+        help="comma-separated CSV text read as missing, replacing the default "
+        f"{','.join(v for v in DEFAULT_NA_VALUES if v)} (an empty field is always missing)",
     )
-    hp = p.add_argument_group("hyperparameters")
-    hp.add_argument("--epochs", type=int, default=None, help="default: Hyperparameters().epochs")
-    hp.add_argument("--batch-size", type=int, default=None)
-    hp.add_argument("--learning-rate", type=float, default=None)
-    hp.add_argument("--hidden-units", type=local_run.int_list, default=None, help="e.g. 64,32")
-    p.add_argument("--verbose", action="store_true", help="show every line kfp.local prints")
+    data.add_argument(
+        "--feature-config",
+        help="YAML/JSON feature config (the pipeline's feature_config: label, key, numeric, "
+        "categorical, ignored, classes, label_policy, na_values); options above override it",
+    )
+    data.add_argument(
+        "--split-ratios", help="train,validation,test shares summing to 1 (default: 0.8,0.1,0.1)"
+    )
+    data.add_argument(
+        "--rows", default=str(DEFAULTS.rows), help="demo data rows (default: %(default)s)"
+    )
+    data.add_argument(
+        "--seed", default=str(DEFAULTS.seed), help="demo data seed (default: %(default)s)"
+    )
+    run = p.add_argument_group("run")
+    run.add_argument("--output-dir", default=DEFAULTS.output_dir, help="default: %(default)s")
+    run.add_argument(
+        "--registry",
+        default=DEFAULTS.registry,
+        help="local registry directory (default: %(default)s)",
+    )
+    run.add_argument(
+        "--model-name",
+        help="registered model name (default: pipelines.training_pipeline.DEFAULT_MODEL_NAME)",
+    )
+    run.add_argument(
+        "--imbalance-mode",
+        default=DEFAULTS.imbalance_mode,
+        help=f"{', '.join(IMBALANCE_MODES)} (default: %(default)s)",
+    )
+    run.add_argument(
+        "--max-ratio",
+        default=str(DEFAULTS.max_ratio),
+        help="majority:minority cap after downsampling, >= 1 or 0 for none (default: %(default)s)",
+    )
+    run.add_argument(
+        "--min-metric",
+        default=str(DEFAULTS.min_metric),
+        help="gate: minimum macro F1, 0..1 (default: %(default)s)",
+    )
+    run.add_argument(
+        "--tolerance",
+        default=str(DEFAULTS.tolerance),
+        help="gate: allowed drop vs the champion, >= 0 (default: %(default)s)",
+    )
+    run.add_argument("--verbose", action="store_true", help="show every line kfp.local prints")
+    hp = p.add_argument_group(
+        "hyperparameters (defaults: vertex_imbalanced.config.Hyperparameters)"
+    )
+    hp.add_argument("--epochs", help=f"default: {hyperparameter_default('epochs')}")
+    hp.add_argument("--batch-size", help=f"default: {hyperparameter_default('batch_size')}")
+    hp.add_argument("--learning-rate", help=f"default: {hyperparameter_default('learning_rate')}")
+    hp.add_argument(
+        "--hidden-units",
+        help=f"comma-separated layer widths (default: {hyperparameter_default('hidden_units')})",
+    )
     return p
+
+
+def hyperparameter_default(name: str) -> str:
+    """The default of a ``Hyperparameters`` field as --help shows it."""
+    value = getattr(Hyperparameters(), name)
+    if value is None:
+        return "fitted to the number of training rows"
+    if isinstance(value, tuple):
+        return ",".join(str(v) for v in value)
+    return str(value)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse the command line and run; returns the exit status (0 ok, 2 bad input, 1 failed)."""
     args = build_parser().parse_args(argv)
-    return local_run.main(local_run.LocalRunOptions(**vars(args)))
+    return local_run.main_from_text(vars(args))
 
 
 if __name__ == "__main__":

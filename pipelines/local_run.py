@@ -28,26 +28,50 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import errno
 import io
 import json
+import os
 import re
 import sys
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
+import yaml
+
+from vertex_imbalanced import options_check as check
 from vertex_imbalanced.artifacts import REPORT_FILE, metrics_path
-from vertex_imbalanced.errors import PipelineInputError, PipelineRunError
-from vertex_imbalanced.warehouse.local_import import LocalSource, demo_source, resolve_source
+from vertex_imbalanced.config import (
+    DEFAULT_IMBALANCE_MODE,
+    DEFAULT_NA_VALUES,
+    IMBALANCE_MODES,
+    LABEL_POLICIES,
+    FeatureSpec,
+)
+from vertex_imbalanced.errors import OutputBusyError, PipelineInputError, PipelineRunError
+from vertex_imbalanced.warehouse.local_import import (
+    ROW_KEY,
+    DataRequest,
+    SourceCheck,
+    StagedSource,
+    check_source,
+    describe_roles,
+    split_source,
+    stage_demo,
+    stage_source,
+)
 from vertex_imbalanced.warehouse.prepare import PreparedData
 
 DEFAULT_OUTPUT_DIR = "build/local_run"
 DEFAULT_REGISTRY = "build/registry"
 DEFAULT_ROWS = 100_000
+DEFAULT_SPLIT_RATIOS = (0.8, 0.1, 0.1)
 SUMMARY_FILE = "summary.json"
 LOG_FILE = "pipeline.log"
+LOCK_FILE = ".run.lock"
 PIPELINE_ROOT_DIR = "pipeline_root"
 STEPS = ("prepare-data", "train", "evaluate", "lookup-champion", "gate", "register")
 """The pipeline's task names, in the order the step numbers ``[i/6]`` use."""
@@ -67,6 +91,10 @@ _ERROR_LINE = re.compile(r"^\s*([A-Za-z_][\w.]*(Error|Exception|Exit)):\s?(.*)$"
 _STARTED = re.compile(r"Executing task '([^']+)'")
 _FINISHED = re.compile(r"Task '([^']+)' finished with status (\w+)")
 _FAILED_TASK = re.compile(r"Inner task failed: '([^']+)'")
+_WARNING_LINE = re.compile(r"^\s*\S+:\d+: (\w*Warning): (.*)$")
+_EPOCH_LINE = re.compile(r"^\s*(?:\[[^\]]*\]:?\s*)?(epoch \d+/\d+: .*)$")
+"""The train step's one line per epoch (``epoch 3/20: loss ... val_loss ... rows/s ...``)."""
+_DISK_FULL = re.compile(r"No space left on device|Errno 28|ENOSPC|Disk quota exceeded")
 
 
 # ----------------------------------------------------------------------------- options
@@ -76,13 +104,21 @@ class LocalRunOptions:
 
     Attributes:
         source: CSV/Parquet path or DuckDB URI; None for the generated demo table.
-        label, key: label and unique row key columns (label required with ``source``).
-        features: feature columns (None: all other columns, roles inferred by prepare).
+        label, key: label and unique row key columns (label required with ``source``; a
+            CSV/Parquet file without ``key`` gets a ``row_key`` column).
+        features: feature columns (None: all other columns, roles from their types).
+        ignore: columns left out.
+        classes: class names in id order (None: inferred from the train split, sorted).
+        label_policy: ``error`` or ``skip`` rows whose label is NULL (or outside ``classes``).
+        na_values: CSV text read as missing (None: ``config.DEFAULT_NA_VALUES``).
+        feature_config: YAML/JSON feature-config file (the pipeline's ``feature_config``);
+            the options above override its keys.
+        split_ratios: train, validation, test shares (None: 0.8, 0.1, 0.1).
         rows, seed: size and seed of the demo table.
-        output_dir: where the run writes (summary, log, kfp.local's pipeline root).
+        output_dir: where the run writes (summary, log, work database, kfp.local's root).
         registry: local registry directory (shared across runs: champions persist).
         model_name: registered model name (None: the pipeline's default).
-        imbalance_mode, max_ratio: how the train split is rebalanced.
+        imbalance_mode, max_ratio: how the train split is rebalanced (max_ratio 0: no cap).
         min_metric, tolerance: the gate's settings.
         epochs, batch_size, learning_rate, hidden_units: hyperparameters (None: defaults).
         verbose: echo every line kfp.local prints instead of one line per step event.
@@ -92,12 +128,18 @@ class LocalRunOptions:
     label: str | None = None
     key: str | None = None
     features: tuple[str, ...] | None = None
+    ignore: tuple[str, ...] | None = None
+    classes: tuple[str, ...] | None = None
+    label_policy: str | None = None
+    na_values: tuple[str, ...] | None = None
+    feature_config: str | None = None
+    split_ratios: tuple[float, ...] | None = None
     rows: int = DEFAULT_ROWS
     seed: int = 7
     output_dir: str = DEFAULT_OUTPUT_DIR
     registry: str = DEFAULT_REGISTRY
     model_name: str | None = None
-    imbalance_mode: str = "downsample_upweight"
+    imbalance_mode: str = DEFAULT_IMBALANCE_MODE
     max_ratio: float = 10.0
     min_metric: float = 0.5
     tolerance: float = 0.0
@@ -111,10 +153,8 @@ class LocalRunOptions:
         """The hyperparameters set on the command line (the rest keep their defaults).
 
         Raises:
-            PipelineInputError: an invalid value (checked here, not three steps in).
+            InputProblemsError: invalid values, each named (checked here, not three steps in).
         """
-        from vertex_imbalanced.config import Hyperparameters
-
         values = {
             "epochs": self.epochs,
             "batch_size": self.batch_size,
@@ -122,8 +162,217 @@ class LocalRunOptions:
             "hidden_units": list(self.hidden_units) if self.hidden_units else None,
         }
         hyper = {name: value for name, value in values.items() if value is not None}
-        Hyperparameters.from_dict(hyper)
+        problems = check.Problems()
+        problems.extend(check.hyperparameter_problems(hyper, HYPERPARAMETER_OPTIONS))
+        problems.raise_if_any()
         return hyper
+
+
+HYPERPARAMETER_OPTIONS = {
+    "epochs": "--epochs",
+    "batch_size": "--batch-size",
+    "learning_rate": "--learning-rate",
+    "hidden_units": "--hidden-units",
+}
+TEXT_OPTIONS = {
+    "int": ("rows", "seed", "epochs", "batch_size"),
+    "float": ("max_ratio", "min_metric", "tolerance", "learning_rate"),
+    "names": ("features", "ignore", "classes"),
+}
+"""Command-line options given as text and converted by :func:`options_from_text`."""
+
+
+def _option(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def options_from_text(values: Mapping[str, Any]) -> tuple[LocalRunOptions, list[str]]:
+    """Convert ``run_local.py``'s text options, collecting every value that does not convert.
+
+    Args:
+        values: option name (``LocalRunOptions`` field) -> text (or a typed default).
+
+    Returns:
+        The options (fields that did not convert keep their defaults) and one problem line
+        per bad value.
+    """
+    problems = check.Problems()
+    out: dict[str, Any] = {}
+    for name, value in values.items():
+        if not isinstance(value, str):
+            out[name] = value
+        elif name in TEXT_OPTIONS["int"]:
+            try:
+                out[name] = int(value)
+            except ValueError:
+                problems.add(f"{_option(name)}: {value!r} is not an integer")
+        elif name in TEXT_OPTIONS["float"]:
+            number = check.parse_number(_option(name), value, problems)
+            if number is not None:
+                out[name] = number
+        elif name in TEXT_OPTIONS["names"]:
+            out[name] = check.name_list(value)
+        elif name == "hidden_units":
+            out[name] = check.int_list("--hidden-units", value, problems)
+        elif name == "split_ratios":
+            out[name] = check.parse_ratios("--split-ratios", value, problems)
+        elif name == "na_values":
+            out[name] = tuple(item.strip() for item in value.split(","))
+        else:
+            out[name] = value
+    return LocalRunOptions(**out), problems.lines
+
+
+def option_problems(options: LocalRunOptions) -> list[str]:
+    """Every problem of the option values alone (no file or table read), one line each."""
+    from vertex_imbalanced.registry.local import validate_model_name
+
+    p = check.Problems()
+    p.add(check.finite_number("--min-metric", options.min_metric, minimum=0.0, maximum=1.0))
+    p.add(check.finite_number("--tolerance", options.tolerance, minimum=0.0))
+    ratio = check.finite_number("--max-ratio", options.max_ratio, minimum=0.0)
+    if not ratio and 0 < options.max_ratio < 1:
+        ratio = f"--max-ratio: {options.max_ratio} must be >= 1 (or 0: no cap)"
+    p.add(ratio)
+    p.add(check.one_of("--imbalance-mode", options.imbalance_mode, IMBALANCE_MODES))
+    if options.label_policy is not None:
+        p.add(check.one_of("--label-policy", options.label_policy, LABEL_POLICIES))
+    p.add(check.matches("--model-name", options.model_name, validate_model_name))
+    if options.split_ratios is not None:
+        p.add(check.split_ratios("--split-ratios", options.split_ratios))
+    if options.source is None and options.rows <= 0:
+        p.add(f"--rows: must be > 0, got {options.rows}")
+    if options.source is not None:
+        p.attempt("--source", lambda: split_source(options.source))
+        if not options.label:
+            p.add("--label: required with --source")
+    if options.classes and len(set(options.classes)) != len(options.classes):
+        p.add(f"--classes: duplicate class names in {list(options.classes)}")
+    taken = {options.label, options.key} - {None}
+    for option, names in (("--features", options.features), ("--ignore", options.ignore)):
+        for name in sorted(taken & set(names or ())):
+            p.add(f"{option}: {name!r} is the label or the key column")
+    both = set(options.features or ()) & set(options.ignore or ())
+    if both:
+        p.add(f"--ignore: {sorted(both)} are also listed in --features")
+    hyper = {
+        "epochs": options.epochs,
+        "batch_size": options.batch_size,
+        "learning_rate": options.learning_rate,
+        "hidden_units": list(options.hidden_units) if options.hidden_units else None,
+    }
+    given = {k: v for k, v in hyper.items() if v is not None}
+    p.extend(check.hyperparameter_problems(given, HYPERPARAMETER_OPTIONS))
+    return p.lines
+
+
+def read_feature_config(path: str | None, problems: check.Problems) -> dict[str, Any]:
+    """The feature-config file as a dict (empty if none); unreadable files and keys -> problems."""
+    if path is None:
+        return {}
+    known = {f.name for f in dataclasses.fields(FeatureSpec)}
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as err:
+        problems.add(f"--feature-config: cannot read {path}: {err}")
+        return {}
+    if not isinstance(data, dict):
+        problems.add(f"--feature-config: {path} is not a mapping of feature-config keys")
+        return {}
+    for name in sorted(set(data) - known):
+        problems.add(f"--feature-config: unknown key {name!r} in {path} (known: {sorted(known)})")
+    if data.get("weight"):
+        problems.add("--feature-config: 'weight' is not supported (the prepare step adds it)")
+    return {k: v for k, v in data.items() if k in known}
+
+
+def _names(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return check.name_list(value) or ()
+    from vertex_imbalanced.config import class_name
+
+    return tuple(class_name(v) for v in value)
+
+
+def data_request(
+    options: LocalRunOptions, config: Mapping[str, Any], default_key: str | None
+) -> DataRequest:
+    """The table request: command-line options over the feature-config file's keys."""
+    features = options.features
+    numeric = categorical = ()
+    if features is None:
+        numeric, categorical = _names(config.get("numeric")), _names(config.get("categorical"))
+    na_values = options.na_values
+    if na_values is None:
+        na_values = _names(config["na_values"]) if "na_values" in config else DEFAULT_NA_VALUES
+    return DataRequest(
+        label=options.label or config.get("label"),
+        key=options.key or config.get("key") or default_key,
+        features=features,
+        numeric=numeric,
+        categorical=categorical,
+        ignored=options.ignore if options.ignore is not None else _names(config.get("ignored")),
+        classes=options.classes if options.classes is not None else _names(config.get("classes")),
+        label_policy=options.label_policy or config.get("label_policy") or "error",
+        na_values=tuple(na_values),
+        split_ratios=tuple(options.split_ratios or DEFAULT_SPLIT_RATIOS),
+    )
+
+
+# ----------------------------------------------------------------------------- output directory
+class OutputLock:
+    """Exclusive use of an output directory for one run (``<dir>/.run.lock``, ``flock``).
+
+    The lock is the kernel's: it goes away with the process, so a crashed run never leaves
+    a directory busy. A directory this lock created is removed again on :meth:`release`
+    with ``remove_if_created`` when it holds nothing but the lock file.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        """Create the directory if needed and take its lock.
+
+        Raises:
+            OutputBusyError: another run holds the lock (names the directory and its pid).
+            PipelineInputError: the directory cannot be created or written.
+        """
+        import fcntl
+
+        self.path = Path(path).resolve()
+        self.created = not self.path.exists()
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(self.path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:
+            raise PipelineInputError(
+                f"output directory {str(self.path)!r} is not writable: {err}"
+            ) from err
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(self._fd, 64, 0).decode(errors="replace").strip() or "?"
+            os.close(self._fd)
+            raise OutputBusyError(
+                f"output directory {str(self.path)!r} is busy: another run (pid {holder}) is "
+                "writing there; wait for it to finish or pass another --output-dir"
+            ) from None
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, str(os.getpid()).encode(), 0)
+
+    def release(self, *, remove_if_created: bool = False) -> None:
+        """Give the directory back (the lock file stays: removing it would race)."""
+        import fcntl
+
+        if self._fd < 0:
+            return
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        os.close(self._fd)
+        self._fd = -1
+        if remove_if_created and self.created:
+            with contextlib.suppress(OSError):
+                (self.path / LOCK_FILE).unlink()
+                self.path.rmdir()
 
 
 def check_output_dir(path: str | Path) -> Path:
@@ -146,36 +395,135 @@ def check_output_dir(path: str | Path) -> Path:
     return out
 
 
-def local_source(options: LocalRunOptions, work_dir: Path) -> LocalSource:
-    """The demo table, or the user's ``--source`` imported / checked, with its feature spec."""
+# ----------------------------------------------------------------------------- the input
+@dataclasses.dataclass(frozen=True)
+class LocalSource:
+    """The accepted table a local run reads.
+
+    Attributes:
+        uri: ``duckdb:///abs/file.db?table=name`` in the run's work database.
+        spec: every role, the classes in id order, the label policy.
+        description: what the user named, for the summary.
+        check: the outcome of the checks (warnings, label counts, skipped rows).
+        declared_classes: the classes were given (``--classes`` / feature config), not inferred.
+    """
+
+    uri: str
+    spec: FeatureSpec
+    description: str
+    check: SourceCheck
+    declared_classes: bool = False
+
+
+def _stage(
+    options: LocalRunOptions,
+    work_dir: Path,
+    request: DataRequest,
+    add_key: bool,
+    problems: check.Problems,
+) -> StagedSource | None:
     if options.source is None:
-        return demo_source(
+        return problems.attempt("--rows", lambda: stage_demo(work_dir, options.rows, options.seed))
+    return problems.attempt(
+        "--source",
+        lambda: stage_source(
+            options.source,
             work_dir,
-            options.rows,
-            options.seed,
-            label=options.label,
-            key=options.key,
-            features=options.features,
-        )
-    return resolve_source(
-        options.source, work_dir, label=options.label, key=options.key, features=options.features
+            key=None if add_key else request.key,
+            label=request.label,
+            na_values=request.na_values,
+        ),
     )
+
+
+def prepare_input(
+    options: LocalRunOptions, work_dir: Path, problems: check.Problems
+) -> LocalSource | None:
+    """Stage the source in ``work_dir`` and check it with the options: all problems at once.
+
+    Appends every problem to ``problems``; the staged copy is moved into place only when
+    there is none (and deleted otherwise).
+
+    Returns:
+        The accepted source, or None when there are problems.
+    """
+    from vertex_imbalanced.warehouse.demo_data import DEMO_SPEC
+
+    config = read_feature_config(options.feature_config, problems)
+    add_key = False
+    if options.source is None and options.rows <= 0:
+        return None  # reported by option_problems
+    if options.source is not None and split_source_or_none(options.source) is None:
+        return None  # reported by option_problems
+    if options.source is None:
+        default = dataclasses.replace(options, label=options.label or DEMO_SPEC.label)
+        request = data_request(default, config, options.key or DEMO_SPEC.key)
+    else:
+        kind = split_source_or_none(options.source)
+        has_key = bool(options.key or config.get("key"))
+        add_key = kind == "file" and not has_key
+        request = data_request(options, config, ROW_KEY if add_key else None)
+        if kind == "duckdb" and not has_key:
+            problems.add("--key: required with a DuckDB --source (a unique row key column)")
+    staged = _stage(options, work_dir, request, add_key, problems)
+    if staged is None:
+        return None
+    try:
+        checked = check_source(staged, request)
+    except BaseException:
+        staged.discard()
+        raise
+    problems.extend(checked.problems)
+    if problems or checked.spec is None:
+        staged.discard()
+        return None
+    description = options.source or staged.description
+    declared = bool(request.classes)
+    return LocalSource(staged.commit(), checked.spec, description, checked, declared)
+
+
+def split_source_or_none(source: str) -> str | None:
+    """``"duckdb"``, ``"file"`` or None (an unknown form, reported elsewhere)."""
+    try:
+        return split_source(source)[0]
+    except PipelineInputError:
+        return None
+
+
+def class_mapping_line(spec: FeatureSpec, declared: bool) -> str:
+    """``classes: 0=bad 1=good (inferred from the train split, sorted)``."""
+    how = "as declared" if declared else "inferred from the train split, sorted"
+    mapping = "  ".join(f"{i}={name!r}" for i, name in enumerate(spec.classes))
+    return f"classes: {mapping}  ({how})"
+
+
+def input_lines(source: LocalSource, declared: bool) -> list[str]:
+    """What run_local prints before the pipeline starts: roles, classes, skipped, warnings."""
+    lines = [f"columns: {line}" for line in describe_roles(source.spec)]
+    lines.append(class_mapping_line(source.spec, declared))
+    if source.check.skipped:
+        lines.append(
+            f"label policy skip: {source.check.skipped} row(s) with a NULL label or one outside "
+            "the classes are left out"
+        )
+    lines += [f"warning: {line}" for line in source.check.warnings]
+    return lines
 
 
 def pipeline_arguments(
     options: LocalRunOptions, source: LocalSource, registry: Path
 ) -> dict[str, Any]:
-    """The pipeline's parameter values for a local run.
-
-    Raises:
-        PipelineInputError: an invalid hyperparameter.
-    """
+    """The pipeline's parameter values for a local run."""
     from pipelines.training_pipeline import DEFAULT_MODEL_NAME
     from vertex_imbalanced.registry.provenance import current_git_commit
 
+    train, validation, test = options.split_ratios or DEFAULT_SPLIT_RATIOS
     return {
         "source_uri": source.uri,
         "feature_config": source.spec.to_json(),
+        "train_ratio": train,
+        "validation_ratio": validation,
+        "test_ratio": test,
         "imbalance_mode": options.imbalance_mode,
         "imbalance_max_ratio": options.max_ratio,
         "hyperparameters": json.dumps(options.hyperparameters()),
@@ -211,11 +559,18 @@ class KfpLocalOutput(io.TextIOBase):
     else a task prints is kept (last 400 lines per task) so a failure can be named by its last
     exception line. kfp 2.17 logs a skipped conditional task below its log level (nothing is
     printed), so :meth:`finish` reports the tasks that never started.
+
+    Also echoed: every Python warning a task emits (``warning: ...``, once per text) and the
+    train step's one line per epoch (``epoch 3/20: loss ...``). When the log file cannot be
+    written (e.g. the disk is full) logging stops, :attr:`log_error` keeps the error and the
+    run goes on: the console lines and the failing task's own error still come through.
     """
 
     def __init__(self, log: TextIO, echo: TextIO, verbose: bool = False) -> None:
         """Write everything to ``log``; step lines (or, verbose, everything) to ``echo``."""
         self._log, self._echo, self._verbose = log, echo, verbose
+        self.log_error: OSError | None = None
+        self._warned: set[str] = set()
         self._partial = ""
         self._task = ""
         self._started: dict[str, float] = {}
@@ -229,7 +584,7 @@ class KfpLocalOutput(io.TextIOBase):
 
     def write(self, text: str) -> int:
         """Log ``text`` and react to each complete line in it."""
-        self._log.write(text)
+        self._write_log(text)
         if self._verbose:
             self._echo.write(text)
         self._partial += text
@@ -238,9 +593,26 @@ class KfpLocalOutput(io.TextIOBase):
             self._line(_ANSI.sub("", line))
         return len(text)
 
+    def _write_log(self, text: str) -> None:
+        if self.log_error is not None:
+            return
+        try:
+            self._log.write(text)
+        except OSError as err:
+            self.log_error = err
+
+    @property
+    def task(self) -> str:
+        """The task that started last ('' before the first)."""
+        return self._task
+
     def flush(self) -> None:
         """Flush the log and the echo stream."""
-        self._log.flush()
+        if self.log_error is None:
+            try:
+                self._log.flush()
+            except OSError as err:
+                self.log_error = err
         self._echo.flush()
 
     def _say(self, text: str) -> None:
@@ -260,6 +632,12 @@ class KfpLocalOutput(io.TextIOBase):
             self._say(finished_line(m[1], m[2], seconds))
         elif self._task:
             self.tail[self._task].append(line)
+            if m := _WARNING_LINE.match(line):
+                if m[2] not in self._warned:
+                    self._warned.add(m[2])
+                    self._say(f"      warning ({self._task}): {m[2]}")
+            elif m := _EPOCH_LINE.match(line):
+                self._say(f"      {m[1]}")
 
     def finish(self, tasks: tuple[str, ...]) -> list[str]:
         """Print the skipped line of each of ``tasks`` that never started; return those tasks."""
@@ -316,12 +694,31 @@ def _quiet_local_warnings() -> None:
     warnings.filterwarnings("ignore", message=r".*custom or non-Python base image.*")
 
 
-def _failure(err: RuntimeError, sink: KfpLocalOutput, log_path: Path) -> PipelineRunError:
+def disk_full(text: str) -> bool:
+    """True when an error text says the disk (or quota) is full."""
+    return bool(_DISK_FULL.search(text))
+
+
+def failure_message(task: str, reason: str, log_path: Path, log_error: OSError | None) -> str:
+    """The one line for a failed run: the task, its error, the disk if full, the log."""
+    if disk_full(reason) or (log_error is not None and disk_full(str(log_error))):
+        where = log_path.parent
+        cause = reason if disk_full(reason) else f"{reason}; the log could not be written"
+        return (
+            f"pipeline stopped: task {task!r} failed: the disk is full ({cause}); free space "
+            f"on the disk of {where} and rerun"
+        )
+    log = f"full log: {log_path}" if log_error is None else f"log incomplete: {log_error}"
+    return f"pipeline stopped: task {task!r} failed: {reason} ({log})"
+
+
+def _failure(err: BaseException, sink: KfpLocalOutput, log_path: Path) -> PipelineRunError:
     failed = _FAILED_TASK.findall(_ANSI.sub("", str(err)))
-    task = failed[0] if failed else "?"
-    return PipelineRunError(
-        f"pipeline stopped: task {task!r} failed: {sink.reason(task)} (full log: {log_path})"
-    )
+    task = failed[0] if failed else (sink.task or "?")
+    reason = sink.reason(task)
+    if isinstance(err, OSError) or reason == "see the log for details" and not failed:
+        reason = f"{type(err).__name__}: {err}"
+    return PipelineRunError(failure_message(task, reason, log_path, sink.log_error))
 
 
 def run_pipeline(
@@ -360,7 +757,7 @@ def run_pipeline(
         try:
             with contextlib.redirect_stdout(sink):
                 pipeline(**arguments)
-        except RuntimeError as err:
+        except (RuntimeError, OSError) as err:
             raise _failure(err, sink, log_path) from err
         sink.finish(STEPS)
     runs = sorted(set(root.iterdir()) - before, key=lambda p: p.stat().st_mtime)
@@ -396,9 +793,15 @@ class RunOutputs:
 
 
 def data_summary(prepared: PreparedData) -> dict[str, Any]:
-    """Split and class counts, keep rates, kept and weighted counts, mode."""
+    """Classes, split and class counts, skipped rows, keep rates, kept/weighted counts, mode.
+
+    ``classes`` in id order; ``skipped_labels`` per split (rows left out by the label policy).
+    """
     imbalance = prepared.imbalance
     return {
+        "classes": list(prepared.classes),
+        "label_policy": prepared.spec.label_policy,
+        "skipped_labels": prepared.skipped_labels,
         "split_counts": prepared.split_counts,
         "class_counts": imbalance.get("original_counts"),
         "keep_rates": imbalance.get("keep_rates"),
@@ -500,10 +903,23 @@ def format_summary(summary: dict[str, Any]) -> str:
     splits = summary["data"]["split_counts"] or {}
     m = summary["metrics"]
     gate = summary["gate"]
+    data = summary["data"]
+    skipped = data.get("skipped_labels") or {}
+    skipped_line = (
+        [
+            f"skipped: {sum(skipped.values())} row(s) with a NULL label or one outside the "
+            "classes (" + ", ".join(f"{k}={v}" for k, v in skipped.items()) + ")"
+        ]
+        if sum(skipped.values())
+        else []
+    )
+    classes = data.get("classes") or []
     return "\n".join(
         [
             f"data: {summary['source']}; splits "
             + ", ".join(f"{name}={sum(counts.values())}" for name, counts in splits.items()),
+            *skipped_line,
+            "classes: " + "  ".join(f"{i}={name!r}" for i, name in enumerate(classes)),
             f"test: macro F1 {m['macro_f1']:.4f}  weighted F1 {m['weighted_f1']:.4f}  "
             f"accuracy {m['accuracy']:.4f}",
             *_per_class_lines(m["per_class"] or {}),
@@ -515,61 +931,106 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 
 # ----------------------------------------------------------------------------- one call
-def run_local(options: LocalRunOptions) -> dict[str, Any]:
-    """Prepare the source, run the pipeline, write and return the summary.
+def _remove_if_new_and_empty(path: Path, existed: bool) -> None:
+    if not existed:
+        with contextlib.suppress(OSError):
+            path.rmdir()
+
+
+def run_local(
+    options: LocalRunOptions, problems: list[str] | tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """Check everything, then prepare the source, run the pipeline, write the summary.
+
+    Every problem of the options and the input is found in one pass before any step runs
+    (:func:`option_problems`, :func:`prepare_input`); then nothing is left behind (no work
+    database, no new output or registry directory).
+
+    Args:
+        options: the run's options.
+        problems: problems already found while parsing the command line.
 
     Returns:
         The summary (:func:`build_summary` plus ``step_seconds`` and ``seconds``), also
         written to ``OUTPUT_DIR/summary.json``.
 
     Raises:
-        PipelineInputError: bad options or source, found before the pipeline starts.
+        InputProblemsError: every problem of the options and the input (nothing ran).
+        OutputBusyError: another run uses the output directory.
         PipelineRunError: a task failed, or the gate passed and nothing was registered.
     """
     started = time.monotonic()
-    options.hyperparameters()  # fail here, not three steps in
-    output_dir = check_output_dir(options.output_dir)
-    registry = check_output_dir(options.registry)
-    print(f"output: {output_dir}   registry: {registry}")
-    source = local_source(options, output_dir)
-    arguments = pipeline_arguments(options, source, registry)
-    run_dir, seconds = run_pipeline(arguments, output_dir, verbose=options.verbose)
-    summary = build_summary(run_dir, source.description)
-    summary["step_seconds"] = seconds
-    summary["seconds"] = round(time.monotonic() - started, 1)
-    (output_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True))
-    return summary
+    found = check.Problems()
+    found.extend(problems)
+    found.extend(option_problems(options))
+    lock = OutputLock(options.output_dir)
+    accepted = False
+    try:
+        registry_existed = Path(options.registry).exists()
+        registry = found.attempt("--registry", lambda: check_output_dir(options.registry))
+        source = prepare_input(options, lock.path, found)
+        if found or source is None:
+            if registry is not None:
+                _remove_if_new_and_empty(registry, registry_existed)
+            found.raise_if_any()
+        accepted = True
+        print(f"output: {lock.path}   registry: {registry}")
+        for line in input_lines(source, source.declared_classes):
+            print(line)
+        arguments = pipeline_arguments(options, source, registry)
+        run_dir, seconds = run_pipeline(arguments, lock.path, verbose=options.verbose)
+        summary = build_summary(run_dir, source.description)
+        summary["step_seconds"] = seconds
+        summary["seconds"] = round(time.monotonic() - started, 1)
+        path = lock.path / SUMMARY_FILE
+        try:
+            path.write_text(json.dumps(summary, indent=2, sort_keys=True))
+        except OSError as err:
+            raise PipelineRunError(
+                f"the run finished but {path} could not be written: {err}"
+                + (" (the disk is full)" if err.errno == errno.ENOSPC else "")
+            ) from err
+        return summary
+    finally:
+        lock.release(remove_if_created=not accepted)
 
 
-def main(options: LocalRunOptions) -> int:
-    """Run :func:`run_local`, print the summary or one error line; return the exit status.
+def error_text(err: Exception) -> str:
+    """The lines ``main`` prints for an error: one line, or one per problem."""
+    problems = getattr(err, "problems", None)
+    if problems and len(problems) == 1:
+        return f"error: {problems[0]}"
+    if problems:
+        return f"error: {len(problems)} problems found before anything ran:\n  " + "\n  ".join(
+            problems
+        )
+    return f"error: {err}"
+
+
+def main(options: LocalRunOptions, problems: list[str] | tuple[str, ...] = ()) -> int:
+    """Run :func:`run_local`, print the summary or the error lines; return the exit status.
 
     Returns:
         0 on success, 2 for bad input (nothing ran), 1 when the pipeline failed.
     """
     try:
-        summary = run_local(options)
+        summary = run_local(options, problems)
     except PipelineInputError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(error_text(err), file=sys.stderr)
         return 2
     except PipelineRunError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(error_text(err), file=sys.stderr)
+        return 1
+    except OSError as err:  # run_local's own files (log, work database) on a full disk
+        disk = " (the disk is full)" if err.errno == errno.ENOSPC else ""
+        print(f"error: run_local could not write its files: {err}{disk}", file=sys.stderr)
         return 1
     print(format_summary(summary))
     print(f"summary: {Path(options.output_dir).resolve() / SUMMARY_FILE}  ({summary['seconds']} s)")
     return 0
 
 
-def split_list(text: str | None) -> tuple[str, ...] | None:
-    """``"a, b,c"`` -> ``("a", "b", "c")``; None or blank -> None (for list options)."""
-    items = tuple(item.strip() for item in (text or "").split(",") if item.strip())
-    return items or None
-
-
-def int_list(text: str) -> tuple[int, ...]:
-    """``"64,32"`` -> ``(64, 32)``.
-
-    Raises:
-        ValueError: an item is not an integer (argparse reports it as a bad option value).
-    """
-    return tuple(int(item) for item in split_list(text) or ())
+def main_from_text(values: Mapping[str, Any]) -> int:
+    """``run_local.py``'s call: convert the text options (collecting problems) and run."""
+    options, problems = options_from_text(values)
+    return main(options, problems)

@@ -8,7 +8,7 @@ import duckdb
 import pytest
 
 import run_local
-from pipelines.local_run import SUMMARY_FILE, LocalRunOptions, int_list, split_list
+from pipelines.local_run import SUMMARY_FILE, LocalRunOptions, options_from_text
 from vertex_imbalanced.errors import PipelineInputError
 from vertex_imbalanced.warehouse.demo_data import demo_table
 
@@ -57,17 +57,27 @@ def run_error(tmp_path, capsys, argv):
     [
         (["--source", "s3://bucket/data.csv", "--label", "y"], "unknown --source 's3://bucket/data.csv'"),
         (["--source", "table.xlsx", "--label", "y"], "unknown --source"),
-        (["--source", "duckdb:///w.db?table=t", "--label", "y"], "--key is required"),
         (["--source", "duckdb://w.db?table=t", "--label", "y", "--key", "k"], "the path must be absolute"),
-        (["--rows", "0"], "--rows must be > 0"),
-        (["--epochs", "0"], "epochs"),
+        (["--rows", "0"], "--rows: must be > 0"),
+        (["--epochs", "0"], "--epochs: epochs must be > 0"),
     ],
 )  # fmt: skip
 def test_bad_arguments_exit_2_with_one_error_line(tmp_path, capsys, argv, message):
     rc, err, _ = run_error(tmp_path, capsys, argv)
     assert rc == 2
-    assert err.startswith("error: ") and err.count("\n") == 1
+    assert err.startswith("error: ") and err.count("\n") == 1, err
     assert message in err
+    assert not (tmp_path / "o").exists() and not (tmp_path / "r").exists()
+
+
+def test_all_problems_of_one_run_are_listed_together(tmp_path, capsys):
+    rc, err, _ = run_error(tmp_path, capsys, ["--source", "duckdb:///w.db?table=t", "--label", "y"])
+    assert rc == 2
+    assert err.splitlines() == [
+        "error: 2 problems found before anything ran:",
+        "  --key: required with a DuckDB --source (a unique row key column)",
+        "  --source: DuckDB file /w.db does not exist (duckdb:///w.db?table=t)",
+    ]
 
 
 def test_source_without_the_label_column(tmp_path, capsys):
@@ -90,25 +100,16 @@ def test_parser_fills_the_options_with_their_defaults():
     args = run_local.build_parser().parse_args(
         ["--features", "a, b,,c", "--hidden-units", "64,32", "--epochs", "3"]
     )
-    options = LocalRunOptions(**vars(args))
+    options, problems = options_from_text(vars(args))
+    assert problems == []
     assert options.features == ("a", "b", "c")
     assert options.hidden_units == (64, 32)
     assert options.hyperparameters() == {"epochs": 3, "hidden_units": [64, 32]}
-    defaults = LocalRunOptions(**vars(run_local.build_parser().parse_args([])))
-    assert defaults == LocalRunOptions()
+    defaults, problems = options_from_text(vars(run_local.build_parser().parse_args([])))
+    assert problems == [] and defaults == LocalRunOptions()
     assert defaults.hyperparameters() == {}
 
 
-def test_list_options():
-    assert split_list(" a ,b ") == ("a", "b")
-    assert split_list("") is None and split_list(None) is None
-    assert int_list("8") == (8,)
-    with pytest.raises(ValueError):
-        int_list("64,x")
-    with pytest.raises(SystemExit):
-        run_local.build_parser().parse_args(["--hidden-units", "64,x"])
-
-
 def test_bad_hyperparameters_are_named():
-    with pytest.raises(PipelineInputError, match="learning_rate"):
+    with pytest.raises(PipelineInputError, match="--learning-rate: learning_rate must be > 0"):
         LocalRunOptions(learning_rate=-1.0).hyperparameters()
