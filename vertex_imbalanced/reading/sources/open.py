@@ -14,6 +14,8 @@ def open_source(
     columns: Sequence[str],
     row_restriction: str | None = None,
     num_streams: int = 2,
+    *,
+    billing_project: str | None = None,
 ) -> RecordBatchSource:
     """Open ``bq://project.dataset.table`` or ``duckdb:///abs/path.db?table=[schema.]name``.
 
@@ -24,6 +26,8 @@ def open_source(
         columns: columns to read, in this order.
         row_restriction: optional filter (trusted SQL text).
         num_streams: streams to request.
+        billing_project: project BigQuery read sessions run in and bill to (default: the
+            table's project; callers pass the pipeline's project). Not used for DuckDB.
 
     Returns:
         A BigQuery Storage Read v1 source or a DuckDB source.
@@ -43,7 +47,11 @@ def open_source(
         if ref.project is None or ref.dataset is None:
             raise PipelineInputError(f"BigQuery URI {uri!r} must be bq://project.dataset.table")
         return BigQueryStorageSource(
-            ref, list(columns), row_restriction=row_restriction, num_streams=num_streams
+            ref,
+            list(columns),
+            row_restriction=row_restriction,
+            num_streams=num_streams,
+            billing_project=billing_project,
         )
     raise PipelineInputError(
         f"unsupported source URI {uri!r}: use bq://project.dataset.table or "
