@@ -135,3 +135,21 @@ def test_null_labels_skipped_and_counted_per_split(tmp_path):
     assert kept == sum(sum(prepared.split_counts[s].values()) for s in ("validation", "test"))
     train = read_labels(prepared.train_uri, "churn")
     assert None not in train
+
+
+def test_feature_statistics_describe_the_train_split_and_travel_in_the_json(tmp_path):
+    sql = (
+        "SELECT 'k' || range AS key, CASE WHEN range % 4 = 0 THEN 'churned' ELSE 'stayed' END "
+        "AS churn, range * 1.0 AS x, ['a', 'b'][range % 2 + 1] AS c FROM range(1000)"
+    )
+    _, uri = make(tmp_path, sql)
+    prepared = prepare_data(uri, FeatureSpec(label="churn", key="key"), output_prefix="r")
+    stats = prepared.feature_statistics
+    train = prepared.split_counts["train"]
+    assert stats["row_count"] == sum(train.values())
+    assert stats["class_prior"] == pytest.approx({c: n / sum(train.values()) for c, n in train.items()})  # fmt: skip
+    assert set(stats["features"]) == {"x", "c"}
+    assert sum(stats["features"]["c"]["values"].values()) == sum(train.values())
+    assert type(prepared).from_json(prepared.to_json()) == prepared
+    plain = prepare_data(uri, FeatureSpec(label="churn", key="key"), output_prefix="s", feature_statistics=False)  # fmt: skip
+    assert plain.feature_statistics is None

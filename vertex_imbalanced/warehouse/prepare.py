@@ -52,6 +52,9 @@ class PreparedData:
         imbalance: ``ImbalanceReport.to_dict()`` of the train table.
         skipped_labels: rows left out per split because their label is NULL or outside the
             classes (``label_policy="skip"``; all zero under ``"error"``).
+        feature_statistics: statistics of the un-downsampled train split
+            (:func:`vertex_imbalanced.monitoring.statistics.training_statistics`), stored with
+            the model as the skew/drift baseline; None when not computed.
     """
 
     train_uri: str
@@ -62,6 +65,7 @@ class PreparedData:
     split_counts: dict[str, dict[str, int]]
     imbalance: dict[str, Any]
     skipped_labels: dict[str, int] = dataclasses.field(default_factory=dict)
+    feature_statistics: dict[str, Any] | None = None
 
     @property
     def imbalance_report(self) -> imb.ImbalanceReport:
@@ -419,6 +423,24 @@ def _write(
     return kept
 
 
+def _feature_statistics(
+    source_uri: str,
+    spec: FeatureSpec,
+    split_ratios: Sequence[float],
+    class_counts: Mapping[str, int],
+    warehouse: Warehouse,
+) -> dict[str, Any]:
+    from vertex_imbalanced.monitoring.statistics import training_statistics
+
+    return training_statistics(
+        source_uri,
+        spec,
+        split_ratios=split_ratios,
+        class_counts=class_counts,
+        warehouse=warehouse,
+    )
+
+
 def prepare_data(
     source_uri: str,
     spec: FeatureSpec,
@@ -430,6 +452,7 @@ def prepare_data(
     num_classes: int | None = None,
     output_dataset: str | None = None,
     warehouse: Warehouse | None = None,
+    feature_statistics: bool = True,
 ) -> PreparedData:
     """Split the source table, downsample + weight the train split, and report what was done.
 
@@ -448,6 +471,8 @@ def prepare_data(
         output_dataset: BigQuery ``[project.]dataset`` for the outputs (default: the source's).
         warehouse: runner to use instead of one opened from ``source_uri`` (e.g. a
             ``BigQueryWarehouse`` with its own client); the table comes from ``source_uri``.
+        feature_statistics: also compute the train split's feature statistics (two more
+            scans of the source; read only) for ``PreparedData.feature_statistics``.
 
     Returns:
         The output URIs, classes, spec, split counts and imbalance report.
@@ -515,6 +540,11 @@ def prepare_data(
             split_counts=split_counts,
             imbalance=report.to_dict(),
             skipped_labels=skipped,
+            feature_statistics=_feature_statistics(
+                source_uri, spec, split_ratios, split_counts["train"], warehouse
+            )
+            if feature_statistics
+            else None,
         )
     finally:
         if owned and hasattr(warehouse, "close"):
