@@ -11,6 +11,7 @@ from components.register import register
 from fakes.vertex import FakeVertex
 from vertex_imbalanced.artifacts import METRICS_FILE, VERTEX_EVALUATION_FILE
 from vertex_imbalanced.errors import PipelineInputError
+from vertex_imbalanced.registry.champion import Problem
 from vertex_imbalanced.registry.local import LocalRegistry
 
 METRICS = {"classes": ["neg", "pos"], "macro_f1": 0.75, "confusion_matrix": [[8, 1], [1, 2]]}
@@ -112,3 +113,51 @@ def test_bad_labels_json_is_refused(tmp_path, model_dir, metrics_dir):
                 labels_json=bad,
             )
     assert not (tmp_path / "registry").exists()
+
+
+def test_a_champion_promoted_since_the_gate_is_not_overwritten(tmp_path, model_dir, metrics_dir):
+    """Issue 13 item 14: the gate saw no champion; one with 0.863 arrived before register."""
+    (model_dir / "model_metadata.json").write_text(
+        json.dumps({"classes": ["neg", "pos"], "feature_spec": {"label": "fraud"}})
+    )
+    problem = Problem("fraud", ("neg", "pos"))
+    registry = LocalRegistry(tmp_path / "registry")
+    better = dict(METRICS, macro_f1=0.863)
+    registry.register("fraud-model", str(model_dir), better, problem.labels(), "other", True)
+
+    result = register.python_func(
+        model=Model(uri=str(model_dir)),
+        metrics=Artifact(uri=str(metrics_dir)),
+        registry_uri=f"local://{tmp_path / 'registry'}",
+        model_display_name="fraud-model",
+        run_id="late",
+        make_champion=True,
+        vertex_model=VertexModel(name="vertex_model", uri="", metadata={}),
+        champion_version="",  # what this run's lookup saw
+        min_metric=0.5,
+    )
+    assert result.version == "2"
+    assert registry.champion("fraud-model").run_id == "other"
+    assert "version 1 became champion after the gate saw no champion" in result.promotion
+    assert "stays champion" in result.promotion
+    late = registry.get("fraud-model", "2")
+    assert late.labels["problem_id"] == problem.id and not late.is_champion
+
+
+def test_vertex_upload_gets_the_kms_key(tmp_path, model_dir, metrics_dir):
+    key = "projects/p/locations/us-central1/keyRings/r/cryptoKeys/k"
+    model = Model(uri="gs://bucket/pipeline/train/model")
+    model.custom_path = str(model_dir)
+    with FakeVertex() as fake:
+        register.python_func(
+            model=model,
+            metrics=Artifact(uri=str(metrics_dir)),
+            registry_uri=f"vertex://p/us-central1?api_endpoint={fake.endpoint}",
+            model_display_name="fraud-model",
+            run_id="run-a",
+            make_champion=True,
+            vertex_model=VertexModel(name="vertex_model", uri="", metadata={}),
+            kms_key=key,
+        )
+        [upload] = fake.calls("POST", "models:upload")
+    assert upload.body["model"]["encryptionSpec"] == {"kmsKeyName": key}

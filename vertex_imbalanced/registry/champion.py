@@ -199,21 +199,32 @@ class ComparableChampion:
         version: the champion this run competes with (None: none counts).
         metrics: its metrics on this run's test split ({} when there is none).
         note: one sentence saying what was found (printed by the lookup step).
+        seen: the version that held ``champion`` ('' when none did), counted or ignored:
+            registration's :attr:`ChampionCheck.compared_version`.
     """
 
     version: RegisteredVersion | None
     metrics: dict[str, Any]
     note: str
+    seen: str = ""
+
+    def metrics_json(self) -> str:
+        """The metrics as the gate step takes them ('' when no champion counts)."""
+        return json.dumps(self.metrics, sort_keys=True) if self.version is not None else ""
 
 
 def comparable_champion(
-    champion: RegisteredVersion | None, problem: Problem, rescorer: Rescorer, model_name: str
+    champion: RegisteredVersion | None,
+    problem: Problem | None,
+    rescorer: Rescorer,
+    model_name: str,
 ) -> ComparableChampion:
     """The champion's figures on this run's rows, or why there is none to compare with.
 
     Args:
         champion: the version holding ``champion`` (None if none).
-        problem: this run's label and classes.
+        problem: this run's label and classes (None: unknown; the champion then counts with
+            its registered figures, as before problems were recorded).
         rescorer: scores a version on this run's test split.
         model_name: the registry name (for the note).
 
@@ -223,6 +234,15 @@ def comparable_champion(
     """
     if champion is None:
         return ComparableChampion(None, {}, f"no champion of {model_name!r} yet")
+    seen = champion.version
+    if problem is None:
+        return ComparableChampion(
+            champion,
+            dict(champion.metrics),
+            f"champion version {seen} of {model_name!r}: figures as registered (this run's "
+            "problem and rows are unknown, so it was not re-scored)",
+            seen,
+        )
     if not same_problem(champion, problem):
         theirs = version_problem(champion) or "no recorded problem"
         return ComparableChampion(
@@ -230,6 +250,7 @@ def comparable_champion(
             {},
             f"champion version {champion.version} of {model_name!r} solves another problem "
             f"({theirs}; this run: {problem.describe()}): ignored",
+            seen,
         )
     try:
         metrics = rescorer(champion)
@@ -247,11 +268,79 @@ def comparable_champion(
     )
 
 
-def lookup(
-    registry: Registry, model_name: str, problem: Problem, rescorer: Rescorer
+def run_problem(
+    prepared: PreparedData | None, model_dir: str | Path | None = None
+) -> Problem | None:
+    """This run's problem: from the prepared data, else the model's metadata, else None."""
+    if prepared is not None:
+        return Problem(prepared.spec.label, tuple(prepared.classes))
+    if model_dir is None:
+        return None
+    from vertex_imbalanced.artifacts import model_metadata_path
+
+    try:
+        meta = json.loads(model_metadata_path(model_dir).read_text(encoding="utf-8"))
+        return Problem(str(meta["feature_spec"]["label"]), tuple(str(c) for c in meta["classes"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def lookup_for_run(
+    registry: Registry,
+    model_name: str,
+    prepared: PreparedData | None,
+    *,
+    gcs_mount: str | Path = "/gcs",
 ) -> ComparableChampion:
-    """Read the champion of ``model_name`` and re-score it (see :func:`comparable_champion`)."""
-    return comparable_champion(registry.champion(model_name), problem, rescorer, model_name)
+    """The lookup step: the champion of ``model_name``, re-scored on this run's test split.
+
+    Args:
+        registry: the registry.
+        model_name: the (resolved) model name.
+        prepared: this run's splits (None: figures as registered, no problem check).
+        gcs_mount: where ``gs://`` is mounted, to read a Vertex champion's files.
+
+    Returns:
+        See :func:`comparable_champion`.
+    """
+
+    def rescorer(version: RegisteredVersion) -> dict[str, Any]:
+        assert prepared is not None
+        return rescore(version, prepared, gcs_mount=gcs_mount)
+
+    return comparable_champion(
+        registry.champion(model_name), run_problem(prepared), rescorer, model_name
+    )
+
+
+def champion_check(
+    challenger_metrics: Mapping[str, Any],
+    *,
+    problem: Problem | None,
+    prepared: PreparedData | None,
+    compared_version: str,
+    metric: str,
+    min_value: float,
+    tolerance: float,
+    gcs_mount: str | Path = "/gcs",
+) -> ChampionCheck:
+    """The register step's compare-and-set rule (re-scores with ``prepared`` when given)."""
+    rescorer = None
+    if prepared is not None:
+        split = prepared
+
+        def rescorer(version: RegisteredVersion) -> dict[str, Any]:
+            return rescore(version, split, gcs_mount=gcs_mount)
+
+    return ChampionCheck(
+        problem,
+        dict(challenger_metrics),
+        compared_version,
+        metric,
+        min_value,
+        tolerance,
+        rescorer,
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -259,7 +348,8 @@ class ChampionCheck:
     """The compare-and-set rule a registry applies when it is about to move ``champion``.
 
     Attributes:
-        problem: this run's problem (a champion of another problem is no obstacle).
+        problem: this run's problem (a champion of another problem is no obstacle); None
+            when unknown (every champion counts).
         challenger_metrics: the challenger's metrics (the evaluate step's ``metrics.json``).
         compared_version: the champion version the lookup step saw ('' when there was none),
             whether it counted (compared on this run's rows) or was ignored (another problem,
@@ -271,7 +361,7 @@ class ChampionCheck:
             when the registration cannot score models (then such a champion is kept).
     """
 
-    problem: Problem
+    problem: Problem | None
     challenger_metrics: Mapping[str, Any]
     compared_version: str = ""
     metric: str = "macro_f1"
@@ -283,7 +373,9 @@ class ChampionCheck:
         """Decide, given the champion read at promotion time (None: no champion)."""
         from vertex_imbalanced.evaluation.gate import decide
 
-        if current is None or not same_problem(current, self.problem):
+        if current is None or (
+            self.problem is not None and not same_problem(current, self.problem)
+        ):
             gated = decide(
                 self.challenger_metrics, None, self.metric, self.min_value, self.tolerance
             )
