@@ -1,0 +1,233 @@
+"""Batch prediction benchmark: our Beam RunInference pipeline vs the direct loop vs pandas.
+
+    python bench/batch_prediction.py [--rows N] [--json PATH] [--skip-monitoring]
+
+Table: ``key`` + 20 FLOAT64 + 5 STRING (5-20 chars) columns (fakes.arrow_tables.make_wide_table)
+in a DuckDB file. Model: the project's classifier (training/model.py: lookups, normalisation,
+one-hot, 64-32 hidden units, 2 classes) with its preprocessing fit on a 50k-row sample and
+exported as the train step does (SavedModel + model.keras); its weights are not trained, which
+does not change the cost of a prediction. Each path runs in a fresh child process (its peak
+RSS, ``ru_maxrss``, is its own); the time counts from opening the table to the last row:
+
+  runinference  score_table: DuckDB source -> Beam RunInference (DirectRunner, record-batch
+                elements) -> Parquet parts -> published DuckDB table (everything a run does)
+  direct        the limit: the same SavedModel (BatchScorer.predict) on the same Arrow record
+                batches in a loop, nothing written
+  pandas        what users usually write: SELECT * into a DataFrame, then
+                keras.models.load_model("model.keras").predict(dict of columns)
+
+Monitoring: bench/monitoring.py's ``measure`` (statistics in SQL vs pandas on the same rows).
+Targets (issue 14): runinference >= 0.5x direct; peak RSS flat from 1M to 10M rows; monitoring
+SQL faster than pandas at 10M rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+PATHS = ("runinference", "direct", "pandas")
+TABLE = "scored"
+N_FLOAT, N_STRING = 20, 5
+SAMPLE_ROWS = 50_000
+
+
+# ----------------------------------------------------------------------------- setup
+def prepare(workdir: Path, rows: int) -> None:
+    """Write the table into ``workdir/bench.duckdb`` and the model into ``workdir/model``."""
+    import duckdb
+    import pyarrow as pa
+
+    from fakes.arrow_tables import make_wide_table
+
+    with duckdb.connect(str(workdir / "bench.duckdb")) as con:
+        done = 0
+        chunk = 1_000_000
+        while done < rows:
+            n = min(chunk, rows - done)
+            table = make_wide_table(n, N_FLOAT, N_STRING, seed=done, label=False, key=True)
+            table = table.set_column(0, "key", pa.array(table.column("key").to_numpy() + done))
+            con.register("part", table)
+            if done == 0:
+                con.execute(f"CREATE OR REPLACE TABLE {TABLE} AS SELECT * FROM part")
+            else:
+                con.execute(f"INSERT INTO {TABLE} SELECT * FROM part")
+            con.unregister("part")
+            done += n
+    export_model(workdir / "model")
+
+
+def export_model(model_dir: Path) -> None:
+    """The project's classifier, preprocessing fit on a sample, exported like the train step."""
+    import keras
+
+    from fakes.arrow_tables import WIDE_LABEL, make_wide_table, wide_float_names, wide_string_names
+    from vertex_imbalanced.config import FeatureSpec, Hyperparameters
+    from vertex_imbalanced.reading.datasets import FeedOptions, make_dataset
+    from vertex_imbalanced.reading.sources.arrow_memory import ArrowTableSource
+    from vertex_imbalanced.training.export import export_saved_model
+    from vertex_imbalanced.training.model import build_model
+    from vertex_imbalanced.training.statistics import compute_feature_stats
+
+    classes = ("0", "1")
+    spec = FeatureSpec(
+        label=WIDE_LABEL,
+        key="key",
+        numeric=tuple(wide_float_names(N_FLOAT)),
+        categorical=tuple(wide_string_names(N_STRING)),
+    )
+    sample = make_wide_table(SAMPLE_ROWS, N_FLOAT, N_STRING, seed=99, key=True)
+    ds = make_dataset(ArrowTableSource(sample), spec, FeedOptions(), classes=classes)
+    stats = compute_feature_stats(ds, spec, len(classes))
+    model = build_model(spec, stats, classes, Hyperparameters(hidden_units=(64, 32)))
+    model_dir.mkdir(parents=True)
+    export_saved_model(model, spec, str(model_dir / "saved_model"))
+    model.save(model_dir / "model.keras")
+    metadata = {"classes": list(classes), "feature_spec": spec.to_dict()}
+    (model_dir / "model_metadata.json").write_text(json.dumps(metadata))
+    keras.backend.clear_session()
+
+
+# ----------------------------------------------------------------------------- children
+def child_runinference(workdir: Path) -> int:
+    from vertex_imbalanced.batch_prediction.resolve import ResolvedModel
+    from vertex_imbalanced.batch_prediction.run import score_table
+
+    model = ResolvedModel("bench", "1", str(workdir / "model"), "none", "bench")
+    result = score_table(
+        model,
+        f"duckdb://{workdir / 'bench.duckdb'}?table={TABLE}",
+        f"duckdb://{workdir / 'out.duckdb'}?table=predictions",
+        "bench",
+        str(workdir / "staging"),
+    )
+    return result.rows
+
+
+def child_direct(workdir: Path) -> int:
+    from vertex_imbalanced.batch_prediction.scoring import BatchScorer
+    from vertex_imbalanced.reading.sources.duckdb_source import DuckDBSource
+
+    scorer = BatchScorer(str(workdir / "model"), "bench", "1", key="key")
+    source = DuckDBSource(workdir / "bench.duckdb", TABLE, scorer.inputs.read_columns)
+    rows = 0
+    for index in range(source.num_streams):
+        for batch in source.read_stream(index):
+            probabilities, _ = scorer.predict(batch)
+            rows += len(probabilities)
+    return rows
+
+
+def child_pandas(workdir: Path) -> int:
+    import duckdb
+    import keras
+
+    model = keras.models.load_model(workdir / "model" / "model.keras")
+    with duckdb.connect(str(workdir / "bench.duckdb"), read_only=True) as con:
+        df = con.execute(f"SELECT * FROM {TABLE}").df()
+    features = {c: df[c].to_numpy() for c in df.columns if c != "key"}
+    for name, values in features.items():
+        features[name] = values.astype("float32") if values.dtype.kind == "f" else values
+    probabilities = model.predict(features, batch_size=8192, verbose=0)
+    return len(probabilities)
+
+
+CHILDREN = {"runinference": child_runinference, "direct": child_direct, "pandas": child_pandas}
+
+
+def run_child(path: str, workdir: Path) -> None:
+    """Child process: time one path and print one JSON line."""
+    import gc
+
+    start = time.perf_counter()
+    rows = CHILDREN[path](workdir)
+    seconds = time.perf_counter() - start
+    gc.collect()
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"path": path, "rows": rows, "seconds": seconds, "peak_rss_mb": peak_mb}))
+
+
+def measure(path: str, workdir: Path) -> dict:
+    """Run one path in a fresh child; its result line."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "KERAS_BACKEND": "tensorflow"}
+    done = subprocess.run(
+        [sys.executable, __file__, "--child", path, "--workdir", str(workdir)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    if done.returncode:
+        raise RuntimeError(f"path {path} failed:\n{done.stderr[-3000:]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    return {
+        "path": path,
+        "rows_per_s": result["rows"] / result["seconds"],
+        "peak_rss_mb": result["peak_rss_mb"],
+        "seconds": result["seconds"],
+        "rows": result["rows"],
+    }
+
+
+# ----------------------------------------------------------------------------- parent
+def main(argv: list[str] | None = None) -> int:
+    """Prepare the table and model, measure every path, print the table, write the JSON."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rows", type=int, default=1_000_000)
+    p.add_argument("--json", help="write the results as JSON to this path")
+    p.add_argument("--workdir", help="directory for the table and model (default: temporary)")
+    p.add_argument("--skip-monitoring", action="store_true")
+    p.add_argument("--child", choices=PATHS, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child:
+        run_child(args.child, Path(args.workdir))
+        return 0
+    with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+        workdir = Path(tmp)
+        t0 = time.perf_counter()
+        prepare(workdir, args.rows)
+        print(f"table of {args.rows} rows and model ready in {time.perf_counter() - t0:.0f} s")
+        results = []
+        for path in PATHS:
+            results.append(measure(path, workdir))
+            if results[-1]["rows"] != args.rows:
+                raise RuntimeError(f"path {path} scored {results[-1]['rows']} rows")
+        monitoring = None
+        if not args.skip_monitoring:
+            from bench.monitoring import measure as measure_monitoring
+
+            monitoring = measure_monitoring(args.rows, workdir=workdir)
+    direct = next(r for r in results if r["path"] == "direct")["rows_per_s"]
+    print(f"\n{args.rows} rows, 20 numeric + 5 categorical columns")
+    print(f"{'path':<14}{'rows/s':>12}{'x direct':>10}{'peak RSS MB':>13}{'seconds':>10}")
+    for r in results:
+        print(
+            f"{r['path']:<14}{r['rows_per_s']:>12,.0f}{r['rows_per_s'] / direct:>10.2f}"
+            f"{r['peak_rss_mb']:>13,.0f}{r['seconds']:>10.1f}"
+        )
+    if monitoring:
+        print(
+            f"monitoring statistics: SQL {monitoring['sql_s']:.2f} s, pandas {monitoring['pandas_s']:.2f} s"
+        )
+    if args.json:
+        doc = {
+            "rows": args.rows,
+            "results": [{k: r[k] for k in ("path", "rows_per_s", "peak_rss_mb")} for r in results],
+            "monitoring": monitoring,
+        }
+        Path(args.json).write_text(json.dumps(doc, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
