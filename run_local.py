@@ -97,7 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed", default=str(DEFAULTS.seed), help="demo data seed (default: %(default)s)"
     )
     run = p.add_argument_group("run")
-    run.add_argument("--output-dir", default=DEFAULTS.output_dir, help="default: %(default)s")
+    run.add_argument(
+        "--output-dir",
+        default=DEFAULTS.output_dir,
+        help="where the run writes: summary, log, work database (default: %(default)s)",
+    )
     run.add_argument(
         "--registry",
         default=DEFAULTS.registry,
