@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -195,27 +196,54 @@ class ImbalanceConfig:
             raise PipelineInputError(f"target_share must be in (0, 1), got {self.target_share}")
 
 
+def _matrix(value: Any) -> tuple[tuple[float, ...], ...]:
+    """A square matrix of finite numbers as a tuple of rows (PipelineInputError otherwise)."""
+    try:
+        rows = tuple(tuple(float(v) for v in row) for row in value)
+    except (TypeError, ValueError) as exc:
+        raise PipelineInputError(f"cost_matrix must be a list of rows of numbers: {exc}") from exc
+    if len(rows) < 2 or any(len(r) != len(rows) for r in rows):
+        raise PipelineInputError(f"cost_matrix must be square C x C with C >= 2, got {value!r}")
+    if not all(math.isfinite(v) for r in rows for v in r):
+        raise PipelineInputError(f"cost_matrix must hold finite numbers, got {value!r}")
+    return rows
+
+
 @dataclasses.dataclass(frozen=True)
 class Hyperparameters:
-    """Model and training hyperparameters."""
+    """Model and training hyperparameters.
+
+    ``batch_size``, ``epochs`` and ``early_stopping_patience`` left as None are fitted to the
+    number of training rows by :mod:`vertex_imbalanced.training.budget`; a value given wins (and
+    a given ``epochs`` is never extended). ``cost_matrix`` (``K[true, predicted]``, C x C), when
+    given, makes the served decision the least expected cost instead of the rule searched for
+    macro F1 on the validation split (:mod:`vertex_imbalanced.evaluation.decision_rule`).
+    """
 
     hidden_units: tuple[int, ...] = (64, 32)
     dropout: float = 0.1
     learning_rate: float = 1e-3
-    batch_size: int = 512
-    epochs: int = 20
-    early_stopping_patience: int = 3
+    batch_size: int | None = None
+    epochs: int | None = None
+    early_stopping_patience: int | None = None
     l1: float = 0.0
     l2: float = 1e-5
     seed: int = 42
     mixed_precision: str | None = None  # None | "mixed_float16" | "mixed_bfloat16"
     steps_per_execution: int = 16  # train steps per tf.function call: less Python per step
+    cost_matrix: tuple[tuple[float, ...], ...] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden_units", tuple(int(u) for u in self.hidden_units))
+        if self.cost_matrix is not None:
+            object.__setattr__(self, "cost_matrix", _matrix(self.cost_matrix))
         checks = [
-            (self.batch_size > 0, "batch_size must be > 0"),
-            (self.epochs > 0, "epochs must be > 0"),
+            (self.batch_size is None or self.batch_size > 0, "batch_size must be > 0"),
+            (self.epochs is None or self.epochs > 0, "epochs must be > 0"),
+            (
+                self.early_stopping_patience is None or self.early_stopping_patience > 0,
+                "early_stopping_patience must be > 0",
+            ),
             (self.steps_per_execution > 0, "steps_per_execution must be > 0"),
             (0 <= self.dropout < 1, "dropout must be in [0, 1)"),
             (self.learning_rate > 0, "learning_rate must be > 0"),
@@ -232,7 +260,10 @@ class Hyperparameters:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict."""
-        return _as_json_dict(self)
+        data = _as_json_dict(self)
+        if self.cost_matrix is not None:
+            data["cost_matrix"] = [list(row) for row in self.cost_matrix]
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Hyperparameters:

@@ -1,3 +1,5 @@
+import dataclasses
+
 import keras
 import numpy as np
 import pyarrow as pa
@@ -8,7 +10,12 @@ from vertex_imbalanced.config import FeatureSpec, Hyperparameters
 from vertex_imbalanced.errors import LabelError, PipelineInputError
 from vertex_imbalanced.reading.datasets import make_dataset, raise_source_errors
 from vertex_imbalanced.reading.sources.arrow_memory import ArrowTableSource
-from vertex_imbalanced.training.model import build_model, encoded_model
+from vertex_imbalanced.training.model import (
+    PREPROCESSED_FEATURES,
+    build_model,
+    constant_columns,
+    encoded_model,
+)
 from vertex_imbalanced.training.statistics import FeatureStats, NumericStats, compute_feature_stats
 from vertex_imbalanced.training.strategy import set_mixed_precision
 
@@ -100,26 +107,56 @@ RAW = {
 }
 
 
-def test_preprocessing_imputes_mean_flags_missing_and_one_hots_with_oov():
-    model = build_model(SPEC, fixed_stats(), CLASSES, Hyperparameters(hidden_units=(4,)))
+def preprocessed(model, raw):
+    """The inner model's fixed preprocessing of ``raw`` through the outer model's lookups."""
     inner = encoded_model(model)
-    features = keras.Model(inner.input, inner.get_layer("features").output)
-    ids = model.get_layer("lookup_color")(RAW["color"])
+    features = keras.Model(inner.input, inner.get_layer(PREPROCESSED_FEATURES).output)
+    ids = model.get_layer("lookup_color")(raw["color"])
     encoded = {
-        "numeric": tf.stack([RAW["x"], RAW["n"]], axis=-1),
+        "numeric": tf.stack([raw["x"], raw["n"]], axis=-1),
         "categorical": tf.cast(ids[:, None], tf.int32),
     }
-    out = features(encoded).numpy()
-    # [normalised x, normalised n] + [isnan x, isnan n] + one-hot [oov, red, blue, ""]
+    return features(encoded).numpy()
+
+
+def test_preprocessing_imputes_mean_flags_missing_and_one_hots_what_training_saw():
+    model = build_model(SPEC, fixed_stats(), CLASSES, Hyperparameters(hidden_units=(4,)))
+    out = preprocessed(model, RAW)
+    # [normalised x, normalised n] + [isnan x] (n was never NULL in training: no indicator)
+    # + one-hot [red, blue]: no training row was out of vocabulary or NULL, so "purple" and ""
+    # (NULL) weigh exactly zero instead of meeting untrained weights
+    assert out.shape == (4, 5)
     np.testing.assert_allclose(out[:, 0], [0.0, 0.0, 1.0, 0.0], atol=1e-6)  # (x - 4) / 2
     np.testing.assert_allclose(out[:, 1], [0.0, 1.0, 0.0, -1.0], atol=1e-6)
-    np.testing.assert_array_equal(out[:, 2:4], [[0, 0], [1, 0], [0, 1], [1, 0]])
-    np.testing.assert_array_equal(
-        out[:, 4:], [[0, 1, 0, 0], [0, 0, 0, 1], [1, 0, 0, 0], [0, 0, 1, 0]]
-    )
+    np.testing.assert_array_equal(out[:, 2], [0, 1, 0, 1])
+    np.testing.assert_array_equal(out[:, 3:], [[1, 0], [0, 0], [0, 0], [0, 1]])
     probs = model(RAW).numpy()
     assert probs.shape == (4, 3) and np.isfinite(probs).all()
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_one_hot_keeps_oov_and_null_positions_when_training_rows_took_them():
+    stats = dataclasses.replace(
+        fixed_stats(), vocabularies={"color": ("red", "", "blue")}, truncated={"color": 3}
+    )
+    model = build_model(SPEC, stats, CLASSES, Hyperparameters(hidden_units=(4,)))
+    out = preprocessed(model, RAW)
+    # one-hot [oov, red, "", blue]
+    np.testing.assert_array_equal(
+        out[:, 3:], [[0, 1, 0, 0], [0, 0, 1, 0], [1, 0, 0, 0], [0, 0, 0, 1]]
+    )
+
+
+def test_constant_numeric_feature_is_left_out_so_serving_values_cannot_move_the_output():
+    stats = dataclasses.replace(
+        fixed_stats(),
+        numeric={"x": NumericStats(4.0, 4.0, 8, 2), "n": NumericStats(0.0, 0.0, 10, 0)},
+    )
+    assert constant_columns(SPEC, stats) == ["n"]
+    model = build_model(SPEC, stats, CLASSES, Hyperparameters(hidden_units=(4,)))
+    assert preprocessed(model, RAW).shape == (4, 4)  # [x] + [isnan x] + one-hot [red, blue]
+    shifted = dict(RAW, n=tf.constant([1.0, 1e6, -3.0, 1.0], tf.float32))
+    np.testing.assert_array_equal(model(shifted).numpy(), model(RAW).numpy())
 
 
 def test_regularisers_and_dropout_follow_hyperparameters():

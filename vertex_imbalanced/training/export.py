@@ -2,9 +2,23 @@
 
 ::
 
-    <model_dir>/saved_model/          serving_default: raw features -> probabilities, class_id
-    <model_dir>/model.keras           the same model for Keras users
-    <model_dir>/model_metadata.json   spec, classes, hyperparameters, training facts
+    <model_dir>/saved_model/          serving_default: raw features -> probabilities, class_id,
+                                      class_name (the decision rule applied)
+    <model_dir>/model.keras           the probability model for Keras users
+    <model_dir>/model_metadata.json   spec, classes, decision rule, serving input names,
+                                      hyperparameters, budget, training facts
+
+**What each form returns.** ``serving_default`` takes one rank-1 tensor per feature under its
+*serving name* (``model_metadata.json["serving_inputs"]``, see
+:mod:`vertex_imbalanced.training.serving_names`; the column name itself unless BigQuery allows
+a name a signature cannot take) and returns ``probabilities`` (float32 ``[n, C]``, calibrated to
+the true class prior, never changed by the rule), ``class_id`` (int64 ``[n]``, the decision
+``argmax(probabilities @ A)`` of the rule stored under ``decision_rule``, computed in float64,
+ties to the lowest id) and ``class_name`` (string ``[n]``, ``classes[class_id]``).
+``model.keras`` takes the feature dict keyed by the **column** names and returns the same
+probabilities only; its decision is
+``DecisionRule.from_dict(metadata["decision_rule"]).apply(probabilities)``
+(:mod:`vertex_imbalanced.evaluation.decision_rule`), which equals the served ``class_id``.
 
 :func:`staged_model_dir` makes the directory appear whole or not at all: everything is written
 into ``<model_dir>.partial`` and renamed at the end; a failure removes the staging directory.
@@ -19,7 +33,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +41,8 @@ import keras
 
 from vertex_imbalanced.artifacts import KERAS_FILE, MODEL_METADATA_FILE, SAVED_MODEL_DIR
 from vertex_imbalanced.config import FeatureSpec
-from vertex_imbalanced.training.model import CLASS_ID, PROBABILITIES
+from vertex_imbalanced.training.model import CLASS_ID, CLASS_NAME, PROBABILITIES
+from vertex_imbalanced.training.serving_names import serving_names
 from vertex_imbalanced.training.strategy import WorkerInfo
 
 __all__ = ["export_model", "export_saved_model", "staged_model_dir", "staging_path"]
@@ -77,46 +92,92 @@ def staged_model_dir(model_dir: str | Path, worker: WorkerInfo) -> Iterator[Path
 
 
 def export_model(
-    model: keras.Model, spec: FeatureSpec, metadata: Mapping[str, Any], directory: str | Path
+    model: keras.Model,
+    spec: FeatureSpec,
+    metadata: Mapping[str, Any],
+    directory: str | Path,
 ) -> None:
     """Write ``model.keras``, ``saved_model/`` and ``model_metadata.json`` into ``directory``.
 
+    The signature applies ``metadata["decision_rule"]`` (argmax when absent) and names its
+    outputs with ``metadata["classes"]``.
+
     Args:
         model: the classifier taking the raw feature dict (float32 numeric, string categorical
-            ``[n]`` tensors) and returning probabilities ``[n, C]``.
+            ``[n]`` tensors, keyed by column name) and returning probabilities ``[n, C]``.
         spec: the serving feature roles (no weight column): the SavedModel's input signature.
-        metadata: the JSON-safe content of ``model_metadata.json``.
+        metadata: the JSON-safe content of ``model_metadata.json`` (``classes`` required).
         directory: an existing directory; a ``saved_model/`` left by a killed run is replaced.
     """
     directory = Path(directory)
     model.save(directory / KERAS_FILE)
     shutil.rmtree(directory / SAVED_MODEL_DIR, ignore_errors=True)  # left by a killed run
-    export_saved_model(model, spec, str(directory / SAVED_MODEL_DIR))
+    matrix = (metadata.get("decision_rule") or {}).get("matrix")
+    export_saved_model(
+        model, spec, str(directory / SAVED_MODEL_DIR), metadata["classes"], decision_matrix=matrix
+    )
     text = json.dumps(dict(metadata), indent=2, sort_keys=True)
     (directory / MODEL_METADATA_FILE).write_text(text)
 
 
-def export_saved_model(model: keras.Model, spec: FeatureSpec, path: str) -> None:
-    """Write a SavedModel whose ``serving_default`` takes the raw feature dict.
+def export_saved_model(
+    model: keras.Model,
+    spec: FeatureSpec,
+    path: str,
+    classes: Sequence[str] | None = None,
+    *,
+    decision_matrix: Sequence[Sequence[float]] | None = None,
+) -> None:
+    """Write a SavedModel whose ``serving_default`` takes the raw features by serving name.
 
-    Outputs: ``probabilities`` (float32 ``[n, C]``) and ``class_id`` (int64 ``[n]``).
+    Outputs: ``probabilities`` (float32 ``[n, C]``), ``class_id`` (int64 ``[n]``,
+    ``argmax(probabilities @ decision_matrix)`` in float64, ties to the lowest id; plain argmax
+    without a matrix) and ``class_name`` (string ``[n]``).
 
     Args:
-        model: the trained classifier (raw feature dict in, probabilities out).
-        spec: feature roles; one rank-1 input per feature (float32 numeric, string categorical).
+        model: the trained classifier (raw feature dict keyed by column name in, probabilities
+            out).
+        spec: feature roles; one rank-1 input per feature (float32 numeric, string categorical)
+            named by :func:`vertex_imbalanced.training.serving_names.serving_names`.
         path: directory to write (must not exist yet).
+        classes: class names in id order (``C`` of them); None: ``"0"``, ``"1"``, ...
+        decision_matrix: the decision rule's ``A`` (``C x C``), None for argmax.
+
+    Raises:
+        ValueError: the matrix is not ``C x C``.
     """
+    import numpy as np
     import tensorflow as tf
 
-    from vertex_imbalanced.reading.datasets import feature_signature
+    if classes is None:
+        classes = [str(i) for i in range(int(model.outputs[0].shape[-1]))]
+    names = serving_names(spec.features)
+    signature = {
+        names[c]: tf.TensorSpec([None], tf.float32, name=names[c]) for c in spec.numeric
+    } | {names[c]: tf.TensorSpec([None], tf.string, name=names[c]) for c in spec.categorical}
+    class_names = tf.constant([str(c) for c in classes], tf.string)
+    matrix = None
+    if decision_matrix is not None:
+        matrix = np.asarray(decision_matrix, np.float64)
+        if matrix.shape != (len(classes), len(classes)):
+            raise ValueError(f"decision matrix of shape {matrix.shape} for {len(classes)} classes")
+        if np.array_equal(matrix, np.eye(len(classes))):
+            matrix = None  # argmax: exactly tf.argmax of the probabilities
 
-    def serve(features):
+    def serve(inputs):
+        features = {column: inputs[served] for column, served in names.items()}
         probabilities = tf.cast(model(features, training=False), tf.float32)
-        return {PROBABILITIES: probabilities, CLASS_ID: tf.argmax(probabilities, axis=-1)}
+        scores = probabilities
+        if matrix is not None:
+            scores = tf.matmul(tf.cast(probabilities, tf.float64), tf.constant(matrix))
+        class_id = tf.argmax(scores, axis=-1, output_type=tf.int64)
+        return {
+            PROBABILITIES: probabilities,
+            CLASS_ID: class_id,
+            CLASS_NAME: tf.gather(class_names, class_id),
+        }
 
     archive = keras.export.ExportArchive()
     archive.track(model)
-    archive.add_endpoint(
-        name="serving_default", fn=serve, input_signature=[feature_signature(spec)]
-    )
+    archive.add_endpoint(name="serving_default", fn=serve, input_signature=[signature])
     archive.write_out(path, verbose=False)

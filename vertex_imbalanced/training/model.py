@@ -10,9 +10,25 @@ yields and serving cannot drift from training. The model has two levels:
   vocabulary), giving an ``[n, m]`` int32 id matrix;
 * the inner model (:func:`encoded_model`, the layer named ``encoded_classifier``) takes
   ``{"numeric": [n, k], "categorical": [n, m]}``: missing indicators ``isnan(x)``, NaN replaced
-  by the training mean, ``Normalization`` with the training mean/variance, one-hot ids, hidden
-  ``Dense`` + ReLU layers with L1/L2 kernel regularisers and dropout, and a ``Dense`` softmax head
-  in float32 (also under a mixed-precision policy), one unit per class.
+  by the training mean, ``Normalization`` with the training mean/variance, one-hot ids, all
+  concatenated into the tensor named :data:`PREPROCESSED_FEATURES` (fixed, nothing learned),
+  then hidden ``Dense`` + ReLU layers with L1/L2 kernel regularisers and dropout, and a
+  ``Dense`` softmax head in float32 (also under a mixed-precision policy), one unit per class.
+
+**Only what training saw reaches the network.** An input that is constant over the training
+rows gets no gradient, so its first-layer weights stay at their random initial values and a
+different value at serving would move the output by an amount training never checked (or, for
+a zero-variance column scaled by ``1 / sqrt(1e-7)``, explode it). So: a numeric column constant
+in training (:func:`constant_columns`) is left out of the network (the trainer warns, naming
+it); a missing indicator exists only for columns with NULLs in training; a one-hot position that
+no training row took (out-of-vocabulary when the vocabulary was not truncated, ``""`` when no
+training row was NULL) is left out, so such values at serving weigh exactly zero.
+
+**Lookups map every string as the training feed does.** ``StringLookup``'s own OOV token
+(``[UNK]`` by default) is dropped from a vocabulary that starts with it, shifting every id; the
+model's lookups use an OOV token that is not in the vocabulary (:func:`oov_token`), so each
+string -- ``[UNK]``, ``""``, whitespace, any unicode -- maps to the id
+:class:`vertex_imbalanced.reading.training_encoding.CategoryLookup` gives it.
 
 The trainer fits the inner model on :func:`vertex_imbalanced.reading.datasets.make_encoded_dataset`, which applies
 the same vocabularies (:func:`model_vocabularies`) while reading Arrow, so training skips per-row
@@ -29,13 +45,21 @@ import keras
 import numpy as np
 
 from vertex_imbalanced.config import FeatureSpec, Hyperparameters
+from vertex_imbalanced.errors import PipelineInputError
 from vertex_imbalanced.reading.record_packing import MISSING_CATEGORY
 from vertex_imbalanced.reading.training_encoding import ENCODED_CATEGORICAL, ENCODED_NUMERIC
+from vertex_imbalanced.training.serving_names import serving_name
 from vertex_imbalanced.training.statistics import FeatureStats
 
 PROBABILITIES = "probabilities"
 CLASS_ID = "class_id"
+CLASS_NAME = "class_name"
 ENCODED_MODEL = "encoded_classifier"
+PREPROCESSED_FEATURES = "preprocessed_features"
+"""Name of the fixed (not learned) preprocessed-features tensor of the inner model."""
+CONSTANT_RELATIVE_VARIANCE = 1e-12
+"""A numeric column whose training variance is at most this times ``max(1, mean**2)`` is
+constant in training (float rounding of a constant column leaves a variance near 0)."""
 
 
 def model_vocabularies(spec: FeatureSpec, stats: FeatureStats) -> dict[str, list[str]]:
@@ -51,6 +75,26 @@ def model_vocabularies(spec: FeatureSpec, stats: FeatureStats) -> dict[str, list
             tokens.append(MISSING_CATEGORY)
         vocabularies[column] = tokens
     return vocabularies
+
+
+def oov_token(tokens: Sequence[str]) -> str:
+    """``[UNK]``, or the first of ``[UNK]#1``, ``[UNK]#2``, ... that is not in ``tokens``."""
+    taken = set(tokens)
+    token, i = "[UNK]", 0
+    while token in taken:
+        i += 1
+        token = f"[UNK]#{i}"
+    return token
+
+
+def constant_columns(spec: FeatureSpec, stats: FeatureStats) -> list[str]:
+    """Numeric columns constant over the (non-NULL) training rows: left out of the network."""
+    out = []
+    for name in spec.numeric:
+        s = stats.numeric[name]
+        if s.variance <= CONSTANT_RELATIVE_VARIANCE * max(1.0, s.mean * s.mean):
+            out.append(name)
+    return out
 
 
 def feature_inputs(spec: FeatureSpec) -> dict[str, keras.KerasTensor]:
@@ -75,24 +119,45 @@ def encoded_inputs(spec: FeatureSpec) -> dict[str, keras.KerasTensor]:
 
 
 def _numeric_block(values: keras.KerasTensor, spec: FeatureSpec, stats: FeatureStats) -> list:
-    """Normalised imputed values ``[n, k]`` and missing indicators ``[n, k]``."""
-    means = np.array([stats.numeric[n].mean for n in spec.numeric], np.float32)
-    is_nan = keras.ops.isnan(values)
-    normalize = keras.layers.Normalization(
-        mean=means,
-        variance=np.array([stats.numeric[n].variance for n in spec.numeric], np.float32),
-        dtype="float32",
-        name="normalize_numeric",
-    )
-    return [normalize(keras.ops.where(is_nan, means, values)), keras.ops.cast(is_nan, "float32")]
+    """Normalised imputed values and missing indicators (see the module docstring)."""
+    parts = []
+    constant = set(constant_columns(spec, stats))
+    kept = [j for j, n in enumerate(spec.numeric) if n not in constant]
+    if kept:
+        names = [spec.numeric[j] for j in kept]
+        columns = values if len(kept) == len(spec.numeric) else keras.ops.take(values, kept, 1)
+        means = np.array([stats.numeric[n].mean for n in names], np.float32)
+        normalize = keras.layers.Normalization(
+            mean=means,
+            variance=np.array([stats.numeric[n].variance for n in names], np.float32),
+            dtype="float32",
+            name="normalize_numeric",
+        )
+        parts.append(normalize(keras.ops.where(keras.ops.isnan(columns), means, columns)))
+    missing = [j for j, n in enumerate(spec.numeric) if stats.numeric[n].missing > 0]
+    if missing:
+        is_nan = keras.ops.isnan(keras.ops.take(values, missing, 1))
+        parts.append(keras.ops.cast(is_nan, "float32"))
+    return parts
 
 
-def _categorical_block(ids: keras.KerasTensor, vocabularies: dict[str, list[str]]) -> list:
-    """One-hot ``[n, vocabulary + 1]`` per categorical column (index 0 = out of vocabulary)."""
-    return [
-        keras.ops.one_hot(ids[:, j], len(tokens) + 1, dtype="float32")
-        for j, tokens in enumerate(vocabularies.values())
-    ]
+def _seen_positions(column: str, tokens: Sequence[str], stats: FeatureStats) -> list[int]:
+    """One-hot positions some training row took: 0 (OOV) only when tokens were cut."""
+    seen = set(stats.vocabularies[column])
+    positions = [0] if stats.truncated.get(column, 0) > 0 else []
+    return positions + [i + 1 for i, token in enumerate(tokens) if token in seen]
+
+
+def _categorical_block(
+    ids: keras.KerasTensor, vocabularies: dict[str, list[str]], stats: FeatureStats
+) -> list:
+    """One-hot per categorical column over the positions training saw (index 0 = OOV)."""
+    parts = []
+    for j, (column, tokens) in enumerate(vocabularies.items()):
+        one_hot = keras.ops.one_hot(ids[:, j], len(tokens) + 1, dtype="float32")
+        seen = _seen_positions(column, tokens, stats)
+        parts.append(one_hot if len(seen) == len(tokens) + 1 else keras.ops.take(one_hot, seen, 1))
+    return parts
 
 
 def _encoded_classifier(
@@ -108,8 +173,14 @@ def _encoded_classifier(
     if spec.numeric:
         parts += _numeric_block(inputs[ENCODED_NUMERIC], spec, stats)
     if spec.categorical:
-        parts += _categorical_block(inputs[ENCODED_CATEGORICAL], vocabularies)
+        parts += _categorical_block(inputs[ENCODED_CATEGORICAL], vocabularies, stats)
+    if not parts:
+        raise PipelineInputError(
+            f"no feature varies over the training rows (constant: {list(spec.numeric)}); "
+            "nothing to learn from"
+        )
     x = parts[0] if len(parts) == 1 else keras.layers.Concatenate(name="features")(parts)
+    x = keras.layers.Identity(name=PREPROCESSED_FEATURES)(x)
     regularizer = keras.regularizers.L1L2(l1=hp.l1, l2=hp.l2) if hp.l1 or hp.l2 else None
     for i, units in enumerate(hp.hidden_units):
         x = keras.layers.Dense(
@@ -165,8 +236,9 @@ def build_model(
             lookup = keras.layers.StringLookup(
                 vocabulary=tokens,
                 num_oov_indices=1,
+                oov_token=oov_token(tokens),
                 output_mode="int",
-                name=f"lookup_{name}",
+                name=f"lookup_{serving_name(name)}",
             )
             ids.append(keras.ops.cast(lookup(inputs[name]), "int32"))
         encoded[ENCODED_CATEGORICAL] = keras.ops.stack(ids, axis=-1)

@@ -49,6 +49,8 @@ class FeatureStats:
         vocabularies: column -> tokens, most frequent first (may include ``""`` = NULL).
         class_counts: rows per class id (unweighted).
         weighted_class_counts: sum of example weights per class id.
+        truncated: column -> training rows whose token was cut from the vocabulary (beyond
+            ``max_vocabulary`` or below ``min_count``): they train the out-of-vocabulary id.
     """
 
     rows: int
@@ -56,6 +58,7 @@ class FeatureStats:
     vocabularies: dict[str, tuple[str, ...]]
     class_counts: tuple[int, ...]
     weighted_class_counts: tuple[float, ...]
+    truncated: dict[str, int] = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict."""
@@ -73,6 +76,7 @@ class FeatureStats:
             vocabularies={k: tuple(v) for k, v in data["vocabularies"].items()},
             class_counts=tuple(int(c) for c in data["class_counts"]),
             weighted_class_counts=tuple(float(c) for c in data["weighted_class_counts"]),
+            truncated={k: int(v) for k, v in data.get("truncated", {}).items()},
         )
 
 
@@ -160,12 +164,18 @@ def compute_feature_stats(
             f"{description} has zero rows; nothing to train on (check the source table and, "
             "with downsampling, the keep rates)"
         )
+    vocabularies = _vocabularies(counters, description, max_vocabulary, min_count)
+    truncated = {}
+    for name, counter in counters.items():
+        kept = {t.encode("utf-8") for t in vocabularies[name]}
+        truncated[name] = int(sum(v for k, v in counter.items() if k not in kept))
     return FeatureStats(
         rows=rows,
         numeric=_numeric_stats(moments, description),
-        vocabularies=_vocabularies(counters, description, max_vocabulary, min_count),
+        vocabularies=vocabularies,
         class_counts=tuple(int(c) for c in class_counts),
         weighted_class_counts=tuple(float(c) for c in weighted),
+        truncated=truncated,
     )
 
 

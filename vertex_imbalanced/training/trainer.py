@@ -1,13 +1,18 @@
 """Train the classifier on weighted training data and export it (see docs/ARCHITECTURE.md).
 
 ``train_model`` reads the training split once for the preprocessing statistics
-(:mod:`vertex_imbalanced.training.statistics`), checks the labels of both splits, builds the model under the
-strategy of :mod:`vertex_imbalanced.training.strategy`, fits it with ``SparseCategoricalCrossentropy`` and the
-dataset's per-example weights as ``sample_weight`` (weighted metrics), early stopping on
-``val_loss`` with the best weights restored, ``BackupAndRestore`` for preemption, TensorBoard
-logs, and has :mod:`vertex_imbalanced.training.export` write the model directory
-(layout in :mod:`vertex_imbalanced.artifacts`) plus ``<output_dir>/logs/`` (TensorBoard, unless
-AIP_TENSORBOARD_LOG_DIR is set).
+(:mod:`vertex_imbalanced.training.statistics`), checks the labels of both splits, fits the
+batch size, epochs, patience and learning-rate schedule to the number of training rows
+(:mod:`vertex_imbalanced.training.budget`; the user's values win), builds the model under the
+strategy of :mod:`vertex_imbalanced.training.strategy`, fits it with
+``SparseCategoricalCrossentropy`` and the dataset's per-example weights as ``sample_weight``
+(weighted metrics), early stopping on ``val_loss`` with the best weights restored,
+reduce-on-plateau, ``BackupAndRestore`` for preemption, TensorBoard logs; then scores the
+validation split and chooses the decision rule there
+(:func:`vertex_imbalanced.evaluation.decision_rule.choose_decision_rule`), and has
+:mod:`vertex_imbalanced.training.export` write the model directory (layout in
+:mod:`vertex_imbalanced.artifacts`; the served signature applies the rule) plus
+``<output_dir>/logs/`` (TensorBoard, unless AIP_TENSORBOARD_LOG_DIR is set).
 
 Everything is written into ``<output_dir>.partial`` and renamed at the end, so a failed run
 leaves no model directory. Only the chief worker writes it.
@@ -29,6 +34,8 @@ import tensorflow as tf
 
 from vertex_imbalanced.config import WEIGHT_COLUMN, FeatureSpec, Hyperparameters
 from vertex_imbalanced.errors import LabelError, PipelineInputError
+from vertex_imbalanced.evaluation.decision_rule import DecisionRule, choose_decision_rule
+from vertex_imbalanced.evaluation.evaluate import DECISION_RULE_KEY
 from vertex_imbalanced.reading.datasets import (
     FeedOptions,
     make_dataset,
@@ -36,10 +43,17 @@ from vertex_imbalanced.reading.datasets import (
     raise_source_errors,
 )
 from vertex_imbalanced.reading.sources.base import RecordBatchSource
+from vertex_imbalanced.training.budget import TrainingBudget, auto_batch_size, training_budget
 from vertex_imbalanced.training.early_stopping import ResumableEarlyStopping
 from vertex_imbalanced.training.export import export_model, staged_model_dir
-from vertex_imbalanced.training.model import build_model, encoded_model, model_vocabularies
+from vertex_imbalanced.training.model import (
+    build_model,
+    constant_columns,
+    encoded_model,
+    model_vocabularies,
+)
 from vertex_imbalanced.training.multiworker_fit import patch_multi_worker_fit
+from vertex_imbalanced.training.serving_names import serving_names
 from vertex_imbalanced.training.statistics import (
     FeatureStats,
     class_counts_text,
@@ -57,6 +71,8 @@ if TYPE_CHECKING:
 
 _LOG = logging.getLogger(__name__)
 SHUFFLE_BATCHES = 256  # training batches in the shuffle buffer (2 chunks at batch size 512)
+CACHE_BYTES = 256 << 20
+"""A split whose encoded form fits in this many bytes is kept in memory after its first pass."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,7 +86,9 @@ class TrainResult:
         history: per-epoch logs of the whole run (across restarts from a backup).
         stats: the training statistics the preprocessing was built from.
         metadata: the content of ``model_metadata.json``.
-        model: the trained in-memory Keras model.
+        model: the trained in-memory Keras model (probabilities; feature dict by column name).
+        decision_rule: the rule chosen on the validation split (applied by the signature).
+        budget: the training budget the run followed.
     """
 
     model_dir: Path | None
@@ -79,6 +97,8 @@ class TrainResult:
     stats: FeatureStats
     metadata: dict[str, Any]
     model: Any = dataclasses.field(repr=False, default=None)
+    decision_rule: DecisionRule | None = None
+    budget: TrainingBudget | None = None
 
 
 def train_model(
@@ -103,7 +123,8 @@ def train_model(
         validation_source: the untouched validation split (no weight column needed).
         spec: feature roles; ``spec.weight`` names the training weight column (None: ones).
         classes: class names in id order (label value ``classes[i]`` -> id ``i``).
-        hp: hyperparameters.
+        hp: hyperparameters; ``batch_size``, ``epochs``, ``early_stopping_patience`` left None
+            are fitted to the training rows (:mod:`vertex_imbalanced.training.budget`).
         output_dir: the model directory to create (must not exist or be empty).
         backup_dir: ``BackupAndRestore`` directory (local or ``gs://``); a restarted run with
             the same directory resumes after the last finished epoch. None: no backup.
@@ -122,12 +143,19 @@ def train_model(
         LabelError: fewer than two classes; only one class present in training; label values
             outside the classes; a non-integer label column.
         SchemaError: a configured column is missing or has an unusable type.
-        PipelineInputError: zero training rows, an all-NULL feature, a non-empty output_dir.
+        PipelineInputError: zero training rows, an all-NULL feature, a non-empty output_dir,
+            feature names equal ignoring case, a cost matrix not C x C.
     """
     environ = os.environ if environ is None else environ
     classes = tuple(str(c) for c in (classes or spec.classes))
     if len(classes) < 2:
         raise LabelError(f"need at least two classes to train a classifier, got {list(classes)}")
+    if hp.cost_matrix is not None and len(hp.cost_matrix) != len(classes):
+        raise PipelineInputError(
+            f"cost_matrix is {len(hp.cost_matrix)} x {len(hp.cost_matrix)} but there are "
+            f"{len(classes)} classes {list(classes)}"
+        )
+    inputs = _serving_inputs(spec)
     output_dir = Path(output_dir)
     if output_dir.exists() and any(output_dir.iterdir()):
         raise PipelineInputError(f"output directory {output_dir} already exists and is not empty")
@@ -138,21 +166,130 @@ def train_model(
     try:
         keras.utils.set_random_seed(hp.seed)
         feeds = _feeds(train_source, validation_source, spec, classes, hp, ctx)
+        hp = feeds.hp  # the budget's batch size, epochs and patience
+        constant = _warn_constant(spec, feeds.stats)
         with ctx.strategy.scope():
             model = _compiled_model(spec, feeds.stats, classes, hp)
         tensorboard_dir = tensorboard_dir or environ.get("AIP_TENSORBOARD_LOG_DIR") or None
         with staged_model_dir(output_dir, ctx.worker) as staging:
             logs = tensorboard_dir if ctx.worker.is_chief and tensorboard_dir else staging / "logs"
-            early_stopping = ResumableEarlyStopping(hp.early_stopping_patience, backup_dir)
+            early_stopping = _early_stopping(feeds.budget, hp, backup_dir)
             fit_callbacks = _callbacks(early_stopping, backup_dir, str(logs), callbacks)
-            final = _fit(model, feeds, hp, fit_callbacks, verbose)
+            final = _fit(model, feeds, fit_callbacks, verbose)
             metrics = _final_metrics(early_stopping, final, feeds.stats)
+            outcome = _budget_outcome(early_stopping, feeds.budget, model)
+            rule = _decision_rule(model, feeds.validation, hp)
             metadata = _metadata(spec, classes, hp, feeds.stats, metrics, imbalance_report, ctx)
+            metadata.update(
+                {
+                    DECISION_RULE_KEY: rule.to_dict(),
+                    "serving_inputs": inputs,
+                    "training_budget": {**feeds.budget.to_dict(), **outcome},
+                }
+            )
+            metadata["training_data"]["constant_features"] = constant
             export_model(model, spec.with_weight(None), metadata, staging)
         model_dir = output_dir if ctx.worker.is_chief else None
-        return TrainResult(model_dir, metrics, early_stopping.history, feeds.stats, metadata, model)
+        return TrainResult(
+            model_dir,
+            metrics,
+            early_stopping.history,
+            feeds.stats,
+            metadata,
+            model,
+            rule,
+            feeds.budget,
+        )
     finally:
         keras.config.set_dtype_policy(previous_policy)
+
+
+def _serving_inputs(spec: FeatureSpec) -> dict[str, str]:
+    """The serving input names (checked before any work); renamed columns are logged."""
+    names = serving_names(spec.features)
+    renamed = {c: s for c, s in names.items() if c != s}
+    if renamed:
+        _LOG.warning(
+            "serving input names: %s (these column names cannot be SavedModel signature "
+            "arguments; serving callers send the new names, stored as 'serving_inputs' in "
+            "model_metadata.json)",
+            ", ".join(f"{c!r} -> {s!r}" for c, s in renamed.items()),
+        )
+    return names
+
+
+def _warn_constant(spec: FeatureSpec, stats: FeatureStats) -> list[str]:
+    """Warn about (and return) the numeric columns left out because constant in training."""
+    constant = constant_columns(spec, stats)
+    if constant:
+        values = ", ".join(f"{c!r} (= {stats.numeric[c].mean:g})" for c in constant)
+        message = (
+            f"numeric feature(s) {values} are constant over the {stats.rows} training rows: "
+            "left out of the model (other values at serving cannot change the prediction)"
+        )
+        _LOG.warning(message)
+        warnings.warn(message, stacklevel=3)
+    return constant
+
+
+def _early_stopping(
+    budget: TrainingBudget, hp: Hyperparameters, backup_dir: str | None
+) -> ResumableEarlyStopping:
+    """Early stopping with the budget's patience, plateau schedule and planned epochs."""
+    return ResumableEarlyStopping(
+        budget.patience,
+        backup_dir,
+        lr_patience=budget.lr_patience,
+        lr_factor=budget.lr_factor,
+        min_lr=hp.learning_rate * budget.min_lr_fraction,
+        planned_epochs=budget.planned_epochs if budget.epoch_cap > budget.planned_epochs else None,
+    )
+
+
+def _budget_outcome(
+    early_stopping: ResumableEarlyStopping, budget: TrainingBudget, model: keras.Model
+) -> dict[str, Any]:
+    """What the run did with its budget; warns when the best epoch is the last allowed one."""
+    run, best = early_stopping.epochs_done, early_stopping.best_epoch + 1
+    last = best == run == budget.epoch_cap
+    warning = None
+    if last:
+        warning = (
+            f"the best epoch is the last allowed one ({best} of {budget.epoch_cap}, "
+            f"{budget.epochs_source} epochs): the validation loss was still improving; more "
+            "epochs (--epochs) may give a better model"
+        )
+        _LOG.warning(warning)
+        warnings.warn(warning, stacklevel=3)
+    optimizer = encoded_model(model).optimizer
+    return {
+        "epochs_run": run,
+        "best_epoch": best,
+        "best_epoch_is_last": last,
+        "extended": run > budget.planned_epochs,
+        "stop_reason": early_stopping.stop_reason or "epoch_cap",
+        "final_learning_rate": float(keras.ops.convert_to_numpy(optimizer.learning_rate)),
+        "warning": warning,
+    }
+
+
+def _decision_rule(
+    model: keras.Model, validation: tf.data.Dataset, hp: Hyperparameters
+) -> DecisionRule:
+    """Score the validation split with the (restored best) weights and choose the rule there."""
+    trainable = encoded_model(model)
+    probabilities, labels = [], []
+    with raise_source_errors():
+        for features, label, _ in validation:
+            probabilities.append(np.asarray(trainable(features, training=False), np.float64))
+            labels.append(label.numpy())
+    rule = choose_decision_rule(
+        np.concatenate(probabilities),
+        np.concatenate(labels).astype(np.int64),
+        cost_matrix=hp.cost_matrix,
+    )
+    _LOG.info("decision rule: %s", rule.method)
+    return rule
 
 
 def backup_dir_for(model_path: str | Path, environ: Mapping[str, str] | None = None) -> str:
@@ -292,7 +429,9 @@ def training_dataset(
     """Encoded batches for the inner model; training data: this worker's shard, batches shuffled.
 
     The shuffle order is the same every epoch, so a run resumed from a backup sees the same
-    batches as an uninterrupted one. Training weights are scaled to mean 1 over the split
+    batches as an uninterrupted one. For the same reason a split whose encoded batches fit in
+    :data:`CACHE_BYTES` (one worker) is kept in memory after its first pass: later epochs see
+    the very same batches without re-reading the source (tiny tables run many short epochs). Training weights are scaled to mean 1 over the split
     (:func:`weight_scale`): their ratios, which restore the class prior, are unchanged, and the
     training loss stays on the scale of the (unweighted) validation loss.
 
@@ -301,15 +440,16 @@ def training_dataset(
         spec: feature roles (with the weight column for training data).
         classes: class names in id order.
         stats: training statistics (the vocabularies come from them).
-        hp: batch size and seed.
+        hp: batch size (None: the budget's for ``rows``) and seed.
         ctx: the distribution context (worker shard).
         rows: rows in the split (default ``stats.rows``), for the known length on one worker.
         training: read this worker's shard and shuffle.
         repeat: repeat forever (several workers run a fixed number of steps).
     """
     rows = stats.rows if rows is None else rows
+    batch_size = hp.batch_size or auto_batch_size(stats.rows)
     options = FeedOptions(
-        batch_size=hp.batch_size,
+        batch_size=batch_size,
         shard_index=ctx.worker.index if training else 0,
         num_shards=ctx.worker.count if training else 1,
         shuffle_batches=SHUFFLE_BATCHES if training else 0,
@@ -324,7 +464,9 @@ def training_dataset(
         weight_scale=weight_scale(stats) if training else 1.0,
     )
     if ctx.worker.count == 1:  # known length: Keras shows progress and does not warn at the end
-        ds = ds.apply(tf.data.experimental.assert_cardinality(-(-rows // hp.batch_size)))
+        ds = ds.apply(tf.data.experimental.assert_cardinality(-(-rows // batch_size)))
+        if rows * (4 * len(spec.features) + 8) <= CACHE_BYTES:
+            ds = ds.cache()
     else:
         options = tf.data.Options()
         # Streams are sharded by make_encoded_dataset; Keras must not shard again.
@@ -335,12 +477,14 @@ def training_dataset(
 
 @dataclasses.dataclass(frozen=True)
 class _Feeds:
-    """The two encoded feeds of a run, the statistics they were built from, steps per epoch."""
+    """The two encoded feeds of a run, its statistics, budget and effective hyperparameters."""
 
     stats: FeatureStats
     train: tf.data.Dataset
     validation: tf.data.Dataset
     steps: int | None  # None: one worker, one pass over the split per epoch
+    budget: TrainingBudget
+    hp: Hyperparameters  # batch size, epochs, patience: the budget's
 
 
 def _feeds(
@@ -351,9 +495,21 @@ def _feeds(
     hp: Hyperparameters,
     ctx: DistributionContext,
 ) -> _Feeds:
-    """Read the statistics, check the validation labels, build both training feeds."""
+    """Read the statistics, check the validation labels, fit the budget, build both feeds."""
     stats, shard_rows = _training_stats(train_source, spec, classes, ctx.worker.count)
     validation_rows = _check_validation(validation_source, spec, classes, stats)
+    budget = training_budget(
+        min(shard_rows) if ctx.worker.count > 1 else stats.rows,
+        batch_size=hp.batch_size,
+        epochs=hp.epochs,
+        patience=hp.early_stopping_patience,
+    )
+    hp = dataclasses.replace(
+        hp,
+        batch_size=budget.batch_size,
+        epochs=budget.planned_epochs,
+        early_stopping_patience=budget.patience,
+    )
     steps = None
     if ctx.worker.count > 1:  # equal steps on every worker; the shards repeat
         steps = max(1, -(-min(shard_rows) // hp.batch_size))
@@ -363,7 +519,7 @@ def _feeds(
     val_ds = training_dataset(
         validation_source, spec.with_weight(None), classes, stats, hp, ctx, rows=validation_rows
     )
-    return _Feeds(stats, train_ds, val_ds, steps)
+    return _Feeds(stats, train_ds, val_ds, steps, budget, hp)
 
 
 def _compiled_model(
@@ -397,7 +553,6 @@ def _callbacks(
 def _fit(
     model: keras.Model,
     feeds: _Feeds,
-    hp: Hyperparameters,
     callbacks: Sequence[keras.callbacks.Callback],
     verbose: int,
 ) -> dict[str, float]:
@@ -407,7 +562,7 @@ def _fit(
         trainable.fit(
             feeds.train,
             validation_data=feeds.validation,
-            epochs=hp.epochs,
+            epochs=feeds.budget.epoch_cap,  # early stopping ends most runs sooner
             steps_per_epoch=feeds.steps,
             callbacks=list(callbacks),
             shuffle=False,  # the feed shuffles batches, same order every epoch
