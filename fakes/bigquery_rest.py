@@ -18,9 +18,23 @@ What it implements (the calls ``BigQueryWarehouse`` makes, routed like the REST 
 
 How strict it is (each rule is the real service's):
 
-- Only the fake's project exists: any other project in a path is 404 ``Not found: Project``.
-  Tables in SQL are ``project.dataset.table``; the DuckDB file is named after the project, so
-  its catalog resolves them.
+- Only the fake's projects exist: its own and the ``other_projects`` given (each a DuckDB file
+  attached as a catalog named after the project); any other project in a path is 404
+  ``Not found: Project``. Tables in SQL are ``project.dataset.table``; each catalog is named
+  after its project, so DuckDB resolves them.
+- Billing: a job runs and bills in the project of its ``jobs.insert`` path. In a project listed
+  in ``read_only_projects`` (a public or shared data project: the caller may read its tables
+  but not run jobs there) jobs.insert is 403 ``Access Denied: Project P: User does not have
+  bigquery.jobs.create permission in project P.``, and a job writing a table there fails with
+  403 ``Access Denied: Dataset P:D: Permission bigquery.tables.create denied``.
+- Locations: every dataset has a location (``dataset_locations``, default ``US``), reported by
+  datasets.get. A query job runs in one location: when the datasets it reads and writes are in
+  different locations the job fails (``Cannot read and write in different locations: source:
+  US, destination: EU``); a job whose ``jobReference.location`` is given fails on a dataset
+  elsewhere (``Not found: Dataset P:D was not found in location L``).
+- CMEK: ``destinationEncryptionConfiguration.kmsKeyName`` must be a KMS key name in the
+  destination dataset's location (``us`` for ``US``, ``eu`` for ``EU``); the written table keeps
+  it (tables.get reports ``encryptionConfiguration``; :attr:`FakeBigQuery.table_keys`).
 - A destination dataset must exist (``Not found: Dataset``); datasets are DuckDB schemas,
   created by the test (``fake.con.execute("CREATE SCHEMA ds")``), never implicitly.
 - ``writeDisposition``: ``WRITE_EMPTY`` (the API's default) fails (``duplicate``) when the table
@@ -89,10 +103,20 @@ _PARAM_CASTS = {
 }
 
 
+_KMS_KEY_RE = re.compile(
+    r"projects/[^/]+/locations/(?P<location>[^/]+)/keyRings/[^/]+/cryptoKeys/[^/]+"
+)
+
+
 class FakeApiError(Exception):
     """An error the fake answers as BigQuery does: an HTTP status and a JSON error body."""
 
-    _STATUS = {400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 409: "ALREADY_EXISTS"}
+    _STATUS = {
+        400: "INVALID_ARGUMENT",
+        403: "PERMISSION_DENIED",
+        404: "NOT_FOUND",
+        409: "ALREADY_EXISTS",
+    }
 
     def __init__(self, code: int, message: str) -> None:
         super().__init__(message)
@@ -100,7 +124,9 @@ class FakeApiError(Exception):
 
     def error(self) -> dict[str, str]:
         """One ErrorProto (``reason``, ``message``), as in a job's ``status.errorResult``."""
-        reason = {400: "invalidQuery", 404: "notFound", 409: "duplicate"}.get(self.code, "invalid")
+        reason = {400: "invalidQuery", 403: "accessDenied", 404: "notFound", 409: "duplicate"}.get(
+            self.code, "invalid"
+        )
         return {"reason": reason, "message": str(self)}
 
     def body(self) -> dict[str, Any]:
@@ -186,7 +212,12 @@ class FakeBigQuery:
     """BigQuery v2 REST for one project, on a DuckDB file, served on ``127.0.0.1``.
 
     Attributes:
-        con: the DuckDB connection holding the data (datasets are schemas).
+        con: the DuckDB connection holding the data (datasets are schemas of the catalog
+            named after the project).
+        projects: the projects that exist (the fake's own first).
+        read_only_projects: projects whose tables may be read but where no job may run.
+        dataset_locations: ``(project, dataset)`` -> location (default ``US``).
+        table_keys: ``(project, dataset, table)`` -> the KMS key a job wrote it with.
         endpoint: ``http://127.0.0.1:PORT``, the client's ``api_endpoint``.
         jobs: inserted jobs by job id (their REST resources).
         expirations: ``(dataset, table)`` -> ``expirationTime`` (ms since the epoch, as a string).
@@ -195,12 +226,24 @@ class FakeBigQuery:
         fail_destination: ``(dataset, table)`` whose write fails the job (an injected 400).
     """
 
-    def __init__(self, path: str | Path, project: str = DEFAULT_PROJECT) -> None:
-        """Open (or create) the DuckDB file and start serving.
+    def __init__(
+        self,
+        path: str | Path,
+        project: str = DEFAULT_PROJECT,
+        *,
+        other_projects: dict[str, str | Path] | None = None,
+        read_only_projects: tuple[str, ...] = (),
+        dataset_locations: dict[tuple[str, str], str] | None = None,
+    ) -> None:
+        """Open (or create) the DuckDB files and start serving.
 
         Args:
             path: DuckDB file; name it ``<project>.db`` so SQL can say ``project.dataset.table``.
-            project: the only project that exists.
+            project: the fake's own project (the client's default).
+            other_projects: more projects: project id -> DuckDB file (attached as a catalog
+                named after the project).
+            read_only_projects: projects where the caller may read tables but not run jobs.
+            dataset_locations: ``(project, dataset)`` -> location; others are ``US``.
 
         Raises:
             ValueError: the file's stem is not the project id.
@@ -210,6 +253,16 @@ class FakeBigQuery:
         self.project = project
         self.con = duckdb.connect(str(path))
         register_farm_fingerprint(self.con)
+        self.projects = [project]
+        for name, other in (other_projects or {}).items():
+            self.con.execute(f"ATTACH '{Path(other)}' AS \"{name}\"")
+            self.projects.append(name)
+        unknown = set(read_only_projects) - set(self.projects)
+        if unknown:
+            raise ValueError(f"read_only_projects {sorted(unknown)} are not projects of the fake")
+        self.read_only_projects = tuple(read_only_projects)
+        self.dataset_locations = dict(dataset_locations or {})
+        self.table_keys: dict[tuple[str, str, str], str] = {}
         self.lock = threading.RLock()  # one DuckDB connection, used by one request at a time
         self.jobs: dict[str, dict[str, Any]] = {}
         self.results: dict[str, dict[str, list] | None] = {}
@@ -249,38 +302,77 @@ class FakeBigQuery:
         )
 
     def tables(self) -> list[str]:
-        """Every table as ``dataset.table``, sorted."""
-        rows = self.con.execute("SELECT schema_name, table_name FROM duckdb_tables()").fetchall()
+        """Every table of the fake's own project as ``dataset.table``, sorted."""
+        rows = self.con.execute(
+            "SELECT schema_name, table_name FROM duckdb_tables() WHERE database_name = ?",
+            [self.project],
+        ).fetchall()
         return sorted(f"{s}.{t}" for s, t in rows)
 
-    def _dataset_exists(self, dataset: str) -> bool:
+    def location(self, project: str, dataset: str) -> str:
+        """The location of a dataset (``US`` unless ``dataset_locations`` says otherwise)."""
+        return self.dataset_locations.get((project, dataset), "US")
+
+    def _key(self, project: str, dataset: str, table: str) -> tuple[str, ...]:
+        """Key of :attr:`expirations`: ``(dataset, table)`` in the own project."""
+        return (dataset, table) if project == self.project else (project, dataset, table)
+
+    def _check_project(self, project: str) -> None:
+        if project not in self.projects:
+            raise FakeApiError(404, f"Not found: Project {project}")
+
+    def _dataset_exists(self, project: str, dataset: str) -> bool:
         rows = self.con.execute(
-            "SELECT 1 FROM duckdb_schemas() WHERE schema_name = ? AND NOT internal", [dataset]
+            "SELECT 1 FROM duckdb_schemas() WHERE database_name = ? AND schema_name = ? "
+            "AND NOT internal",
+            [project, dataset],
         ).fetchall()
         return bool(rows)
 
-    def _table_rows(self, dataset: str, table: str) -> int | None:
+    def _table_rows(self, project: str, dataset: str, table: str) -> int | None:
         found = self.con.execute(
-            "SELECT 1 FROM duckdb_tables() WHERE schema_name = ? AND table_name = ?",
-            [dataset, table],
+            "SELECT 1 FROM duckdb_tables() WHERE database_name = ? AND schema_name = ? "
+            "AND table_name = ?",
+            [project, dataset, table],
         ).fetchall()
         if not found:
             return None
-        return self.con.execute(f'SELECT count(*) FROM "{dataset}"."{table}"').fetchall()[0][0]
+        name = f'"{project}"."{dataset}"."{table}"'
+        return self.con.execute(f"SELECT count(*) FROM {name}").fetchall()[0][0]
 
-    def table_resource(self, dataset: str, table: str) -> dict[str, Any]:
-        """The tables.get resource (reference, schema, expiration) of ``dataset.table``.
+    def dataset_resource(self, project: str, dataset: str) -> dict[str, Any]:
+        """The datasets.get resource (reference and location).
+
+        Raises:
+            FakeApiError: 404 when the project or dataset does not exist.
+        """
+        self._check_project(project)
+        if not self._dataset_exists(project, dataset):
+            raise FakeApiError(404, f"Not found: Dataset {project}:{dataset}")
+        return {
+            "datasetReference": {"projectId": project, "datasetId": dataset},
+            "id": f"{project}:{dataset}",
+            "location": self.location(project, dataset),
+        }
+
+    def table_resource(
+        self, dataset: str, table: str, project: str | None = None
+    ) -> dict[str, Any]:
+        """The tables.get resource (reference, schema, expiration, encryption) of a table.
 
         Raises:
             FakeApiError: 404 when the table does not exist.
         """
+        project = project or self.project
+        self._check_project(project)
         rows = self.con.execute(
             "SELECT column_name, data_type FROM information_schema.columns "
-            "WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position",
-            [dataset, table],
+            "WHERE table_catalog = ? AND table_schema = ? AND table_name = ? "
+            "ORDER BY ordinal_position",
+            [project, dataset, table],
         ).fetchall()
         if not rows:
-            raise FakeApiError(404, f"Not found: Table {self.project}:{dataset}.{table}")
+            raise FakeApiError(404, f"Not found: Table {project}:{dataset}.{table}")
         fields = []
         for name, dtype in rows:
             mode = "REPEATED" if dtype.endswith("[]") else "NULLABLE"
@@ -290,22 +382,70 @@ class FakeBigQuery:
                 field.update(type="RECORD", fields=[{"name": "a", "type": "INTEGER"}])
             fields.append(field)
         resource: dict[str, Any] = {
-            "tableReference": {"projectId": self.project, "datasetId": dataset, "tableId": table},
+            "tableReference": {"projectId": project, "datasetId": dataset, "tableId": table},
             "schema": {"fields": fields},
+            "location": self.location(project, dataset),
         }
-        if (dataset, table) in self.expirations:
-            resource["expirationTime"] = self.expirations[dataset, table]
+        key = self._key(project, dataset, table)
+        if key in self.expirations:
+            resource["expirationTime"] = self.expirations[key]
+        if (project, dataset, table) in self.table_keys:
+            kms = self.table_keys[project, dataset, table]
+            resource["encryptionConfiguration"] = {"kmsKeyName": kms}
         return resource
 
-    def run_job(self, body: dict[str, Any]) -> dict[str, Any]:
-        """jobs.insert of a query job: run it now and return the DONE job resource.
+    def _read_datasets(self, query: str) -> set[tuple[str, str]]:
+        """``(project, dataset)`` of every table a GoogleSQL query reads."""
+        try:
+            tree = sqlglot.parse_one(query, read="bigquery")
+        except sqlglot.errors.ParseError as exc:
+            raise FakeApiError(400, f"Syntax error: {exc}") from exc
+        found = set()
+        for table in tree.find_all(sqlglot.exp.Table):
+            if table.db:
+                found.add((table.catalog or self.project, table.db))
+        return found
+
+    def _check_locations(
+        self, job_location: str | None, read: set[tuple[str, str]], dest: tuple[str, str] | None
+    ) -> None:
+        """A job runs in one location: raise as BigQuery does when its datasets disagree."""
+        involved = [*sorted(read), *([dest] if dest else [])]
+        if job_location:
+            for project, dataset in involved:
+                if self.location(project, dataset).lower() != job_location.lower():
+                    raise FakeApiError(
+                        404,
+                        f"Not found: Dataset {project}:{dataset} was not found in location "
+                        f"{job_location}",
+                    )
+        if dest and read:
+            sources = {self.location(p, d) for p, d in read}
+            target = self.location(*dest)
+            if any(loc.lower() != target.lower() for loc in sources):
+                raise FakeApiError(
+                    400,
+                    "Cannot read and write in different locations: source: "
+                    f"{', '.join(sorted(sources))}, destination: {target}",
+                )
+
+    def run_job(self, body: dict[str, Any], project: str | None = None) -> dict[str, Any]:
+        """jobs.insert of a query job in ``project``: run it now, return the DONE job resource.
 
         Errors while running are recorded in the job's status (see the module docstring).
 
         Raises:
-            FakeApiError: 400 for a request the fake cannot run (not a query, legacy SQL, an
-                unknown parameter type).
+            FakeApiError: 403 in a read-only project; 400 for a request the fake cannot run
+                (not a query, legacy SQL, an unknown parameter type).
         """
+        project = project or self.project
+        self._check_project(project)
+        if project in self.read_only_projects:
+            raise FakeApiError(
+                403,
+                f"Access Denied: Project {project}: User does not have bigquery.jobs.create "
+                f"permission in project {project}.",
+            )
         config = body.get("configuration", {}).get("query")
         if config is None:
             raise FakeApiError(400, "the fake runs query jobs only")
@@ -318,13 +458,21 @@ class FakeBigQuery:
         # Same transpile as the product's DuckDB runner; @name parameters become $name.
         sql = sqlglot.transpile(config["query"], read="bigquery", write="duckdb")[0]
         job_id = body["jobReference"]["jobId"]
+        job_location = body["jobReference"].get("location")
         dest = config.get("destinationTable")
         status: dict[str, Any] = {"state": "DONE"}
         result = None
+        ran_in = job_location or "US"
         with self.lock:
             try:
+                read = self._read_datasets(config["query"])
+                dest_ds = (dest.get("projectId", project), dest["datasetId"]) if dest else None
+                self._check_locations(job_location, read, dest_ds)
+                involved = [*read, *([dest_ds] if dest_ds else [])]
+                if involved:
+                    ran_in = job_location or self.location(*sorted(involved)[0])
                 if dest:
-                    self._write(dest, config, sql, params)
+                    self._write(dest, config, sql, params, project)
                 else:
                     result = _encode_result(self.con.sql(sql, params=params).to_arrow_table())
             except (FakeApiError, duckdb.Error) as exc:
@@ -334,7 +482,7 @@ class FakeBigQuery:
                 status.update(errorResult=error.error(), errors=[error.error()])
         self.results[job_id] = result
         job = {
-            "jobReference": {"projectId": self.project, "jobId": job_id, "location": "US"},
+            "jobReference": {"projectId": project, "jobId": job_id, "location": ran_in},
             "configuration": body["configuration"],
             "status": status,
             "statistics": {"creationTime": "1", "startTime": "1", "endTime": "2"},
@@ -342,28 +490,55 @@ class FakeBigQuery:
         self.jobs[job_id] = job
         return job
 
-    def _write(self, dest: dict[str, str], config: dict[str, Any], sql: str, params: dict) -> None:
+    def _write(
+        self, dest: dict[str, str], config: dict[str, Any], sql: str, params: dict, job_project: str
+    ) -> None:
+        project = dest.get("projectId", job_project)
         dataset, table = dest["datasetId"], dest["tableId"]
-        if dest.get("projectId", self.project) != self.project:
-            raise FakeApiError(404, f"Not found: Project {dest['projectId']}")
+        self._check_project(project)
         if (dataset, table) == self.fail_destination:
             raise FakeApiError(400, f"injected failure writing {(dataset, table)}")
-        if not self._dataset_exists(dataset):
-            raise FakeApiError(404, f"Not found: Dataset {self.project}:{dataset}")
-        existing = self._table_rows(dataset, table)
+        if not self._dataset_exists(project, dataset):
+            raise FakeApiError(404, f"Not found: Dataset {project}:{dataset}")
+        if project in self.read_only_projects:
+            raise FakeApiError(
+                403,
+                f"Access Denied: Dataset {project}:{dataset}: Permission bigquery.tables.create "
+                f"denied on dataset {project}:{dataset} (or it may not exist).",
+            )
+        kms = (config.get("destinationEncryptionConfiguration") or {}).get("kmsKeyName")
+        if kms:
+            self._check_kms_key(kms, project, dataset)
+        existing = self._table_rows(project, dataset, table)
         if existing is None and config.get("createDisposition") == "CREATE_NEVER":
-            raise FakeApiError(404, f"Not found: Table {self.project}:{dataset}.{table}")
+            raise FakeApiError(404, f"Not found: Table {project}:{dataset}.{table}")
         disposition = config.get("writeDisposition", "WRITE_EMPTY")
-        name = f'"{dataset}"."{table}"'
+        name = f'"{project}"."{dataset}"."{table}"'
         if disposition == "WRITE_APPEND" and existing is not None:
             self.con.execute(f"INSERT INTO {name} {sql}", params)
         elif disposition == "WRITE_EMPTY" and existing:
-            raise FakeApiError(409, f"Already Exists: Table {self.project}:{dataset}.{table}")
+            raise FakeApiError(409, f"Already Exists: Table {project}:{dataset}.{table}")
         elif disposition in ("WRITE_EMPTY", "WRITE_TRUNCATE", "WRITE_APPEND"):
             self.con.execute(f"CREATE OR REPLACE TABLE {name} AS {sql}", params)
-            self.expirations.pop((dataset, table), None)
+            self.expirations.pop(self._key(project, dataset, table), None)
+            self.table_keys.pop((project, dataset, table), None)
         else:
             raise FakeApiError(400, f"unknown writeDisposition {disposition!r}")
+        if kms:
+            self.table_keys[project, dataset, table] = kms
+
+    def _check_kms_key(self, kms: str, project: str, dataset: str) -> None:
+        found = _KMS_KEY_RE.fullmatch(kms)
+        if not found:
+            raise FakeApiError(400, f"Invalid Cloud KMS key name: {kms}")
+        where = self.location(project, dataset)
+        if found["location"].lower() != where.lower():
+            raise FakeApiError(
+                400,
+                f"Cloud KMS key {kms} is in location {found['location']}, but dataset "
+                f"{project}:{dataset} is in location {where}: the key must be in the "
+                "dataset's location",
+            )
 
     def query_results(self, job_id: str, max_results: str) -> dict[str, Any]:
         """jobs.getQueryResults: schema, row count and (unless maxResults=0) every row."""
@@ -384,16 +559,19 @@ class FakeBigQuery:
             out["rows"] = result["rows"]
         return out
 
-    def delete_table(self, dataset: str, table: str) -> None:
+    def delete_table(self, dataset: str, table: str, project: str | None = None) -> None:
         """tables.delete.
 
         Raises:
             FakeApiError: 404 when the table does not exist.
         """
-        if self._table_rows(dataset, table) is None:
-            raise FakeApiError(404, f"Not found: Table {self.project}:{dataset}.{table}")
-        self.con.execute(f'DROP TABLE "{dataset}"."{table}"')
-        self.expirations.pop((dataset, table), None)
+        project = project or self.project
+        self._check_project(project)
+        if self._table_rows(project, dataset, table) is None:
+            raise FakeApiError(404, f"Not found: Table {project}:{dataset}.{table}")
+        self.con.execute(f'DROP TABLE "{project}"."{dataset}"."{table}"')
+        self.expirations.pop(self._key(project, dataset, table), None)
+        self.table_keys.pop((project, dataset, table), None)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -429,28 +607,34 @@ class _Handler(BaseHTTPRequestHandler):
     ) -> tuple[int, dict[str, Any] | None]:
         fake = self.fake
         project = re.match(r"/projects/([^/]+)", path)
-        if project and project[1] != fake.project:
-            raise FakeApiError(404, f"Not found: Project {project[1]}")
-        table = re.fullmatch(r"/projects/[^/]+/datasets/([^/]+)/tables/([^/]+)", path)
-        if method == "POST" and re.fullmatch(r"/projects/[^/]+/jobs", path):
-            return 200, fake.run_job(body)
+        if project:
+            fake._check_project(project[1])
+        table = re.fullmatch(r"/projects/([^/]+)/datasets/([^/]+)/tables/([^/]+)", path)
+        dataset = re.fullmatch(r"/projects/([^/]+)/datasets/([^/]+)", path)
+        if method == "POST" and (m := re.fullmatch(r"/projects/([^/]+)/jobs", path)):
+            return 200, fake.run_job(body, m[1])
         if method == "GET" and (m := re.fullmatch(r"/projects/[^/]+/queries/([^/]+)", path)):
             return 200, fake.query_results(m[1], query.get("maxResults", [""])[0])
         if method == "GET" and (m := re.fullmatch(r"/projects/[^/]+/jobs/([^/]+)", path)):
             if m[1] not in fake.jobs:
                 raise FakeApiError(404, f"Not found: Job {fake.project}:{m[1]}")
             return 200, fake.jobs[m[1]]
-        if table and method == "GET":
-            return 200, fake.table_resource(*table.groups())
-        if table and method in ("PATCH", "PUT"):
-            resource = fake.table_resource(*table.groups())  # 404 when missing
-            if "expirationTime" in body:
-                fake.expirations[table.groups()] = body["expirationTime"]
-                resource["expirationTime"] = body["expirationTime"]
-            return 200, resource
-        if table and method == "DELETE":
-            fake.delete_table(*table.groups())
-            return 204, None
+        if dataset and method == "GET":
+            return 200, fake.dataset_resource(*dataset.groups())
+        if table:
+            project_id, dataset_id, table_id = table.groups()
+            if method == "GET":
+                return 200, fake.table_resource(dataset_id, table_id, project_id)
+            if method in ("PATCH", "PUT"):
+                resource = fake.table_resource(dataset_id, table_id, project_id)  # 404 if missing
+                if "expirationTime" in body:
+                    key = fake._key(project_id, dataset_id, table_id)
+                    fake.expirations[key] = body["expirationTime"]
+                    resource["expirationTime"] = body["expirationTime"]
+                return 200, resource
+            if method == "DELETE":
+                fake.delete_table(dataset_id, table_id, project_id)
+                return 204, None
         raise FakeApiError(404, f"no route {method} {path} in the fake")
 
     def do_GET(self) -> None:

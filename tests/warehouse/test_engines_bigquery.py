@@ -96,3 +96,118 @@ def test_prepare_data_on_bigquery_validates_before_writing(fake):
     with pytest.raises(PipelineInputError, match="does not exist"):
         prepare_data(f"bq://{PROJECT}.ds.missing", DEMO_SPEC, output_prefix="x", warehouse=wh)
     assert not any(method == "POST" and "jobs" in path for method, path in fake.requests)
+
+
+# --- billing project, locations, CMEK (issue 13 items 5, 9, 10) ------------------------------
+
+
+@pytest.fixture()
+def shared_data(tmp_path):
+    """The caller's project 'mine' and a data project 'public-data' it may only read."""
+    import duckdb
+
+    with duckdb.connect(str(tmp_path / "public-data.db")) as con:
+        con.execute("CREATE SCHEMA ds")
+        con.register("demo_rows", demo_table(3000, seed=5))
+        con.execute("CREATE TABLE ds.demo AS SELECT * FROM demo_rows")
+    with FakeBigQuery(
+        tmp_path / "mine.db",
+        "mine",
+        other_projects={"public-data": tmp_path / "public-data.db"},
+        read_only_projects=("public-data",),
+        dataset_locations={("mine", "eu_out"): "EU"},
+    ) as server:
+        server.con.execute("CREATE SCHEMA out")
+        server.con.execute("CREATE SCHEMA eu_out")
+        yield server
+
+
+def _jobs(fake):
+    return [path for method, path in fake.requests if method == "POST" and path.endswith("/jobs")]
+
+
+def test_jobs_bill_in_the_billing_project_not_the_read_only_data_project(shared_data):
+    fake = shared_data
+    prepared = prepare_data(
+        "bq://public-data.ds.demo",
+        DEMO_SPEC,
+        output_prefix="run1",
+        output_dataset="mine.out",
+        warehouse=BigQueryWarehouse(client=fake.client()),
+    )
+    assert prepared.test_uri == "bq://mine.out.run1_test"
+    assert _jobs(fake) and set(_jobs(fake)) == {"/projects/mine/jobs"}
+    assert sum(sum(c.values()) for c in prepared.split_counts.values()) == 3000
+
+    # the old behaviour, jobs in the source's project, is refused as BigQuery refuses it
+    from google.api_core.client_options import ClientOptions
+    from google.api_core.exceptions import Forbidden
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import bigquery
+
+    in_data_project = bigquery.Client(
+        project="public-data",
+        credentials=AnonymousCredentials(),
+        client_options=ClientOptions(api_endpoint=fake.endpoint),
+    )
+    with pytest.raises(Forbidden, match="bigquery.jobs.create permission in project public-data"):
+        BigQueryWarehouse(client=in_data_project).query("SELECT 1 AS x", {})
+
+
+def test_output_dataset_in_another_location_is_refused_before_any_job(shared_data):
+    fake = shared_data
+    wh = BigQueryWarehouse(client=fake.client())
+    source = TableRef.parse("public-data.ds.demo")
+    with pytest.raises(PipelineInputError) as caught:
+        wh.check_outputs(source, [TableRef.parse("mine.eu_out.run_train")])
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "mine.eu_out is in location EU" in message
+    assert "public-data.ds.demo is in US" in message
+    assert "output_dataset" in message
+    with pytest.raises(
+        PipelineInputError, match=r"mine\.nope does not exist \(parameter output_dataset\)"
+    ):
+        wh.check_outputs(source, [TableRef.parse("mine.nope.t")])
+    assert _jobs(fake) == []
+
+    wh.check_outputs(source, [TableRef.parse("mine.out.run_train")])
+    assert wh.location == "US"  # later jobs run where the data is
+    assert _jobs(fake) == []
+
+
+def test_fake_fails_a_job_that_writes_across_locations(shared_data):
+    # what check_outputs saves the user from: the job fails only when it runs
+    wh = BigQueryWarehouse(client=shared_data.client())
+    with pytest.raises(
+        BadRequest,
+        match="Cannot read and write in different locations: source: US, destination: EU",
+    ):
+        wh.create_table(TableRef.parse("mine.eu_out.t"), "SELECT id FROM `public-data.ds.demo`", {})
+
+
+def test_split_tables_are_encrypted_with_the_kms_key(shared_data):
+    fake = shared_data
+    key = "projects/mine/locations/us/keyRings/r/cryptoKeys/k"
+    prepared = prepare_data(
+        "bq://public-data.ds.demo",
+        DEMO_SPEC,
+        output_prefix="enc",
+        output_dataset="mine.out",
+        warehouse=BigQueryWarehouse(client=fake.client(), kms_key=key),
+    )
+    written = {t: k for t, k in fake.table_keys.items()}
+    assert written == {
+        ("mine", "out", f"enc_{split}"): key for split in ("train", "validation", "test")
+    }
+    table = fake.client().get_table(prepared.train_uri.removeprefix("bq://"))
+    assert table.encryption_configuration.kms_key_name == key
+
+    # a key in another location than the dataset is refused, as by BigQuery
+    eu_key = "projects/mine/locations/eu/keyRings/r/cryptoKeys/k"
+    with pytest.raises(BadRequest, match="must be in the dataset's location"):
+        BigQueryWarehouse(client=fake.client(), kms_key=eu_key).create_table(
+            TableRef.parse("mine.out.t"), "SELECT 1 AS x", {}
+        )
+    with pytest.raises(PipelineInputError, match="kms_key must be projects/P/locations/L"):
+        BigQueryWarehouse(client=fake.client(), kms_key="k")

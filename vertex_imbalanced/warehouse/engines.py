@@ -12,7 +12,7 @@ import contextlib
 import datetime as dt
 import functools
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol
@@ -27,6 +27,7 @@ from vertex_imbalanced.warehouse.fingerprint import register_farm_fingerprint
 from vertex_imbalanced.warehouse.identifiers import TableRef, validate_column
 
 _PLACEHOLDER_RE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_KMS_KEY_RE = re.compile(r"^projects/[^/]+/locations/[^/]+/keyRings/[^/]+/cryptoKeys/[^/]+$")
 
 
 def load_sql(name: str) -> str:
@@ -114,6 +115,10 @@ class Warehouse(Protocol):
         """Tables created inside are all kept, or none are (on an exception)."""
         ...
 
+    def check_outputs(self, source: TableRef, outputs: Iterable[TableRef]) -> None:
+        """Refuse, before any job, outputs the engine could not write from ``source``."""
+        ...
+
     def uri(self, ref: TableRef) -> str:
         """Source URI of a table, as understood by ``vertex_imbalanced.reading.sources.open.open_source``."""
         ...
@@ -187,6 +192,10 @@ class DuckDBWarehouse:
             self.con.execute("ROLLBACK")
             raise
         self.con.execute("COMMIT")
+
+    def check_outputs(self, source: TableRef, outputs: Iterable[TableRef]) -> None:
+        """Nothing to check: one DuckDB file holds the source and the outputs."""
+        del source, outputs
 
     def uri(self, ref: TableRef) -> str:
         """``duckdb:///abs/path.db?table=name`` (the one builder: paths percent-encoded)."""
@@ -266,27 +275,56 @@ def bigquery_parameters(params: Mapping[str, Any]) -> list[Any]:
 
 
 class BigQueryWarehouse:
-    """Runs the sql/ files on BigQuery (google-cloud-bigquery)."""
+    """Runs the sql/ files on BigQuery (google-cloud-bigquery).
+
+    Jobs run and bill in the *billing* project (the client's project), which may differ from
+    the projects holding the data: a public or shared data project usually lets its readers
+    read tables but not run jobs. Tables in the SQL are always fully qualified, so the data
+    project never has to be the job's.
+    """
 
     engine = "bigquery"
 
     def __init__(
-        self, project: str | None = None, *, location: str | None = None, client: Any = None
+        self,
+        project: str | None = None,
+        *,
+        location: str | None = None,
+        client: Any = None,
+        kms_key: str | None = None,
     ) -> None:
         """Create the runner.
 
         Args:
-            project: project that runs (and pays for) the query jobs.
-            location: job location; BigQuery infers it from the tables when None.
-            client: a ``bigquery.Client`` to use instead of creating one.
+            project: the billing project: it runs (and pays for) the query jobs; None takes
+                the default credentials' project (on Vertex AI: the pipeline's project).
+            location: job location; None: the source dataset's, once :meth:`check_outputs`
+                has read it (else BigQuery infers it from the tables).
+            client: a ``bigquery.Client`` to use instead of creating one (its project bills).
+            kms_key: Cloud KMS key ``projects/P/locations/L/keyRings/R/cryptoKeys/K`` that
+                encrypts every table this runner writes (None: Google-managed keys).
+
+        Raises:
+            PipelineInputError: a malformed ``kms_key``.
         """
+        if kms_key and not _KMS_KEY_RE.match(kms_key):
+            raise PipelineInputError(
+                f"kms_key must be projects/P/locations/L/keyRings/R/cryptoKeys/K, got {kms_key!r}"
+            )
         if client is None:
             from google.cloud import bigquery
 
             client = bigquery.Client(project=project, location=location)
         self.client = client
         self.location = location
+        self.kms_key = kms_key or None
         self._created: list[TableRef] | None = None
+        self._locations: dict[tuple[str, str], str] = {}
+
+    @property
+    def billing_project(self) -> str:
+        """The project every query job runs and bills in."""
+        return str(self.client.project)
 
     def table_schema(self, ref: TableRef) -> pa.Schema | None:
         """Arrow schema of ``ref``, or None when the table does not exist."""
@@ -297,6 +335,58 @@ class BigQueryWarehouse:
         except NotFound:
             return None
         return pa.schema([bigquery_field_to_arrow(f) for f in table.schema])
+
+    def dataset_location(self, project: str, dataset: str) -> str:
+        """Location of a dataset (datasets.get, cached), e.g. ``US`` or ``europe-west4``.
+
+        Raises:
+            PipelineInputError: the dataset does not exist.
+        """
+        from google.api_core.exceptions import NotFound
+
+        key = (project, dataset)
+        if key not in self._locations:
+            try:
+                self._locations[key] = self.client.get_dataset(f"{project}.{dataset}").location
+            except NotFound:
+                raise PipelineInputError(
+                    f"BigQuery dataset {project}.{dataset} does not exist"
+                ) from None
+        return self._locations[key]
+
+    def check_outputs(self, source: TableRef, outputs: Iterable[TableRef]) -> None:
+        """Refuse outputs in another location than the source, before any job runs.
+
+        A BigQuery query runs in one location and cannot write a table elsewhere. Reads the
+        locations with datasets.get (no job) and, when no job location was given, runs every
+        later job in the source's location.
+
+        Raises:
+            PipelineInputError: one line naming both locations and the ``output_dataset``
+                parameter, or naming a dataset that does not exist.
+        """
+        where = self.dataset_location(self._project(source), str(source.dataset))
+        for ref in outputs:
+            project, dataset = self._project(ref), str(ref.dataset)
+            try:
+                there = self.dataset_location(project, dataset)
+            except PipelineInputError:
+                raise PipelineInputError(
+                    f"output dataset {project}.{dataset} does not exist (parameter "
+                    "output_dataset): create it in the source's location "
+                    f"{where} first"
+                ) from None
+            if there.lower() != where.lower():
+                raise PipelineInputError(
+                    f"output dataset {project}.{dataset} is in location {there} but the source "
+                    f"table {source} is in {where}: BigQuery cannot write across locations; "
+                    f"set output_dataset to a dataset in {where}"
+                )
+        if self.location is None:
+            self.location = where
+
+    def _project(self, ref: TableRef) -> str:
+        return ref.project or self.billing_project
 
     def _config(self, sql: str, params: Mapping[str, Any], **kwargs: Any) -> Any:
         from google.cloud import bigquery
@@ -309,7 +399,12 @@ class BigQueryWarehouse:
 
     def query(self, sql: str, params: Mapping[str, Any]) -> pa.Table:
         """Run a SELECT with named parameters; the result comes back over REST (it is small)."""
-        job = self.client.query(sql, job_config=self._config(sql, params), location=self.location)
+        job = self.client.query(
+            sql,
+            job_config=self._config(sql, params),
+            location=self.location,
+            project=self.billing_project,
+        )
         return job.result().to_arrow(create_bqstorage_client=False)
 
     def create_table(
@@ -318,20 +413,29 @@ class BigQueryWarehouse:
         """Write the SELECT's result to ``dest`` (truncating it), then set its expiration.
 
         A destination table in the job configuration (rather than ``CREATE TABLE ... AS``) keeps
-        the query a plain parameterised SELECT.
+        the query a plain parameterised SELECT. With ``kms_key`` the table is encrypted with it
+        (``destinationEncryptionConfiguration``).
         """
         from google.cloud import bigquery
 
+        extra: dict[str, Any] = {}
+        if self.kms_key:
+            extra["destination_encryption_configuration"] = bigquery.EncryptionConfiguration(
+                kms_key_name=self.kms_key
+            )
         config = self._config(
             sql,
             params,
             destination=str(dest),
             write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE,
             create_disposition=bigquery.CreateDisposition.CREATE_IF_NEEDED,
+            **extra,
         )
         if self._created is not None:
             self._created.append(dest)
-        self.client.query(sql, job_config=config, location=self.location).result()
+        self.client.query(
+            sql, job_config=config, location=self.location, project=self.billing_project
+        ).result()
         if expiration_hours:
             table = self.client.get_table(str(dest))
             table.expires = dt.datetime.now(dt.UTC) + dt.timedelta(hours=expiration_hours)
@@ -378,11 +482,20 @@ def source_table(source_uri: str) -> TableRef:
     )
 
 
-def open_warehouse(source_uri: str) -> tuple[Warehouse, TableRef]:
+def open_warehouse(
+    source_uri: str, *, billing_project: str | None = None, kms_key: str | None = None
+) -> tuple[Warehouse, TableRef]:
     """Runner and table for a source URI (``duckdb:///abs.db?table=t`` or ``bq://p.d.t``).
 
+    Args:
+        source_uri: the source table.
+        billing_project: BigQuery: the project that runs and pays for the jobs (default: the
+            default credentials' project, on Vertex AI the pipeline's; else the source's).
+        kms_key: BigQuery: Cloud KMS key for every table written (None: Google-managed).
+
     Raises:
-        PipelineInputError: unknown scheme, malformed URI, or a DuckDB file that does not exist.
+        PipelineInputError: unknown scheme, malformed URI, a DuckDB file that does not exist,
+            or a malformed ``kms_key``.
     """
     from vertex_imbalanced.reading.sources.duckdb_source import parse_duckdb_uri
 
@@ -392,4 +505,15 @@ def open_warehouse(source_uri: str) -> tuple[Warehouse, TableRef]:
         if not Path(path).is_file():
             raise PipelineInputError(f"DuckDB file {path} does not exist ({source_uri})")
         return DuckDBWarehouse(path), ref
-    return BigQueryWarehouse(ref.project), ref
+    return BigQueryWarehouse(billing_project or _default_project(ref.project), kms_key=kms_key), ref
+
+
+def _default_project(fallback: str | None) -> str | None:
+    """The default credentials' project, or ``fallback`` when they name none."""
+    try:
+        import google.auth
+
+        _, project = google.auth.default()
+    except Exception:  # no credentials: the client will say so itself
+        return fallback
+    return project or fallback
