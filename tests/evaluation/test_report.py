@@ -153,8 +153,8 @@ def test_multiclass_report_escapes_names_and_lists_notes():
     assert "ROC and precision-recall" not in parser.headings
     assert "Baselines" not in parser.headings  # no baselines in these metrics
     assert "is absent from the data: recall set to 0" in page
-    # per-class table: header, classes, two averages; operating point: header, rule, argmax
-    assert page.count("<tr>") == (1 + 12 + 2) + 3
+    # per-class table: header, classes, two averages; operating point (argmax): header, one row
+    assert page.count("<tr>") == (1 + 12 + 2) + 2
 
 
 @pytest.mark.parametrize("classes", [["a", "b"], ["a", "b", "c"]])

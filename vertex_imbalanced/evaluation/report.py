@@ -354,7 +354,7 @@ def _operating_point_section(metrics: Mapping[str, Any]) -> str:
         )
     argmax = metrics.get("argmax") or {}
     rows = [["operating point (" + _rule_text(op) + ")"] + [metrics[k] for k in _DECISION_KEYS]]
-    if argmax:
+    if argmax and op.get("kind") != "argmax":
         rows.append(["argmax"] + [argmax.get(k) for k in _DECISION_KEYS])
     return (
         "<section><h2>Operating point</h2><p class='help'>"
@@ -443,7 +443,8 @@ def _data_section(metrics: Mapping[str, Any]) -> str:
             f"<p class='help'>Training split, imbalance mode <b>{mode}</b>: rows kept per class "
             "and their weights (weighted counts restore the original prior).</p>"
         )
-        parts.append(_table(["class", "train rows", "keep rate", "kept", "weighted"], rows))
+        header = ["class", "train rows before", "keep rate", "rows kept", "sum of weights"]
+        parts.append(_table(header, rows))
     features = ctx.get("features") or {}
     roles = [
         ["label", ctx.get("label") or ""],
@@ -478,12 +479,12 @@ def _data_section(metrics: Mapping[str, Any]) -> str:
 
 
 def report_title(metrics: Mapping[str, Any]) -> tuple[str, str]:
-    """``(title, subtitle)`` from ``metrics["context"]``: model, version, dataset, label, run, date."""
+    """``(title, run line)`` from ``metrics["context"]``: model, version, dataset, label; run, date."""
     ctx = metrics.get("context") or {}
     name = ctx.get("model_name") or "Model"
     version = ctx.get("model_version")
     title = f"{name} v{version}" if version not in (None, "") else str(name)
-    dataset = ctx.get("dataset") or metrics.get("test_source")
+    dataset = ctx.get("dataset")
     if dataset:
         title += f" on {dataset}"
     if ctx.get("label"):

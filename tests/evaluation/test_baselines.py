@@ -1,0 +1,90 @@
+"""The logistic baseline's features come from the trainer's real model, loaded from model.keras."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from vertex_imbalanced.config import FeatureSpec, Hyperparameters
+from vertex_imbalanced.evaluation.baselines import TrainSample, features_model, sample_training_rows
+from vertex_imbalanced.training.model import build_model
+from vertex_imbalanced.training.statistics import FeatureStats, NumericStats
+
+STATS = FeatureStats(
+    rows=100,
+    numeric={"x": NumericStats(1.0, 4.0, 90, 10), "y": NumericStats(-2.0, 1.0, 100, 0)},
+    vocabularies={"color": ("red", "blue")},
+    class_counts=(60, 40),
+    weighted_class_counts=(60.0, 40.0),
+)
+
+
+def _saved_and_loaded(tmp_path, spec):
+    model = build_model(spec, STATS, ["a", "b"], Hyperparameters(hidden_units=(8,)))
+    model.save(tmp_path / "model.keras")
+    return keras.saving.load_model(tmp_path / "model.keras", compile=False)
+
+
+def _has_column(matrix, column):
+    return any(np.allclose(matrix[:, j], column, atol=1e-6) for j in range(matrix.shape[1]))
+
+
+def test_features_are_the_trainers_preprocessing_not_a_learned_layer(tmp_path):
+    """Layout-independent: whatever the trainer's encoding, these columns must be there."""
+    spec = FeatureSpec(label="label", numeric=("x", "y"), categorical=("color",))
+    sub = features_model(_saved_and_loaded(tmp_path, spec))
+    assert sub is not None and not sub.trainable_weights  # nothing learned up to here
+    out = sub(
+        {
+            "x": tf.constant([3.0, np.nan, 1.0]),
+            "y": tf.constant([-2.0, 0.0, -1.0]),
+            "color": tf.constant(["blue", "red", "blue"]),
+        }
+    ).numpy()
+    assert np.isfinite(out).all()
+    assert _has_column(out, [(3 - 1) / 2, 0.0, 0.0])  # x normalised, NULL imputed by the mean
+    assert _has_column(out, [0.0, 2.0, 1.0])  # y normalised (mean -2, variance 1)
+    assert _has_column(out, [0.0, 1.0, 0.0])  # x's missing indicator
+    assert _has_column(out, [1.0, 0.0, 1.0]) and _has_column(out, [0.0, 1.0, 0.0])  # one-hot
+
+
+def test_categorical_only_model_gives_one_hot_rows(tmp_path):
+    spec = FeatureSpec(label="label", numeric=(), categorical=("color",))
+    sub = features_model(_saved_and_loaded(tmp_path, spec))
+    out = sub({"color": tf.constant(["red", "blue", "red"])}).numpy()
+    assert set(np.unique(out)) <= {0.0, 1.0}
+    np.testing.assert_array_equal(out.sum(axis=1), [1, 1, 1])
+    np.testing.assert_array_equal(out[0], out[2])
+    assert not np.array_equal(out[0], out[1])
+
+
+def test_training_sample_is_uniform_bounded_and_counts_every_row():
+    rng = np.random.default_rng(0)
+    batches = []
+    for _ in range(20):  # 20 batches of 500 rows; class 1 weighted 3x
+        y = rng.integers(0, 2, 500)
+        batches.append(({"v": np.arange(500)}, y, np.where(y == 1, 3.0, 1.0)))
+    sample = sample_training_rows(
+        iter(batches),
+        lambda raw, rows: raw["v"][rows][:, None].astype(np.float32),
+        num_classes=2,
+        expected_rows=10_000,
+        max_rows=1000,
+    )
+    assert isinstance(sample, TrainSample)
+    assert sample.rows == 10_000 and sample.rate == 0.1
+    assert 850 <= sample.labels.size <= 1000
+    all_y = np.concatenate([b[1] for b in batches])
+    np.testing.assert_allclose(sample.class_weight_sums, [np.sum(all_y == 0), 3 * np.sum(all_y)])
+    share = np.mean(sample.labels == 1)
+    assert share == pytest.approx(np.mean(all_y == 1), abs=0.05)
+    again = sample_training_rows(
+        iter(batches),
+        lambda raw, rows: raw["v"][rows][:, None].astype(np.float32),
+        num_classes=2,
+        expected_rows=10_000,
+        max_rows=1000,
+    )
+    np.testing.assert_array_equal(again.features, sample.features)  # seeded: same sample
