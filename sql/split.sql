@@ -4,6 +4,9 @@
 -- gives the same split. prepare.py turns the split ratios into bucket ranges
 -- train [0, t), validation [t, v), test [v, 10000) and passes one range per query.
 -- NULL keys hash as the empty string (all land in one bucket).
+-- The key's text must be the same on BigQuery and DuckDB, so key columns are integers, STRING,
+-- DATE or BOOL; FLOAT64, NUMERIC, TIMESTAMP, DATETIME, TIME and BYTES keys are refused before
+-- any query (vertex_imbalanced.warehouse.engines.check_split_key).
 --
 -- Identifiers (validated, substituted by vertex_imbalanced.warehouse.engines.render): source, key.
 -- Parameters: @bucket_lo INT64, @bucket_hi INT64.

@@ -22,7 +22,7 @@ import pyarrow as pa
 import sqlglot
 from sqlglot import exp
 
-from vertex_imbalanced.errors import PipelineInputError
+from vertex_imbalanced.errors import PipelineInputError, SchemaError
 from vertex_imbalanced.warehouse.fingerprint import register_farm_fingerprint
 from vertex_imbalanced.warehouse.identifiers import TableRef, validate_column
 
@@ -70,6 +70,63 @@ def render(
             f"placeholders {sorted(wanted)} do not match identifiers given {sorted(values)}"
         )
     return _PLACEHOLDER_RE.sub(lambda m: values[m.group(1)], template)
+
+
+_KEY_TEXT_DIFFERS = {
+    "floating point": "BigQuery documents CAST(FLOAT64 AS STRING) as 'an approximate string "
+    "representation' (DuckDB writes 1.0 as '1.0')",
+    "decimal": "NUMERIC/BIGNUMERIC text keeps the scale in DuckDB (1.5 -> '1.500000000') but not in "
+    "BigQuery ('1.5')",
+    "timestamp": "TIMESTAMP/DATETIME text depends on the session time zone and precision "
+    "(BigQuery: '2008-12-25 15:30:00+00'; DuckDB: its TimeZone setting)",
+    "time": "TIME text differs in precision between the engines",
+    "binary": "BYTES are read as UTF-8 text by BigQuery and escaped by DuckDB",
+}
+
+
+def _key_kind(arrow_type: pa.DataType) -> str | None:
+    """Why a key type has no engine-independent text, or None when it has one."""
+    if pa.types.is_floating(arrow_type):
+        return "floating point"
+    if pa.types.is_decimal(arrow_type):
+        return "decimal"
+    if pa.types.is_timestamp(arrow_type):
+        return "timestamp"
+    if pa.types.is_time(arrow_type):
+        return "time"
+    if pa.types.is_binary(arrow_type) or pa.types.is_large_binary(arrow_type):
+        return "binary"
+    return None
+
+
+def check_split_key(schema: pa.Schema, key: str, table: str) -> None:
+    """Refuse a key column whose text differs between BigQuery and DuckDB.
+
+    The split hashes ``CAST(key AS STRING)`` (``sql/split.sql``); the same row must land in the
+    same split on both engines, so only types whose text is the same on both are keys: integers,
+    STRING, DATE and BOOL (BigQuery documents ``"true"``/``"false"`` and ``YYYY-MM-DD``). Floating
+    point, NUMERIC/BIGNUMERIC, TIMESTAMP/DATETIME, TIME and BYTES are refused, naming the
+    column, its type and a fix, rather than split differently on each engine.
+
+    Args:
+        schema: the source table's schema.
+        key: the key column.
+        table: the table, for the message.
+
+    Raises:
+        SchemaError: the key's type has no common text form (one line).
+    """
+    if key not in schema.names:
+        return  # the caller reports missing columns with its own message
+    arrow_type = schema.field(key).type
+    kind = _key_kind(arrow_type)
+    if kind is None:
+        return
+    raise SchemaError(
+        f"key column {key!r} of {table} has type {arrow_type} ({kind}): it cannot be split the "
+        f"same way on BigQuery and DuckDB because {_KEY_TEXT_DIFFERS[kind]}; use an INT64 or "
+        f"STRING key column (e.g. a view with CAST({key} AS STRING) materialised once)"
+    )
 
 
 def parameter_names(sql: str) -> list[str]:
