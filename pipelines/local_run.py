@@ -499,7 +499,7 @@ def class_mapping_line(spec: FeatureSpec, declared: bool) -> str:
 
 def input_lines(source: LocalSource, declared: bool) -> list[str]:
     """What run_local prints before the pipeline starts: roles, classes, skipped, warnings."""
-    lines = [f"columns: {line}" for line in describe_roles(source.spec)]
+    lines = [f"columns: {line}" for line in describe_roles(source.spec, source.check.types)]
     lines.append(class_mapping_line(source.spec, declared))
     if source.check.skipped:
         lines.append(
@@ -898,6 +898,12 @@ def _registered_line(registered: dict[str, Any] | None) -> str:
     )
 
 
+def _split_order(splits: Mapping[str, Any]) -> list[str]:
+    """Split names train, validation, test first (JSON sorts them alphabetically)."""
+    order = ("train", "validation", "test")
+    return sorted(splits, key=lambda name: (order.index(name) if name in order else 3, name))
+
+
 def format_summary(summary: dict[str, Any]) -> str:
     """The summary's human-readable lines (data, test metrics, per class, gate, registry)."""
     splits = summary["data"]["split_counts"] or {}
@@ -917,7 +923,7 @@ def format_summary(summary: dict[str, Any]) -> str:
     return "\n".join(
         [
             f"data: {summary['source']}; splits "
-            + ", ".join(f"{name}={sum(counts.values())}" for name, counts in splits.items()),
+            + ", ".join(f"{name}={sum(splits[name].values())}" for name in _split_order(splits)),
             *skipped_line,
             "classes: " + "  ".join(f"{i}={name!r}" for i, name in enumerate(classes)),
             f"test: macro F1 {m['macro_f1']:.4f}  weighted F1 {m['weighted_f1']:.4f}  "

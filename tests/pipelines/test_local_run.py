@@ -6,6 +6,7 @@ the demo source, then the demo's DuckDB file as ``--source`` in both table forms
 """
 
 import contextlib
+import hashlib
 import io
 import json
 import re
@@ -47,6 +48,7 @@ def runs(tmp_path_factory):
     registry = base / "registry"
     demo = run(DEMO, base / "demo", registry)
     db = base / "demo" / "demo.duckdb"
+    db_hash = hashlib.sha256(db.read_bytes()).hexdigest()
     source = ["--label", "label", "--key", "id", *TRAIN]
     plain = run(
         ["--source", f"duckdb://{db}?table=demo", *source, "--min-metric", "0.5"],
@@ -60,6 +62,7 @@ def runs(tmp_path_factory):
         registry,
     )
     return {
+        "source_hash": (db_hash, hashlib.sha256(db.read_bytes()).hexdigest()),
         "demo": demo,
         "plain": plain,
         "qualified": qualified,
@@ -96,7 +99,7 @@ def test_demo_run_learns_and_prints_the_promised_lines(runs):
     splits = summary["data"]["split_counts"]
     assert (
         f"data: demo data ({ROWS} rows); splits "
-        + ", ".join(f"{k}={sum(v.values())}" for k, v in splits.items())
+        + ", ".join(f"{k}={sum(splits[k].values())}" for k in ("train", "validation", "test"))
         in lines
     )
     assert (
@@ -163,6 +166,15 @@ def test_duckdb_source_repeats_the_split_and_is_gated_against_the_first_champion
         p.name for p in (runs["registry"] / "imbalanced-classifier").iterdir() if p.name.isdigit()
     )
     assert versions == ["1", "2"]
+
+
+@pytest.mark.slow
+def test_the_users_duckdb_file_is_byte_identical_after_two_runs_read_it(runs):
+    before, after = runs["source_hash"]
+    assert after == before
+    rc, lines, second = runs["plain"]
+    work = Path(second["paths"]["run_dir"]).parents[1] / "source.duckdb"
+    assert work.is_file()  # the run's own work database got the copy and the splits
 
 
 @pytest.mark.slow

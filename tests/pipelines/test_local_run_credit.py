@@ -94,10 +94,11 @@ def test_credit_data_as_r_writes_it_runs_with_no_hand_fixes(tmp_path):
     # Roles before training: R's NA markers did not turn numbers into categories.
     roles = [line for line in lines if line.startswith("columns: ")]
     for column in NUMERIC:
-        assert f"columns: numeric: {column}" in roles
+        assert f"columns: numeric: {column} (INT64)" in roles
     for column in ("Home", "Marital", "Job"):
-        assert f"columns: categorical: {column}" in roles
-    assert "columns: numeric: Records" in roles  # yes/no feature: DuckDB BOOLEAN -> 0/1
+        assert f"columns: categorical: {column} (STRING)" in roles
+    assert "columns: numeric: Records (BOOL)" in roles  # yes/no feature: DuckDB BOOLEAN -> 0/1
+    assert roles[:2] == ["columns: label: Status (STRING)", "columns: key: id (INT64)"]
     assert not any(line.startswith("warning: column") for line in lines)
     first_step = lines.index("[1/6] prepare-data ...")
     mapping = "classes: 0='bad'  1='good'  (inferred from the train split, sorted)"

@@ -292,6 +292,7 @@ def test_a_csv_yes_no_label_keeps_its_text_and_gets_sorted_classes(tmp_path, yes
     assert types["is_fraud"] == "VARCHAR" and types["flag"] == "BOOLEAN"  # only the label
     assert checked.spec.classes == tuple(sorted([yes, no]))
     assert checked.spec.numeric == ("x", "flag")
+    assert (checked.types["flag"], checked.types["is_fraud"]) == ("BOOL", "STRING")
 
 
 def test_a_typed_bool_label_gets_classes_false_true(tmp_path):
@@ -313,6 +314,9 @@ def test_demo_staging_and_roles(tmp_path):
     lines = describe_roles(checked.spec)
     assert lines[:2] == [f"label: {DEMO_SPEC.label}", f"key: {DEMO_SPEC.key}"]
     assert [f"numeric: {c}" for c in DEMO_SPEC.numeric] == lines[2 : 2 + len(DEMO_SPEC.numeric)]
+    typed = describe_roles(checked.spec, checked.types)
+    assert typed[0] == f"label: {DEMO_SPEC.label} (INT64)"
+    assert f"categorical: {DEMO_SPEC.categorical[0]} (STRING)" in typed
     with pytest.raises(PipelineInputError, match="--rows must be > 0, got 0"):
         stage_demo(tmp_path, 0, seed=3)
 

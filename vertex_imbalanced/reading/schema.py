@@ -68,6 +68,14 @@ def bigquery_type_name(t: pa.DataType) -> str:
         return "STRING"
     if pa.types.is_binary(t) or pa.types.is_large_binary(t):
         return "BYTES"
+    if pa.types.is_boolean(t):
+        return "BOOL"
+    if pa.types.is_date(t):
+        return "DATE"
+    if pa.types.is_timestamp(t):
+        return "TIMESTAMP"
+    if pa.types.is_decimal(t):
+        return "BIGNUMERIC" if pa.types.is_decimal256(t) else "NUMERIC"
     return str(t).upper()
 
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import duckdb
@@ -317,6 +317,7 @@ class SourceCheck:
         warnings: one line per thing the user should know (the run goes on).
         label_counts: rows per class in the whole table (empty if the label is unusable).
         skipped: rows whose label is NULL or outside the classes (``label_policy`` skip).
+        types: column -> its BigQuery type name (``FLOAT64``, ``STRING``, ``BOOL``, ...).
     """
 
     spec: FeatureSpec | None
@@ -324,6 +325,7 @@ class SourceCheck:
     warnings: tuple[str, ...]
     label_counts: dict[str, int] = dataclasses.field(default_factory=dict)
     skipped: int = 0
+    types: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 def _missing(name: str, option: str, names: Sequence[str]) -> str:
@@ -566,16 +568,22 @@ def check_source(staged: StagedSource, request: DataRequest) -> SourceCheck:
         label_policy=request.label_policy,
         na_values=request.na_values,
     )
-    return SourceCheck(spec, (), tuple(warnings), counts, skipped)
+    types = {field.name: bigquery_type_name(field.type) for field in schema}
+    return SourceCheck(spec, (), tuple(warnings), counts, skipped, types)
 
 
-def describe_roles(spec: FeatureSpec, schema: pa.Schema | None = None) -> list[str]:
-    """One line per column and its role: label, key, numeric, categorical, ignored."""
+def describe_roles(spec: FeatureSpec, types: Mapping[str, str] | None = None) -> list[str]:
+    """One line per column and its role: label, key, numeric, categorical, ignored.
+
+    Args:
+        spec: the roles.
+        types: column -> type name, shown after the name when given (``Age (INT64)``).
+    """
 
     def typed(name: str) -> str:
-        if schema is None or name not in schema.names:
+        if not types or name not in types:
             return name
-        return f"{name} ({bigquery_type_name(schema.field(name).type)})"
+        return f"{name} ({types[name]})"
 
     lines = [f"label: {typed(spec.label)}", f"key: {typed(spec.key)}"]
     lines += [f"numeric: {typed(c)}" for c in spec.numeric]
