@@ -10,16 +10,14 @@ import duckdb
 import pytest
 from conftest_models import make_table
 
-pytest.importorskip("apache_beam")
-
-from vertex_imbalanced.batch_prediction.beam_pipeline import (  # noqa: E402
+from vertex_imbalanced.batch_prediction.beam_pipeline import (
     RecordBatchModelHandler,
     describe_job,
 )
-from vertex_imbalanced.batch_prediction.dataflow import DataflowConfig, pipeline_flags  # noqa: E402
-from vertex_imbalanced.batch_prediction.output import output_schema  # noqa: E402
-from vertex_imbalanced.batch_prediction.scoring import InputColumns  # noqa: E402
-from vertex_imbalanced.reading.sources.duckdb_source import DuckDBSource  # noqa: E402
+from vertex_imbalanced.batch_prediction.dataflow import DataflowConfig, pipeline_flags
+from vertex_imbalanced.batch_prediction.output import output_schema
+from vertex_imbalanced.batch_prediction.scoring import InputColumns
+from vertex_imbalanced.reading.sources.duckdb_source import DuckDBSource
 
 KEY = "projects/p/locations/europe-west4/keyRings/r/cryptoKeys/k"
 IMAGE = "europe-docker.pkg.dev/my-proj/repo/trainer:1"

@@ -7,15 +7,13 @@ import pytest
 import tensorflow as tf
 from conftest_models import build_tiny_model, make_table
 
-pytest.importorskip("apache_beam")
-
-from vertex_imbalanced.batch_prediction import output  # noqa: E402
-from vertex_imbalanced.batch_prediction.beam_pipeline import ScoringJobError  # noqa: E402
-from vertex_imbalanced.batch_prediction.resolve import resolve_model  # noqa: E402
-from vertex_imbalanced.batch_prediction.run import read_predictions, score_table  # noqa: E402
-from vertex_imbalanced.errors import PipelineInputError, SchemaError  # noqa: E402
-from vertex_imbalanced.registry.local import LocalRegistry  # noqa: E402
-from vertex_imbalanced.warehouse.identifiers import TableRef  # noqa: E402
+from vertex_imbalanced.batch_prediction import output
+from vertex_imbalanced.batch_prediction.beam_pipeline import ScoringJobError
+from vertex_imbalanced.batch_prediction.resolve import resolve_model
+from vertex_imbalanced.batch_prediction.run import read_predictions, score_table
+from vertex_imbalanced.errors import PipelineInputError, SchemaError
+from vertex_imbalanced.registry.local import LocalRegistry
+from vertex_imbalanced.warehouse.identifiers import TableRef
 
 CLASSES = ("low", "mid", "high")
 ROWS = 20_000  # several DuckDB record batches (8192 rows) per stream

@@ -63,7 +63,6 @@ def test_compiles_and_validates_offline(tmp_path):
 
 @pytest.mark.slow
 def test_local_run_scores_publishes_and_monitors(tmp_path):
-    pytest.importorskip("apache_beam")
     from kfp import local
 
     from vertex_imbalanced.monitoring.statistics import (
