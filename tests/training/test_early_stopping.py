@@ -38,7 +38,12 @@ class Recorder(keras.callbacks.Callback):
             raise Interrupted(f"interrupted after epoch {epoch}")
 
 
-def run(backup: str | None, stopping: ResumableEarlyStopping, recorder: Recorder) -> float:
+def run(
+    backup: str | None,
+    stopping: ResumableEarlyStopping,
+    recorder: Recorder,
+    epochs: int = MAX_EPOCHS,
+) -> float:
     """A fresh process's view: new model, new callbacks; only ``backup`` carries state."""
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1, use_bias=False)])
@@ -49,7 +54,7 @@ def run(backup: str | None, stopping: ResumableEarlyStopping, recorder: Recorder
         X,
         X,
         batch_size=len(X),
-        epochs=MAX_EPOCHS,
+        epochs=epochs,
         validation_data=(X, 0.5 * X),
         shuffle=False,
         verbose=0,
@@ -101,3 +106,50 @@ def test_without_its_state_a_resumed_run_would_stop_elsewhere(tmp_path):
     final = run(backup, forgetful, recorder)
     assert forgetful.epochs_done > LAST_EPOCH + 1
     assert final == recorder.weights[LAST_EPOCH] != pytest.approx(1 - 0.9 ** (BEST_EPOCH + 1))
+
+
+LR = 0.05  # SGD rate of run(): each epoch multiplies 1 - w by 1 - 2 * LR = 0.9
+
+
+def plateau(state_dir=None) -> ResumableEarlyStopping:
+    return ResumableEarlyStopping(PATIENCE, state_dir, lr_patience=1, lr_factor=0.5, min_lr=0.01)
+
+
+def test_learning_rate_is_halved_after_each_epoch_without_improvement_down_to_the_floor():
+    stopping, recorder = plateau(), Recorder()
+    run(None, stopping, recorder)
+    w = recorder.weights
+    assert w[BEST_EPOCH] == pytest.approx(1 - 0.9 ** (BEST_EPOCH + 1), rel=1e-5)
+    # epoch BEST_EPOCH + 1 did not improve -> rate 0.025 (factor 0.95), then 0.0125, then 0.01
+    for k, rate in ((BEST_EPOCH + 2, 0.025), (BEST_EPOCH + 3, 0.0125)):
+        assert 1 - w[k] == pytest.approx((1 - w[k - 1]) * (1 - 2 * rate), rel=1e-5)
+    assert stopping.learning_rate == pytest.approx(0.01)  # min_lr
+    assert stopping.epochs_done == LAST_EPOCH + 1 and stopping.stop_reason == "early_stopping"
+
+
+def test_a_run_interrupted_after_a_rate_reduction_resumes_with_the_reduced_rate(tmp_path):
+    reference = plateau(str(tmp_path / "ref"))
+    reference_final = run(str(tmp_path / "ref"), reference, Recorder())
+    backup = str(tmp_path / "backup")
+    with pytest.raises(Interrupted):
+        run(backup, plateau(backup), Recorder(stop_after=BEST_EPOCH + 3))
+    resumed, recorder = plateau(backup), Recorder()
+    final = run(backup, resumed, recorder)
+    assert list(recorder.weights) == list(range(BEST_EPOCH + 3, LAST_EPOCH + 1))
+    assert resumed.history == reference.history
+    assert resumed.learning_rate == reference.learning_rate
+    assert final == reference_final
+
+
+def test_past_its_planned_epochs_a_run_goes_on_only_while_it_improves():
+    extended = ResumableEarlyStopping(PATIENCE, planned_epochs=3)
+    run(None, extended, Recorder())
+    # epochs 0..BEST_EPOCH all improve: the run passes its plan and stops at the first miss
+    assert extended.epochs_done == BEST_EPOCH + 2 and extended.stop_reason == "extension"
+    assert extended.best_epoch == BEST_EPOCH
+    planned = ResumableEarlyStopping(PATIENCE, planned_epochs=BEST_EPOCH + 2)
+    run(None, planned, Recorder())
+    assert planned.epochs_done == BEST_EPOCH + 2 and planned.stop_reason == "planned_epochs"
+    capped = ResumableEarlyStopping(PATIENCE, planned_epochs=3)
+    run(None, capped, Recorder(), epochs=5)  # the cap (fit's epochs) ends a still-improving run
+    assert capped.epochs_done == 5 and capped.best_epoch == 4 and capped.stop_reason is None

@@ -41,6 +41,7 @@ TARGET_STEPS = 4000
 """Optimizer steps the plan aims at (early stopping usually ends the run sooner)."""
 MIN_EPOCHS = 3
 MAX_EPOCHS = 200
+"""Most planned epochs (the extension may double them)."""
 MAX_ROWS_READ = 1_000_000_000
 """Most training rows read by the planned epochs (MIN_EPOCHS wins over it)."""
 EXTENSION_FACTOR = 2
