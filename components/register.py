@@ -23,7 +23,7 @@ def register(
     source_uri: str = "",
     git_commit: str = "",
     prepared_data: Input[Dataset] = None,
-    champion_version: str = "",
+    champion_version: str = "unchecked",
     gate_metric: str = "macro_f1",
     min_metric: float = 0.0,
     tolerance: float = 0.0,
@@ -55,7 +55,9 @@ def register(
         git_commit: commit the pipeline was compiled from, recorded as label ``git_commit``.
         prepared_data: this run's PreparedData: the problem (label, classes) recorded with the
             version, and the test split a newer champion is re-scored on.
-        champion_version: the version the lookup step saw holding ``champion`` ('' none).
+        champion_version: the version the lookup step saw holding ``champion`` ('' none);
+            ``unchecked`` (the default, for pipelines that do not pass it): promote as the gate
+            said, without the compare-and-set.
         gate_metric: the gate's metric.
         min_metric: the gate's minimum.
         tolerance: the gate's tolerance.
@@ -94,15 +96,19 @@ def register(
     if problem is not None:
         labels.update(problem.labels())
     name = resolve_model_name(model_display_name, source_uri, problem.label if problem else "")
-    promotion = champion_check(
-        metric_values,
-        problem=problem,
-        prepared=prepared,
-        compared_version=champion_version,
-        metric=gate_metric,
-        min_value=min_metric,
-        tolerance=tolerance,
-    )
+    promotion = None
+    if champion_version != "unchecked":
+        promotion = champion_check(
+            metric_values,
+            problem=problem,
+            prepared=prepared,
+            compared_version=champion_version,
+            metric=gate_metric,
+            min_value=min_metric,
+            tolerance=tolerance,
+        )
+    elif make_champion:
+        print("champion_version not given: promoting without the compare-and-set check")
 
     if registry_uri.startswith("vertex://"):
         options = {"serving_image": serving_image} if serving_image else {}
