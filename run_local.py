@@ -10,7 +10,7 @@ registry directory (default ``build/registry``, shared across runs, so a second 
 compares against the first run's champion). Every problem of the options and the input is
 listed before anything runs. Writes ``OUTPUT_DIR/summary.json`` and prints the columns' roles,
 the class mapping, one line per step event, per epoch and per warning, and a short summary.
-The work is done by :func:`pipelines.local_run.main`.
+The work is done by :func:`pipelines.local_run.main_from_text`.
 """
 
 from __future__ import annotations

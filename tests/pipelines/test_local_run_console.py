@@ -13,15 +13,9 @@ import re
 import pytest
 
 import run_local
-from pipelines.local_run import (
-    KfpLocalOutput,
-    LocalRunOptions,
-    OutputLock,
-    _failure,
-    data_request,
-    format_summary,
-    read_feature_config,
-)
+from pipelines.local_input import LocalRunOptions, OutputLock, data_request, read_feature_config
+from pipelines.local_run import KfpLocalOutput, _failure
+from pipelines.local_summary import format_summary
 from vertex_imbalanced.config import DEFAULT_NA_VALUES
 from vertex_imbalanced.errors import OutputBusyError
 from vertex_imbalanced.options_check import Problems

@@ -8,7 +8,8 @@ import duckdb
 import pytest
 
 import run_local
-from pipelines.local_run import SUMMARY_FILE, LocalRunOptions, options_from_text
+from pipelines.local_input import LocalRunOptions, options_from_text
+from pipelines.local_run import SUMMARY_FILE
 from vertex_imbalanced.errors import PipelineInputError
 from vertex_imbalanced.warehouse.demo_data import demo_table
 
