@@ -27,6 +27,7 @@ def evaluate_pipeline(model_uri: str, prepared_uri: str):
         batch_size=256,
         model_name="fraud-model",
         run_name="run-42",
+        dataset="bq://proj.ds.payments",
     )
 
 
@@ -76,7 +77,9 @@ def test_evaluate_component_writes_all_outputs(tmp_path):
     assert vertex["metrics"]["confusionMatrix"]["rows"] == metrics["confusion_matrix"]
     (html,) = [p for p in root.rglob("report") if p.is_file()]  # Output[HTML] is one file
     assert html.read_text().startswith("<!DOCTYPE html>")
-    assert "<h1>fraud-model on " in html.read_text() and "run run-42" in html.read_text()
+    page = html.read_text()
+    assert "<h1>fraud-model on bq://proj.ds.payments, predicting label</h1>" in page
+    assert "run run-42" in page
     # The executor output records the metadata logged on Metrics / ClassificationMetrics.
     (executor_output,) = [
         p for p in root.rglob("executor_output.json") if "evaluate" in str(p.parent)
