@@ -376,3 +376,158 @@ def test_downsample_upweight_keeps_the_prior_cheaper_and_as_good_as_no_downsampl
     assert runs["none"]["rows"] >= 3 * runs["downsample_upweight"]["rows"]
     # (iii) every class is found
     assert (dsu["recall"] > 0).all()
+
+
+# -- the decision rule, the budget record, column names, constant features ------------------
+
+
+def demo_features(rows: int = 400, seed: int = 5) -> dict[str, tf.Tensor]:
+    from vertex_imbalanced.reading.datasets import FeedOptions, make_dataset
+
+    source = ArrowTableSource(demo_table(rows, seed=seed), name="rows")
+    options = FeedOptions(batch_size=rows)
+    features, _, _ = next(iter(make_dataset(source, DEMO_SPEC, options, classes=CLASSES)))
+    return features
+
+
+def test_served_class_is_the_decision_rule_of_the_metadata(trained):
+    from vertex_imbalanced.evaluation.decision_rule import DecisionRule
+
+    meta = json.loads((trained.model_dir / "model_metadata.json").read_text())
+    rule = DecisionRule.from_dict(meta["decision_rule"])
+    assert rule == trained.decision_rule and rule.chosen_on == "validation"
+    assert rule.validation_rows == 400
+    assert meta["serving_inputs"] == {c: c for c in DEMO_SPEC.features}
+    features = demo_features()
+    serving = tf.saved_model.load(str(trained.model_dir / "saved_model"))
+    out = serving.signatures["serving_default"](**features)
+    probs = out["probabilities"].numpy()
+    decided = np.argmax(probs.astype(np.float64) @ rule.as_array(), axis=1)
+    np.testing.assert_array_equal(out["class_id"].numpy(), decided)
+    assert [c.decode() for c in out["class_name"].numpy()] == [CLASSES[i] for i in decided]
+    # model.keras returns the same probabilities; the rule on them gives the served class
+    reloaded = keras.models.load_model(trained.model_dir / "model.keras")
+    np.testing.assert_array_equal(rule.apply(reloaded(features).numpy()), decided)
+
+
+def test_signature_applies_a_non_trivial_rule_exactly_like_numpy(trained, tmp_path):
+    from vertex_imbalanced.training.export import export_saved_model
+
+    matrix = np.diag([0.2, 1.0, 5.0])  # class weights: rarely 0, often 2
+    export_saved_model(
+        trained.model, DEMO_SPEC, str(tmp_path / "sm"), CLASSES, decision_matrix=matrix
+    )
+    out = tf.saved_model.load(str(tmp_path / "sm")).signatures["serving_default"](**demo_features())
+    probs = out["probabilities"].numpy()
+    decided = np.argmax(probs.astype(np.float64) @ matrix, axis=1)
+    assert (decided != probs.argmax(axis=1)).sum() >= 10  # the rule matters on these rows
+    np.testing.assert_array_equal(out["class_id"].numpy(), decided)
+    assert out["class_name"].numpy().tolist() == [CLASSES[i].encode() for i in decided]
+
+
+def test_metadata_records_the_budget_the_user_fixed_and_what_the_run_did(trained):
+    budget, hp = trained.metadata["training_budget"], trained.metadata["hyperparameters"]
+    assert (budget["batch_size"], budget["planned_epochs"], budget["epoch_cap"]) == (128, 3, 3)
+    assert budget["batch_size_source"] == budget["epochs_source"] == "user"
+    assert budget["steps_per_epoch"] == 10  # 1200 rows / 128
+    assert budget["epochs_run"] == trained.metrics["epochs_run"] == len(trained.history["loss"])
+    assert budget["best_epoch"] == trained.metrics["best_epoch"]
+    assert budget["lr_schedule"] == "reduce_on_plateau" and budget["final_learning_rate"] > 0
+    assert (hp["batch_size"], hp["epochs"], hp["early_stopping_patience"]) == (128, 3, 5)
+
+
+def _renamed(table: pa.Table, names: dict[str, str]) -> pa.Table:
+    return table.rename_columns([names.get(c, c) for c in table.column_names])
+
+
+def test_columns_named_like_keywords_or_with_a_leading_underscore_train_and_serve(tmp_path):
+    names = {"x1": "_score", "x2": "from", "color": "class", "region": "Region"}
+    spec = FeatureSpec(
+        label="label",
+        numeric=[names.get(c, c) for c in DEMO_SPEC.numeric],
+        categorical=[names.get(c, c) for c in DEMO_SPEC.categorical],
+        weight=WEIGHT_COLUMN,
+    )
+    train = ArrowTableSource(_renamed(weighted(demo_table(600, seed=1)), names), name="train")
+    val = ArrowTableSource(_renamed(demo_table(300, seed=2), names), name="validation")
+    hp = Hyperparameters(**{**TINY.to_dict(), "epochs": 1})
+    result = train_model(train, val, spec, CLASSES, hp, tmp_path / "model")
+    served = result.metadata["serving_inputs"]
+    assert served["Region"] == "Region" and served["x3"] == "x3"
+    assert {served[c] for c in ("_score", "from", "class")}.isdisjoint({"_score", "from", "class"})
+    features = {names.get(c, c): v for c, v in demo_features().items()}
+    serving = tf.saved_model.load(str(result.model_dir / "saved_model"))
+    out = serving.signatures["serving_default"](**{served[c]: v for c, v in features.items()})
+    expected = result.model(features).numpy()
+    np.testing.assert_allclose(out["probabilities"].numpy(), expected, rtol=1e-6, atol=1e-7)
+
+
+def test_constant_training_feature_is_left_out_with_a_warning_and_cannot_move_predictions(tmp_path):
+    """Issue 11 case 7: 0 in every train row, 1 in some test rows."""
+
+    def with_flag(table: pa.Table, values) -> pa.Table:
+        return table.append_column("flag", pa.array(values, pa.float64()))
+
+    spec = FeatureSpec(**{**SPEC.to_dict(), "numeric": [*DEMO_SPEC.numeric, "flag"]})
+    train = ArrowTableSource(with_flag(weighted(demo_table(600, seed=1)), np.zeros(600)))
+    val = ArrowTableSource(with_flag(demo_table(300, seed=2), np.zeros(300)))
+    hp = Hyperparameters(**{**TINY.to_dict(), "epochs": 2, "early_stopping_patience": 5})
+    with pytest.warns(UserWarning, match=r"numeric feature\(s\) 'flag' \(= 0\) are constant"):
+        result = train_model(train, val, spec, CLASSES, hp, tmp_path / "model")
+    assert result.metadata["training_data"]["constant_features"] == ["flag"]
+    features = demo_features()
+    rows = int(features["x1"].shape[0])
+    serve = tf.saved_model.load(str(result.model_dir / "saved_model")).signatures["serving_default"]
+    zero = serve(**features, flag=tf.zeros([rows]))
+    one = serve(**features, flag=tf.constant(np.arange(rows) % 2, tf.float32))
+    np.testing.assert_array_equal(one["probabilities"].numpy(), zero["probabilities"].numpy())
+    np.testing.assert_array_equal(one["class_id"].numpy(), zero["class_id"].numpy())
+
+
+def test_a_run_whose_best_epoch_is_the_last_allowed_says_so(tmp_path):
+    train, val = sources(600, 300)
+    hp = Hyperparameters(**{**TINY.to_dict(), "epochs": 2, "learning_rate": 1e-4})
+    with pytest.warns(UserWarning, match=r"best epoch is the last allowed one \(2 of 2"):
+        result = train_model(train, val, SPEC, CLASSES, hp, tmp_path / "model")
+    budget = result.metadata["training_budget"]
+    assert budget["best_epoch_is_last"] and budget["stop_reason"] == "epoch_cap"
+    assert "more epochs" in budget["warning"]
+
+
+def test_iris_with_default_hyperparameters_gets_a_fitted_budget_and_learns(tmp_path):
+    """Issue 12: iris scored macro F1 0.73 with batch 512 x 20 epochs (20 steps in all)."""
+    from sklearn.datasets import load_iris
+    from sklearn.metrics import f1_score
+
+    iris = load_iris()
+    order = np.random.default_rng(0).permutation(150)
+    parts = {"train": order[:120], "validation": order[120:135], "test": order[135:]}
+    names = [f"f{i}" for i in range(4)]
+
+    def table(rows, weight=False):
+        columns = {n: iris.data[rows, i] for i, n in enumerate(names)}
+        columns["label"] = iris.target_names[iris.target[rows]]
+        if weight:
+            columns[WEIGHT_COLUMN] = np.ones(len(rows))
+        return pa.table(columns)
+
+    spec = FeatureSpec(label="label", numeric=names, weight=WEIGHT_COLUMN)
+    result = train_model(
+        ArrowTableSource(table(parts["train"], True)),
+        ArrowTableSource(table(parts["validation"])),
+        spec,
+        tuple(iris.target_names),
+        Hyperparameters(),
+        tmp_path / "model",
+    )
+    budget = result.metadata["training_budget"]
+    assert (budget["batch_size"], budget["steps_per_epoch"]) == (32, 4)
+    assert budget["batch_size_source"] == budget["epochs_source"] == "auto"
+    assert budget["epochs_run"] > 20 and budget["best_epoch"] >= 10
+    test = table(parts["test"])
+    features = {n: tf.constant(test.column(n).to_numpy(), tf.float32) for n in names}
+    out = tf.saved_model.load(str(result.model_dir / "saved_model")).signatures["serving_default"](
+        **features
+    )
+    labels = iris.target[parts["test"]]
+    assert f1_score(labels, out["class_id"].numpy(), average="macro") >= 0.9

@@ -53,6 +53,7 @@ from vertex_imbalanced.training.model import (
     model_vocabularies,
 )
 from vertex_imbalanced.training.multiworker_fit import patch_multi_worker_fit
+from vertex_imbalanced.training.progress import EpochLines
 from vertex_imbalanced.training.serving_names import serving_names
 from vertex_imbalanced.training.statistics import (
     FeatureStats,
@@ -115,6 +116,7 @@ def train_model(
     callbacks: Sequence[keras.callbacks.Callback] = (),
     environ: Mapping[str, str] | None = None,
     verbose: int = 0,
+    feature_statistics: Mapping[str, Any] | None = None,
 ) -> TrainResult:
     """Train, export and describe the model.
 
@@ -135,6 +137,9 @@ def train_model(
         callbacks: extra Keras callbacks (run after ours).
         environ: environment for the strategy / TensorBoard choice (default ``os.environ``).
         verbose: Keras ``fit`` verbosity.
+        feature_statistics: the prepare step's statistics of the un-downsampled train split
+            (``PreparedData.feature_statistics``), written beside the model for monitoring
+            (``feature_statistics.json``); None: not written.
 
     Returns:
         The result (model directory, metrics, history, statistics, metadata, model).
@@ -174,7 +179,8 @@ def train_model(
         with staged_model_dir(output_dir, ctx.worker) as staging:
             logs = tensorboard_dir if ctx.worker.is_chief and tensorboard_dir else staging / "logs"
             early_stopping = _early_stopping(feeds.budget, hp, backup_dir)
-            fit_callbacks = _callbacks(early_stopping, backup_dir, str(logs), callbacks)
+            lines = EpochLines(feeds.budget.epoch_cap, feeds.stats.rows, ctx.worker.is_chief)
+            fit_callbacks = _callbacks(early_stopping, backup_dir, str(logs), [lines, *callbacks])
             final = _fit(model, feeds, fit_callbacks, verbose)
             metrics = _final_metrics(early_stopping, final, feeds.stats)
             outcome = _budget_outcome(early_stopping, feeds.budget, model)
@@ -189,6 +195,10 @@ def train_model(
             )
             metadata["training_data"]["constant_features"] = constant
             export_model(model, spec.with_weight(None), metadata, staging)
+            if feature_statistics is not None:
+                from vertex_imbalanced.monitoring.statistics import write_training_statistics
+
+                write_training_statistics(staging, feature_statistics)
         model_dir = output_dir if ctx.worker.is_chief else None
         return TrainResult(
             model_dir,
@@ -343,6 +353,7 @@ def train_prepared(
         output_dir,
         backup_dir=backup_dir,
         imbalance_report=prepared.imbalance,
+        feature_statistics=prepared.feature_statistics,
     )
 
 
