@@ -24,7 +24,6 @@ from vertex_imbalanced.reading.record_packing import (
     BatchPacker,
     DatasetReport,
     categorical_to_string,
-    numeric_to_float32,
 )
 
 CHUNK_ROWS = 65_536
@@ -108,15 +107,6 @@ class CategoryLookup:
         np.take(self._ids, positions, out=out, mode="clip")
 
 
-def numeric_into(column: pa.Array, out: np.ndarray) -> None:
-    """Write a numeric column into the float32 vector ``out`` (NULL -> NaN)."""
-    t = column.type
-    if pa.types.is_floating(t) or pa.types.is_integer(t):
-        out[:] = column.to_numpy(zero_copy_only=False)  # NULL -> NaN (Arrow's conversion)
-    else:  # DATE / TIMESTAMP (days), BOOL, DECIMAL
-        out[:] = numeric_to_float32(column)
-
-
 def _ids_into(ids: pa.Array, out: np.ndarray) -> None:
     out[:] = ids.to_numpy(zero_copy_only=False)
 
@@ -170,7 +160,7 @@ class ChunkEncoder:
         if self.spec.numeric:
             numeric = self._buffers.take((n, len(self.spec.numeric)), np.float32)
             for j, name in enumerate(self.spec.numeric):
-                by_piece(table.column(name), numeric[:, j], numeric_into)
+                by_piece(table.column(name), numeric[:, j], self._numeric_writer(name))
             features[ENCODED_NUMERIC] = numeric
         if self.spec.categorical:
             categorical = self._buffers.take((n, len(self.spec.categorical)), np.int32)
@@ -184,11 +174,17 @@ class ChunkEncoder:
         if column is None:
             weight.fill(self._weight_scale)
         else:
-            by_piece(column, weight, numeric_into)
+            by_piece(column, weight, self._labels.weight_into)
             if self._weight_scale != 1:
                 weight *= self._weight_scale
         self._labels.report.add(n, skipped, examples)
         return features, label, weight
+
+    def _numeric_writer(self, name: str) -> Callable[[pa.Array, np.ndarray], None]:
+        def write(piece: pa.Array, out: np.ndarray) -> None:
+            self._labels.numeric_column(piece, out, name)
+
+        return write
 
     def chunks(
         self, batches: Iterable[pa.RecordBatch], chunk_rows: int = CHUNK_ROWS
