@@ -13,6 +13,13 @@ dataset, the streams are read concurrently by ``interleave`` (sharded by worker,
 Both take one :class:`FeedOptions` (batch size, shuffle, seed, shard, label policy, prefetch,
 threads): the same settings mean the same thing in both feeds.
 
+Values are read by one rule (``record_packing.numeric_into``), so training statistics, the
+training feed, evaluation and batch scoring see the same numbers: decimals as the nearest
+float32, DATE/TIMESTAMP (any unit, any zone) as days since 1970-01-01 UTC, NULL as missing,
+and a value that is not a finite float32 (+-inf, beyond +-3.4e38) **as missing, counted** per
+column in :attr:`DatasetReport.non_finite` -- pass a ``report`` and surface
+``report.non_finite_text()``; nothing is dropped silently. A NaN or infinite weight is refused.
+
 See docs/ARCHITECTURE.md for the element contracts.
 """
 
