@@ -67,6 +67,7 @@ def evaluate(
             "model_name": model_name,
             "run": run_name,
             "split_counts": splits.split_counts,
+            "skipped_labels": getattr(splits, "skipped_labels", None),
         },
     )
     m = result.metrics

@@ -439,3 +439,39 @@ def test_missing_and_corrupt_model(tmp_path, binary_model):
     with pytest.raises(PipelineInputError, match="cannot read 'classes' from model_metadata.json"):
         evaluate_model(no_meta, source, None, _spec(BINARY), BINARY, tmp_path / "o")
     assert not (tmp_path / "o" / METRICS_FILE).exists()
+
+
+def test_columns_renamed_for_the_signature_are_fed_by_serving_inputs(tmp_path):
+    from vertex_imbalanced.training.serving_names import serving_names
+
+    model_dir = build_tiny_model(tmp_path / "m", BINARY, numeric=("from",))  # a Python keyword
+    spec = FeatureSpec(
+        label="label", numeric=("from",), categorical=("color",), key="id", classes=tuple(BINARY)
+    )
+    names = serving_names(spec.features)
+    assert names["from"] != "from"  # the signature argument is renamed
+    table = make_table(BINARY, [300, 100], seed=41).rename_columns(["id", "from", "color", "label"])
+    meta_path = model_metadata_path(model_dir)
+    meta = json.loads(meta_path.read_text())
+    with pytest.raises(PipelineInputError, match=r"needs inputs \[.from_[0-9a-f]{8}.\]"):
+        evaluate_model(model_dir, ArrowTableSource(table), None, spec, BINARY, tmp_path / "o")
+    meta["serving_inputs"] = names
+    meta_path.write_text(json.dumps(meta))
+    train = _weighted(make_table(BINARY, [300, 100], seed=42), np.ones(400))
+    res = evaluate_model(
+        model_dir,
+        ArrowTableSource(table),
+        None,
+        spec,
+        BINARY,
+        tmp_path / "out",
+        train_source=ArrowTableSource(
+            train.rename_columns(["id", "from", "color", "label", WEIGHT_COLUMN])
+        ),
+    )
+    y = _ids(table, BINARY)
+    x = table["from"].to_numpy()
+    # The tiny model's logits are 3 * (k * x - k**2 / 2): class 1 iff x > 0.5.
+    pred = (x > 0.5).astype(int)
+    assert res.metrics["macro_f1"] == pytest.approx(skm.f1_score(y, pred, average="macro"))
+    assert res.metrics["baselines"]["logistic_regression"]["macro_f1"] > 0.7

@@ -105,6 +105,15 @@ class LoadedModel:
     """The decision rule from the metadata (argmax, not chosen, when the model carries none)."""
 
     @property
+    def serving_inputs(self) -> dict[str, str]:
+        """Feature column -> signature argument (``model_metadata.json["serving_inputs"]``).
+
+        The column name itself for a model without that key.
+        """
+        names = self.metadata.get("serving_inputs") or {}
+        return {str(k): str(v) for k, v in names.items()} or {n: n for n in self.input_names}
+
+    @property
     def decision_rule(self) -> DecisionRule:
         """:attr:`rule`, or argmax for a model that carries none."""
         return self.rule or DecisionRule.argmax(
@@ -190,18 +199,25 @@ def _predict_batches(
     """Yield the raw features, labels and probabilities per batch; checks shapes, NaN, decision."""
     from vertex_imbalanced.reading.datasets import FeedOptions, make_dataset, raise_source_errors
 
-    missing = [name for name in model.input_names if name not in spec.features]
+    served = model.serving_inputs
+    missing = [column for column in served if column not in spec.features]
     if missing:
         raise PipelineInputError(
             f"model {model.model_dir} needs inputs {missing} that the feature spec does not read "
             f"from {source.description}"
+        )
+    unfed = sorted(set(model.input_names) - set(served.values()))
+    if unfed:
+        raise PipelineInputError(
+            f"serving_default of {model.model_dir} takes {unfed}, which no column maps to in "
+            "model_metadata.json 'serving_inputs'"
         )
     ds = make_dataset(source, spec, FeedOptions(batch_size=batch_size), classes=model.classes)
     rule = model.decision_rule
     row = 0
     with raise_source_errors():
         for index, (features, labels, _weight) in enumerate(ds):
-            outputs = model.serve(**{name: features[name] for name in model.input_names})
+            outputs = model.serve(**{name: features[column] for column, name in served.items()})
             if "probabilities" not in outputs:
                 raise EvaluationError(
                     f"serving_default of {model.model_dir} returns {sorted(outputs)}, "
@@ -280,7 +296,8 @@ def _featurizer(model: LoadedModel) -> tuple[Any, str | None]:
             f"{path} has no preprocessed-features tensor (a layer named "
             f"{' or '.join(bl.FEATURE_LAYERS)}, or a Dense layer's input): no logistic baseline"
         )
-    inputs = model.input_names
+    structure = sub.input
+    inputs = list(structure) if isinstance(structure, dict) else list(model.serving_inputs)
 
     def featurize(features: Mapping[str, Any], rows: np.ndarray | None = None) -> np.ndarray:
         import tensorflow as tf
@@ -478,7 +495,8 @@ def model_context(
         model: the loaded model (its metadata gives the training facts).
         spec: the evaluated feature spec (label, features and their roles).
         context: what the caller knows: ``dataset``, ``model_name``, ``model_version``,
-            ``run``, ``split_counts`` (split -> class -> rows); all optional.
+            ``run``, ``split_counts`` (split -> class -> rows), ``skipped_labels`` (split ->
+            rows left out by the label policy); all optional.
     """
     meta = model.metadata
     hp = meta.get("hyperparameters") or {}

@@ -424,6 +424,13 @@ def _data_section(metrics: Mapping[str, Any]) -> str:
     if ctx.get("split_counts"):
         parts.append("<p class='help'>Rows per split and class (before downsampling).</p>")
         parts.append(_counts_table(ctx["split_counts"], classes))
+    skipped = {k: int(v) for k, v in (ctx.get("skipped_labels") or {}).items() if v}
+    if skipped:
+        where = ", ".join(f"{split}: {n:,}" for split, n in skipped.items())
+        parts.append(
+            f"<div class='notes'>Skipped: {sum(skipped.values()):,} rows with a NULL label or one "
+            f"outside the classes ({html.escape(where)}).</div>"
+        )
     imb = ctx.get("imbalance") or {}
     train = ctx.get("training") or {}
     if imb.get("keep_rates") or train.get("class_counts"):
