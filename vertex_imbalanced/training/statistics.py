@@ -217,8 +217,20 @@ def _vocabularies(
                 "(list it under 'ignored')"
             )
         ranked = sorted(tokens.items(), key=lambda kv: (-kv[1], kv[0]))
-        out[name] = tuple(t for t, c in ranked if c >= min_count)[:max_vocabulary]
+        usable = (t for t, c in ranked if c >= min_count and is_lookup_token(t))
+        out[name] = tuple(usable)[:max_vocabulary]
     return out
+
+
+def is_lookup_token(token: str) -> bool:
+    r"""Whether ``token`` can be a ``StringLookup`` vocabulary entry exactly as it is.
+
+    Keras turns the vocabulary into a numpy string array, which drops trailing NUL characters
+    (``"a\x00"`` would become ``"a"``, ``"\x00"`` a second ``""``). Such values are left out of
+    the vocabulary, so the training feed and the served model both map them to the
+    out-of-vocabulary id (counted in :attr:`FeatureStats.truncated`).
+    """
+    return not token.endswith("\x00")
 
 
 def class_counts_text(classes: Sequence[str], counts: Sequence[float]) -> str:
