@@ -77,7 +77,13 @@ def _metrics(classes, counts, seed=0, threshold=None, context=False):
                 "kept_counts": {c: 5 * n for c, n in zip(classes, counts, strict=True)},
                 "weighted_counts": {c: 10.0 * n for c, n in zip(classes, counts, strict=True)},
             },
-            "training": {"epochs_run": 20, "best_epoch": 20, "max_epochs": 20, "batch_size": 512},
+            "training": {
+                "epochs_run": 20,
+                "best_epoch": 20,
+                "max_epochs": 20,
+                "batch_size": 512,
+                "budget": {"steps_per_epoch": 2, "best_epoch_is_last": True, "warning": None},
+            },
             "skipped_labels": {"train": 0, "validation": 0, "test": 3},
         }
         m["baselines"] = {
@@ -141,6 +147,7 @@ def test_binary_report_is_self_contained_with_all_sections():
     assert "0.612" in page and "0.487" in page and "class prior (majority class)" in page
     assert "downsample_upweight" in page and "amount" in page and "country" in page
     assert "The best epoch is the last one allowed" in page
+    assert "<td>budget: best_epoch_is_last</td><td>True</td>" in page
     assert "Skipped: 3 rows with a NULL label or one outside the classes (test: 3)" in page
     assert "At the operating point (threshold 0.3000)" in page
 

@@ -471,7 +471,8 @@ def _data_section(metrics: Mapping[str, Any]) -> str:
         ["training rows", train.get("rows")],
     ]
     for key, value in (train.get("budget") or {}).items():
-        facts.append([f"budget: {key}", value if isinstance(value, int | float) else str(value)])
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        facts.append([f"budget: {key}", value if number or value is None else str(value)])
     facts = [row for row in facts if row[1] is not None]
     if facts:
         parts.append("<p class='help'>Training.</p>" + _table(["fact", "value"], facts))
