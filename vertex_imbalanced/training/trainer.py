@@ -397,7 +397,8 @@ def _check_validation(
     source: RecordBatchSource, spec: FeatureSpec, classes: Sequence[str], stats: FeatureStats
 ) -> int:
     """Check the validation labels, warn about classes never validated; return the row count."""
-    label_only = FeatureSpec(label=spec.label, key=spec.key)
+    # the serving spec (features too: a feed must read at least one feature column)
+    label_only = spec.with_weight(None)
     counts = np.zeros(len(classes), np.int64)
     with raise_source_errors():
         for _, label, _ in make_dataset(source, label_only, classes=classes):
