@@ -183,6 +183,7 @@ def rescore(
             classes=prepared.classes,
             output_dir=out,
             batch_size=batch_size,
+            baselines=False,  # the champion is compared with the challenger, not re-baselined
         )
     return result.metrics
 
