@@ -16,6 +16,7 @@ import csv
 import hashlib
 import io
 import json
+import re
 
 import numpy as np
 import pytest
@@ -103,6 +104,10 @@ def test_credit_data_as_r_writes_it_runs_with_no_hand_fixes(tmp_path):
     first_step = lines.index("[1/6] prepare-data ...")
     mapping = "classes: 0='bad'  1='good'  (inferred from the train split, sorted)"
     assert lines.index(mapping) < first_step
+
+    epochs = [line for line in lines if re.fullmatch(r"      epoch \d+/3: loss \S+ val_loss \S+ rows/s \d+", line)]  # fmt: skip
+    assert 1 <= len(epochs) <= 3  # one line per epoch the train step ran, between its step lines
+    assert lines.index("[2/6] train ...") < lines.index(epochs[0])
 
     summary = json.loads((out / SUMMARY_FILE).read_text())
     assert summary["data"]["classes"] == ["bad", "good"]

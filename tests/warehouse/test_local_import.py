@@ -321,6 +321,17 @@ def test_demo_staging_and_roles(tmp_path):
         stage_demo(tmp_path, 0, seed=3)
 
 
+def test_the_runs_own_work_database_cannot_be_the_source(tmp_path):
+    work = tmp_path / "out"
+    work.mkdir()
+    with duckdb.connect(str(work / SOURCE_DB)) as con:
+        con.execute("CREATE TABLE source AS SELECT 1 AS id")
+    before = sha256(work / SOURCE_DB)
+    with pytest.raises(PipelineInputError, match="is the work database this run replaces"):
+        stage_source(f"duckdb://{work / SOURCE_DB}?table=source", work, key="id")
+    assert sha256(work / SOURCE_DB) == before
+
+
 @pytest.mark.parametrize(
     ("source", "message"),
     [

@@ -253,6 +253,13 @@ def stage_source(
         PipelineInputError: unknown form, bad URI, missing file or table, unreadable file.
     """
     kind, path = split_source(source)
+    final = Path(work_dir).resolve() / SOURCE_DB
+    named = Path(parse_duckdb_uri(source).path if kind == "duckdb" else path).resolve()
+    if named in (final, final.with_name(final.name + STAGING_SUFFIX)):
+        raise PipelineInputError(
+            f"--source {source!r} is the work database this run replaces; copy it elsewhere or "
+            "pass another --output-dir"
+        )
     staging, final = _staging(Path(work_dir), SOURCE_DB)
     if kind == "duckdb":
         copy_duckdb_table(source, staging)
