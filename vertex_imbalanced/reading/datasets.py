@@ -30,13 +30,27 @@ import contextlib
 import dataclasses
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Literal, get_args
+from typing import TYPE_CHECKING, Literal, get_args
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import tensorflow as tf
+from tensorflow.python.data.ops import dataset_ops, iterator_ops
 
 from vertex_imbalanced.config import FeatureSpec
-from vertex_imbalanced.reading.record_packing import BatchPacker, DatasetReport
-from vertex_imbalanced.reading.schema import check_schema
+from vertex_imbalanced.errors import PipelineInputError, SchemaError
+from vertex_imbalanced.reading.record_packing import (
+    BatchPacker,
+    DatasetReport,
+    categorical_to_string,
+    numeric_to_float32,
+)
+from vertex_imbalanced.reading.schema import (
+    bigquery_type_name,
+    check_schema,
+    is_categorical_type,
+    is_numeric_type,
+)
 from vertex_imbalanced.reading.sources.base import RecordBatchSource, shard_streams
 from vertex_imbalanced.reading.training_encoding import (
     CHUNK_ROWS,
@@ -44,6 +58,10 @@ from vertex_imbalanced.reading.training_encoding import (
     ENCODED_NUMERIC,
     ChunkEncoder,
 )
+from vertex_imbalanced.warehouse.identifiers import require_columns
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "LABEL_POLICIES",
@@ -52,6 +70,8 @@ __all__ = [
     "LabelPolicy",
     "encoded_signature",
     "feature_signature",
+    "feature_tensors",
+    "features_from_pandas",
     "make_dataset",
     "make_encoded_dataset",
     "raise_source_errors",
@@ -78,6 +98,34 @@ def raise_source_errors() -> Iterator[None]:
         if original is not None:
             raise original from None
         raise
+
+
+class _OwnErrorsIterator(iterator_ops.OwnedIterator):
+    """A dataset iterator whose ``next`` re-raises the original error (see :class:`_OwnErrors`)."""
+
+    def __next__(self):
+        with raise_source_errors():
+            return super().__next__()
+
+
+class _OwnErrors(dataset_ops.UnaryUnchangedStructureDataset):
+    """The same dataset; iterating it in Python raises our own errors at the call site.
+
+    ``for batch in ds``, ``next(iter(ds))`` and ``ds.as_numpy_iterator()`` raise ``LabelError``
+    / ``SchemaError`` / ``SourceError`` themselves instead of the TensorFlow error that wraps
+    them, so ``except LabelError`` works in a notebook. Datasets derived from this one
+    (``ds.map(...)``, ``ds.take(...)``) and ``model.fit`` iterate through TensorFlow: wrap them in
+    :func:`raise_source_errors`.
+    """
+
+    def __init__(self, input_dataset: tf.data.Dataset) -> None:
+        super().__init__(input_dataset, input_dataset._variant_tensor)
+
+    def __iter__(self):
+        iterator = super().__iter__()
+        if type(iterator) is iterator_ops.OwnedIterator:  # eager: Python iteration
+            iterator.__class__ = _OwnErrorsIterator
+        return iterator
 
 
 def feature_signature(spec: FeatureSpec) -> dict[str, tf.TensorSpec]:
@@ -181,6 +229,7 @@ def make_dataset(
     *,
     classes: Sequence[str] | None = None,
     report: DatasetReport | None = None,
+    labels_only: bool = False,
 ) -> tf.data.Dataset:
     """Build the dataset of ``(features: dict, label: int64[n], weight: float32[n])`` batches.
 
@@ -190,16 +239,25 @@ def make_dataset(
         options: batching, shuffling, sharding, label policy, prefetch (:class:`FeedOptions`).
         classes: class names in id order (default ``spec.classes``); label values are matched
             as strings. Empty: labels must be integer ids >= 0.
-        report: counters updated while reading (rows, skipped labels).
+        report: counters updated while reading (rows, skipped labels, non-finite values).
+        labels_only: read the labels (and weights) only: the feature dict is empty. Without
+            it a spec that lists no feature column is an error.
 
     Returns:
-        The dataset. Reading raises ``LabelError`` / ``SchemaError`` for bad data.
+        The dataset. Iterating it in Python (``for``, ``next(iter(ds))``) raises
+        ``LabelError`` / ``SchemaError`` / ``SourceError`` for bad data; datasets derived
+        from it and ``model.fit`` need :func:`raise_source_errors` for that.
 
     Raises:
+        PipelineInputError: the spec lists no feature column (and ``labels_only`` is False).
         SchemaError: missing or unusable columns (raised here, before any data is read).
         LabelError: a label column of a type that cannot hold class ids.
         ValueError: a worker without streams.
     """
+    if labels_only:
+        spec = dataclasses.replace(spec, numeric=(), categorical=())
+    else:
+        _require_features(spec, source)
     check_schema(source.description, source.schema, spec)
     streams = _worker_streams(source, options)
     packer = BatchPacker(
@@ -221,9 +279,9 @@ def make_dataset(
     if options.shuffle_batches:
         ds = ds.shuffle(options.shuffle_batches, seed=options.seed, reshuffle_each_iteration=False)
     if not options.batch_size:
-        return _finished(ds, options.prefetch, options)
+        return _OwnErrors(_finished(ds, options.prefetch, options))
     ds = _rebatched(ds, options)
-    return _finished(ds, max(options.prefetch, 8), options)
+    return _OwnErrors(_finished(ds, max(options.prefetch, 8), options))
 
 
 def make_encoded_dataset(
@@ -262,12 +320,14 @@ def make_encoded_dataset(
         The dataset. Reading raises ``LabelError`` / ``SchemaError`` for bad data.
 
     Raises:
+        PipelineInputError: the spec lists no feature column.
         SchemaError: missing or unusable columns (raised here, before any data is read).
         ValueError: no ``options.batch_size``; a categorical column without a vocabulary; a
             worker without streams.
     """
     if options.batch_size is None:
         raise ValueError("the training feed needs FeedOptions.batch_size (rows per batch)")
+    _require_features(spec, source)
     check_schema(source.description, source.schema, spec)
     streams = _worker_streams(source, options)
     encoder = ChunkEncoder(
@@ -287,7 +347,129 @@ def make_encoded_dataset(
     ds = _rebatched(ds, options)
     if options.shuffle_batches:  # whole batches: moving one costs no copy
         ds = ds.shuffle(options.shuffle_batches, seed=options.seed, reshuffle_each_iteration=False)
-    return _finished(ds, max(options.prefetch, 8), options)
+    return _OwnErrors(_finished(ds, max(options.prefetch, 8), options))
+
+
+def _require_features(spec: FeatureSpec, source: RecordBatchSource) -> None:
+    if not spec.features:
+        raise PipelineInputError(
+            f"the feature spec for {source.description} lists no feature column: name the "
+            "numeric and categorical columns (FeatureSpec(numeric=..., categorical=...), or "
+            "reading.schema.infer_feature_spec(source.schema, label) for the defaults)"
+        )
+
+
+def feature_tensors(
+    data: pa.RecordBatch | pa.Table,
+    spec: FeatureSpec,
+    *,
+    names: Mapping[str, str] | None = None,
+    report: DatasetReport | None = None,
+) -> dict[str, tf.Tensor]:
+    """The raw feature dict of Arrow rows, with the values the feeds give them.
+
+    Numeric columns become float32 ``[n]`` tensors and categorical ones string ``[n]`` tensors
+    by the reading rules of :func:`make_dataset` (NULL -> NaN / ``""``; non-finite numbers read
+    as missing and counted in ``report``). This is the input of the exported model:
+    ``model.keras`` takes it as is; ``serving_default`` takes it keyed by serving name (pass
+    ``names=metadata["serving_inputs"]``).
+
+    Args:
+        data: the rows (other columns are ignored).
+        spec: feature roles.
+        names: column -> key of the returned dict (default: the column name).
+        report: counters for non-finite values.
+
+    Returns:
+        ``{name: tensor}`` for every feature column of ``spec``, numeric first.
+
+    Raises:
+        SchemaError: a feature column is missing or has a type its role cannot use.
+    """
+    schema = data.schema
+    require_columns("the input rows", list(spec.features), list(schema.names))
+    out: dict[str, tf.Tensor] = {}
+    for name in spec.features:
+        column = data.column(name)
+        if isinstance(column, pa.ChunkedArray):
+            column = column.combine_chunks()
+        if pa.types.is_dictionary(column.type):  # pandas ``category``
+            column = column.dictionary_decode()
+        numeric = name in spec.numeric
+        if numeric and not is_numeric_type(column.type):
+            raise SchemaError(
+                f"column {name!r} of the input rows is {bigquery_type_name(column.type)} "
+                f"({column.type}) but the model reads it as a number"
+            )
+        if not numeric and not is_categorical_type(column.type):
+            column = _integral_floats(column, name)
+        key = names[name] if names else name
+        out[key] = (
+            tf.constant(numeric_to_float32(column, column=name, report=report))
+            if numeric
+            else tf.constant(categorical_to_string(column).to_numpy(zero_copy_only=False))
+        )
+    return out
+
+
+def _integral_floats(column: pa.Array, name: str) -> pa.Array:
+    """A categorical INT64 column that pandas turned into floats (for its NaN) -> int64."""
+    if pa.types.is_floating(column.type):
+        valid = pc.drop_null(column)
+        if pc.all(pc.equal(pc.floor(valid), valid)).as_py() in (True, None):
+            return column.cast(pa.int64())
+    raise SchemaError(
+        f"column {name!r} of the input rows is {bigquery_type_name(column.type)} "
+        f"({column.type}) and cannot be a categorical feature; use STRING, INT64 or BOOL"
+    )
+
+
+def features_from_pandas(
+    frame: pd.DataFrame,
+    spec: FeatureSpec,
+    *,
+    names: Mapping[str, str] | None = None,
+    report: DatasetReport | None = None,
+) -> dict[str, tf.Tensor]:
+    """The exported model's input for a pandas DataFrame (one tensor per feature column).
+
+    Predict from a notebook with the model directory of a run::
+
+        meta = json.loads((model_dir / "model_metadata.json").read_text())
+        spec = FeatureSpec.from_dict(meta["feature_spec"])
+        # Keras model (keyed by column name) -> probabilities [n, C]
+        keras.saving.load_model(model_dir / "model.keras")(features_from_pandas(df, spec))
+        # SavedModel -> probabilities, class_id, class_name (the decision rule applied)
+        tf.saved_model.load(str(model_dir / "saved_model")).signatures["serving_default"](
+            **features_from_pandas(df, spec, names=meta["serving_inputs"]))
+
+    Each column is converted on its own (errors name it) by the feeds' rules
+    (:func:`feature_tensors`): pandas ``object`` / ``string`` / ``category`` columns, nullable
+    ``Int64`` / ``boolean``, ``datetime64`` of any unit and zone, ``NaN`` / ``None`` / ``NaT`` as
+    missing. Columns not in ``spec`` (label, key) are ignored.
+
+    Args:
+        frame: the rows.
+        spec: feature roles (the model metadata's ``feature_spec``).
+        names: column -> key of the returned dict (``serving_inputs`` for the SavedModel).
+        report: counters for non-finite values.
+
+    Returns:
+        ``{name: tensor}`` of ``[len(frame)]`` float32 / string tensors.
+
+    Raises:
+        SchemaError: a feature column is missing, or pandas values Arrow cannot type (named).
+    """
+    require_columns("the DataFrame", list(spec.features), [str(c) for c in frame.columns])
+    arrays = {}
+    for name in spec.features:
+        try:
+            arrays[name] = pa.array(frame[name], from_pandas=True)
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise SchemaError(
+                f"column {name!r} of the DataFrame ({frame[name].dtype}) cannot be read: {exc}"
+            ) from exc
+    return feature_tensors(pa.table(arrays), spec, names=names, report=report)
 
 
 def _worker_streams(source: RecordBatchSource, options: FeedOptions) -> list[int]:
