@@ -38,7 +38,8 @@ def test_parquet_source_without_a_key_runs_end_to_end(tmp_path):
     per_label = table.group_by("label").aggregate([("label", "count")]).to_pylist()
     totals = {str(row["label"]): row["label_count"] for row in per_label}
     assert {c: sum(s.get(c, 0) for s in splits.values()) for c in totals} == totals
-    assert summary["registered"]["version"] == "1"
+    # One epoch may or may not beat the gate's logistic baseline: registration follows the gate.
+    assert (summary["registered"] is not None) == summary["gate"]["passed"]
     assert f"data: {parquet}; splits " in stdout.getvalue()
     with duckdb.connect(str(out / "source.duckdb"), read_only=True) as con:
         columns = [row[0] for row in con.execute("DESCRIBE source").fetchall()]
