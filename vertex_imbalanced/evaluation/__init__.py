@@ -1,0 +1,1 @@
+"""Evaluation on the untouched test split: metrics, operating point, baselines, report, gate."""

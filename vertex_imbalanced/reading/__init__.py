@@ -1,0 +1,1 @@
+"""Reading: record-batch sources (the narrow waist) and the tf.data feeds built on them."""

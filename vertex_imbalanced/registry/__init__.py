@@ -1,0 +1,1 @@
+"""Model registries (local directory, Vertex AI Model Registry), champion logic, labels."""

@@ -1,0 +1,1 @@
+"""Training: feature statistics, the Keras model, budget, strategy, callbacks, export."""

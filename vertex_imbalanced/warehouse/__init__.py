@@ -1,0 +1,1 @@
+"""The warehouse side: SQL rendering and engines, split, rebalancing, the prepare step."""

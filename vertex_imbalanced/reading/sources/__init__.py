@@ -1,0 +1,1 @@
+"""Record-batch sources: every source is a set of streams of Arrow RecordBatches."""
