@@ -22,6 +22,8 @@ def prepare_data(
     num_classes: int = 0,
     expiration_hours: float = 72.0,
     output_dataset: str = "",
+    billing_project: str = "",
+    kms_key: str = "",
 ):
     """Write train/validation/test tables and the PreparedData JSON.
 
@@ -40,6 +42,9 @@ def prepare_data(
         num_classes: number of classes for INT64 labels (0: max label + 1).
         expiration_hours: BigQuery output tables expire after this many hours (0: never).
         output_dataset: BigQuery ``[project.]dataset`` for the outputs ("" = the source's).
+        billing_project: BigQuery project that runs and pays for the query jobs ("" = the
+            default credentials' project: on Vertex AI, the pipeline's).
+        kms_key: Cloud KMS key for the split tables ("" = Google-managed encryption).
     """
     from vertex_imbalanced.config import FeatureSpec, ImbalanceConfig
     from vertex_imbalanced.warehouse.prepare import prepare_data as run
@@ -57,6 +62,8 @@ def prepare_data(
         expiration_hours=expiration_hours,
         num_classes=num_classes or None,
         output_dataset=output_dataset or None,
+        billing_project=billing_project or None,
+        kms_key=kms_key or None,
     )
     with open(prepared.path, "w") as f:
         f.write(result.to_json())

@@ -176,6 +176,24 @@ def test_output_dataset_in_another_location_is_refused_before_any_job(shared_dat
     assert _jobs(fake) == []
 
 
+def test_prepare_refuses_an_output_dataset_in_another_location_before_any_job(shared_data):
+    fake = shared_data
+    with pytest.raises(PipelineInputError, match="output_dataset") as caught:
+        prepare_data(
+            "bq://public-data.ds.demo",
+            DEMO_SPEC,
+            output_prefix="run1",
+            output_dataset="mine.eu_out",
+            warehouse=BigQueryWarehouse(client=fake.client()),
+        )
+    assert "mine.eu_out is in location EU" in str(caught.value)
+    assert _jobs(fake) == []
+    tables = fake.con.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'eu_out'"
+    ).fetchall()
+    assert tables == []
+
+
 def test_fake_fails_a_job_that_writes_across_locations(shared_data):
     # what check_outputs saves the user from: the job fails only when it runs
     wh = BigQueryWarehouse(client=shared_data.client())

@@ -282,3 +282,24 @@ def test_prepared_data_file_round_trips_and_bad_files_name_the_problem(tmp_path)
     path.write_text('{"train_uri": "duckdb:///w.db?table=t"}')
     with pytest.raises(PipelineInputError, match="classes"):
         PreparedData.read(path)
+
+
+@pytest.mark.parametrize(
+    ("key_sql", "type_name"),
+    [
+        ("i * 1.5", "DOUBLE"),
+        ("CAST(i AS DECIMAL(10, 2))", "DECIMAL"),
+        ("TIMESTAMP '2024-01-01'", "TIMESTAMP"),
+    ],
+)
+def test_a_key_whose_text_differs_between_engines_is_refused_before_any_table(
+    tmp_path, key_sql, type_name
+):
+    # the split hashes the key's text: FLOAT64 1.0 is "1.0" in DuckDB but "1" in BigQuery
+    path, uri = _make(
+        tmp_path, f"SELECT {key_sql} AS k, i % 2 AS y, i * 0.5 AS x FROM range(50) t(i)"
+    )
+    with pytest.raises(SchemaError, match=r"'k'") as caught:
+        prepare_data(uri, FeatureSpec(label="y", key="k"), output_prefix="run")
+    assert "\n" not in str(caught.value)
+    _assert_nothing_written(path, ["t"])

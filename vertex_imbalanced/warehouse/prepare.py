@@ -24,6 +24,7 @@ from vertex_imbalanced.reading.schema import check_schema, infer_feature_spec
 from vertex_imbalanced.warehouse import rebalance as imb
 from vertex_imbalanced.warehouse.engines import (
     Warehouse,
+    check_split_key,
     load_sql,
     open_warehouse,
     render,
@@ -453,6 +454,8 @@ def prepare_data(
     output_dataset: str | None = None,
     warehouse: Warehouse | None = None,
     feature_statistics: bool = True,
+    billing_project: str | None = None,
+    kms_key: str | None = None,
 ) -> PreparedData:
     """Split the source table, downsample + weight the train split, and report what was done.
 
@@ -473,6 +476,11 @@ def prepare_data(
             ``BigQueryWarehouse`` with its own client); the table comes from ``source_uri``.
         feature_statistics: also compute the train split's feature statistics (two more
             scans of the source; read only) for ``PreparedData.feature_statistics``.
+        billing_project: BigQuery: the project that runs and pays for every query job
+            (default: the default credentials' project), so a source in a read-only or public
+            project works. Ignored with ``warehouse``.
+        kms_key: BigQuery: Cloud KMS key that encrypts every table written. Ignored with
+            ``warehouse``.
 
     Returns:
         The output URIs, classes, spec, split counts and imbalance report.
@@ -487,18 +495,22 @@ def prepare_data(
     prefix = table_prefix(output_prefix)
     owned = warehouse is None
     if warehouse is None:
-        warehouse, source = open_warehouse(source_uri)
+        warehouse, source = open_warehouse(
+            source_uri, billing_project=billing_project, kms_key=kms_key
+        )
     else:
         source = source_table(source_uri)
     try:
         if output_dataset and warehouse.engine != "bigquery":
             raise PipelineInputError("output_dataset is only supported for BigQuery sources")
         outputs = _output_refs(source, prefix, output_dataset)
+        warehouse.check_outputs(source, outputs.values())  # another location: refused, no job
         description = str(source)
         schema = warehouse.table_schema(source)
         if schema is None:
             raise PipelineInputError(f"table {description} does not exist ({source_uri})")
         spec = _resolve_spec(description, schema, spec)
+        check_split_key(schema, spec.key, description)  # same split on BigQuery and DuckDB
         stats = label_stats(warehouse, source, spec, bounds)
         if not stats:
             raise PipelineInputError(f"table {description} is empty")
