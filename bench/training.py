@@ -10,7 +10,11 @@ The model is the inner model of ``vertex_imbalanced.training.model.build_model``
 ``vertex_imbalanced.training.trainer`` (SparseCategoricalCrossentropy, Adam, weighted accuracy). The same batches,
 read once and then served from memory (``Dataset.cache``), are the in-memory baseline.
 Each measurement is one ``fit`` epoch after a warm-up epoch; the two feeds alternate ``--repeat``
-times. The verdict uses each feed's best epoch (as ``timeit`` does: on a shared machine other
+times. The trainer keeps a split whose encoded batches fit in ``trainer.CACHE_BYTES`` (256 MiB;
+1M rows of this table take ~60 MB) in memory after its first pass, so the **first epoch** (read
+and encode from the source; a freshly built feed each time) and the **later epochs** are
+measured apart: ``overhead`` is the later epochs', ``first_epoch_overhead`` the first's. A split
+above the budget streams every epoch (its later epochs cost what its first does). The verdict uses each feed's best epoch (as ``timeit`` does: on a shared machine other
 load only ever adds time, so the fastest epoch is the least disturbed one); the medians are
 printed and written too. ``overhead = 1 - pipeline / in_memory``; the exit status is 1 when it
 exceeds ``--max-overhead``.
@@ -123,16 +127,23 @@ def main(argv: list[str] | None = None) -> int:
     model = build(stats, hp, args.steps_per_execution)
     for ds in (pipeline, memory):  # warm-up: tracing, first-epoch cardinality discovery
         model.fit(ds, epochs=1, verbose=0, shuffle=False)
-    rates: dict[str, list[float]] = {"pipeline": [], "memory": []}
+    rates: dict[str, list[float]] = {"pipeline": [], "memory": [], "first": []}
     for _ in range(args.repeat):
         rates["pipeline"].append(epoch_rate(model, pipeline, args.rows))
         rates["memory"].append(epoch_rate(model, memory, args.rows))
+        fresh = training_dataset(
+            source, SPEC, CLASSES, stats, hp, choose_strategy({}), training=True
+        )
+        rates["first"].append(epoch_rate(model, fresh, args.rows))
     best = {feed: max(r) for feed, r in rates.items()}
     median = {feed: statistics.median(r) for feed, r in rates.items()}
     result = {
         "examples_per_s_pipeline": best["pipeline"],
         "examples_per_s_in_memory": best["memory"],
         "overhead": 1 - best["pipeline"] / best["memory"],
+        "examples_per_s_first_epoch": best["first"],
+        "first_epoch_overhead": 1 - best["first"] / best["memory"],
+        "median_first_epoch_overhead": 1 - median["first"] / median["memory"],
         "median_examples_per_s_pipeline": median["pipeline"],
         "median_examples_per_s_in_memory": median["memory"],
         "median_overhead": 1 - median["pipeline"] / median["memory"],
@@ -145,10 +156,14 @@ def main(argv: list[str] | None = None) -> int:
         f"devices={[d.name for d in tf.config.list_logical_devices()]}"
     )
     print(f"{'':10} {'best':>12} {'median':>12}  examples/s per epoch")
-    for feed, label in (("pipeline", "pipeline"), ("memory", "in-memory")):
+    for feed, label in (("first", "1st epoch"), ("pipeline", "later"), ("memory", "in-memory")):
         runs = ", ".join(f"{r:,.0f}" for r in rates[feed])
         print(f"{label:10} {best[feed]:>12,.0f} {median[feed]:>12,.0f}  [{runs}]")
     ok = result["overhead"] < args.max_overhead
+    print(
+        f"{'1st ovh':10} {result['first_epoch_overhead']:>12.1%} "
+        f"{result['median_first_epoch_overhead']:>12.1%}"
+    )
     print(
         f"{'overhead':10} {result['overhead']:>12.1%} {result['median_overhead']:>12.1%}  "
         f"({'OK' if ok else 'FAIL'}: limit {args.max_overhead:.0%} on the best epochs)"
