@@ -54,8 +54,10 @@ from vertex_imbalanced.reading.schema import (
 from vertex_imbalanced.reading.sources.base import RecordBatchSource, shard_streams
 from vertex_imbalanced.reading.training_encoding import (
     CHUNK_ROWS,
+    DEFAULT_CACHE_BYTES,
     ENCODED_CATEGORICAL,
     ENCODED_NUMERIC,
+    ChunkCache,
     ChunkEncoder,
 )
 from vertex_imbalanced.warehouse.identifiers import require_columns
@@ -191,6 +193,11 @@ class FeedOptions:
         prefetch: batches to prefetch (fixed, not AUTOTUNE: autotune can stall at the end);
             re-batched feeds keep at least 8.
         threads: size of a private tf.data thread pool (None: the global pool).
+        cache_bytes: training feed only: memory budget of its chunk cache
+            (:class:`~vertex_imbalanced.reading.training_encoding.ChunkCache`; default 1 GiB;
+            0 = off). When this worker's encoded split fits, passes after the first are
+            served from memory (same batches, same order); above it every pass reads the
+            source and memory stays within the budget.
 
     Raises:
         ValueError: a setting out of range (named with its value).
@@ -206,6 +213,7 @@ class FeedOptions:
     deterministic: bool = True
     prefetch: int = 2
     threads: int | None = 2
+    cache_bytes: int = DEFAULT_CACHE_BYTES
 
     def __post_init__(self) -> None:
         checks = (
@@ -216,6 +224,7 @@ class FeedOptions:
             (self.label_policy in LABEL_POLICIES, "label_policy must be 'error' or 'skip'"),
             (self.prefetch >= 0, "prefetch must be >= 0"),
             (self.threads is None or self.threads > 0, "threads must be > 0 or None"),
+            (self.cache_bytes >= 0, "cache_bytes must be >= 0"),
         )
         for ok, message in checks:
             if not ok:
@@ -301,7 +310,10 @@ def make_encoded_dataset(
     columns as one float32 matrix (NULL -> NaN), categorical columns as int32 ids of
     ``vocabularies`` (the model's ``StringLookup`` order), int32 label ids and float32 weights.
     Labels, sharding, errors and ``report`` behave as in :func:`make_dataset`. Whole batches,
-    not rows, are shuffled (``options.shuffle_batches``): moving a batch costs no copy.
+    not rows, are shuffled (``options.shuffle_batches``): moving a batch costs no copy. Passes
+    after the first come from memory when the encoded split fits ``options.cache_bytes``
+    (:class:`~vertex_imbalanced.reading.training_encoding.ChunkCache`): the same batches in the
+    same order, without reading or encoding again.
 
     Args:
         source: where the record batches come from.
@@ -340,8 +352,13 @@ def make_encoded_dataset(
         report=report,
     )
 
+    cache = ChunkCache(streams, options.cache_bytes)
+
     def chunks(stream_index: int) -> Iterator:
-        return encoder.chunks(source.read_stream(stream_index), chunk_rows)
+        def read() -> Iterator:
+            return encoder.counted_chunks(source.read_stream(stream_index), chunk_rows)
+
+        return cache.chunks(stream_index, read, report)
 
     ds = _read_streams(streams, chunks, encoded_signature(spec), options.deterministic)
     ds = _rebatched(ds, options)

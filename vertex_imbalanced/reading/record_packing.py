@@ -57,6 +57,18 @@ class DatasetReport:
             if room > 0:
                 self.skipped_examples.extend(list(examples)[:room])
 
+    def merge(self, other: DatasetReport) -> None:
+        """Add the counters of ``other`` (e.g. one chunk's) to these."""
+        with self._lock:
+            self.rows_read += other.rows_read
+            self.batches_read += other.batches_read
+            self.skipped_labels += other.skipped_labels
+            room = 10 - len(self.skipped_examples)
+            if room > 0:
+                self.skipped_examples.extend(other.skipped_examples[:room])
+            for column, count in other.non_finite.items():
+                self.non_finite[column] = self.non_finite.get(column, 0) + count
+
     def add_non_finite(self, column: str, count: int) -> None:
         """Record ``count`` non-finite values of ``column`` read as missing."""
         with self._lock:
@@ -348,8 +360,16 @@ class BatchPacker:
         self.report.add(n, skipped, examples)
         return numeric, strings, offsets, label, weight
 
-    def numeric_column(self, column: pa.Array, out: np.ndarray, name: str) -> None:
+    def numeric_column(
+        self,
+        column: pa.Array,
+        out: np.ndarray,
+        name: str,
+        report: DatasetReport | None = None,
+    ) -> None:
         """Write feature ``name`` into ``out`` (:func:`numeric_into`), counting non-finite values.
+
+        The count goes to ``report`` (default: the packer's).
 
         Raises:
             SchemaError: a type that cannot be read as a number (names column and table).
@@ -359,7 +379,7 @@ class BatchPacker:
         except SchemaError as exc:
             raise SchemaError(f"{exc} (in {self.description})") from exc.__cause__
         if non_finite:
-            self.report.add_non_finite(name, non_finite)
+            (self.report if report is None else report).add_non_finite(name, non_finite)
 
     def weights(self, batch: pa.RecordBatch) -> np.ndarray:
         """Example weights (float32; ones without a weight column).

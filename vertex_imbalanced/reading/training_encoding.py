@@ -152,15 +152,18 @@ class ChunkEncoder:
         self._lookups = {c: CategoryLookup(vocabularies[c]) for c in spec.categorical}
         self._buffers = BufferPool()
 
-    def encode(self, table: pa.Table | pa.RecordBatch) -> Chunk:
-        """Encode all rows of ``table``."""
+    def encode(
+        self, table: pa.Table | pa.RecordBatch, report: DatasetReport | None = None
+    ) -> Chunk:
+        """Encode all rows of ``table``; count them in ``report`` (default: the encoder's)."""
+        report = self._labels.report if report is None else report
         table, ids, skipped, examples = self._labels.labelled(table)
         n = table.num_rows
         features: dict[str, np.ndarray] = {}
         if self.spec.numeric:
             numeric = self._buffers.take((n, len(self.spec.numeric)), np.float32)
             for j, name in enumerate(self.spec.numeric):
-                by_piece(table.column(name), numeric[:, j], self._numeric_writer(name))
+                by_piece(table.column(name), numeric[:, j], self._numeric_writer(name, report))
             features[ENCODED_NUMERIC] = numeric
         if self.spec.categorical:
             categorical = self._buffers.take((n, len(self.spec.categorical)), np.int32)
@@ -177,12 +180,14 @@ class ChunkEncoder:
             by_piece(column, weight, self._labels.weight_into)
             if self._weight_scale != 1:
                 weight *= self._weight_scale
-        self._labels.report.add(n, skipped, examples)
+        report.add(n, skipped, examples)
         return features, label, weight
 
-    def _numeric_writer(self, name: str) -> Callable[[pa.Array, np.ndarray], None]:
+    def _numeric_writer(
+        self, name: str, report: DatasetReport
+    ) -> Callable[[pa.Array, np.ndarray], None]:
         def write(piece: pa.Array, out: np.ndarray) -> None:
-            self._labels.numeric_column(piece, out, name)
+            self._labels.numeric_column(piece, out, name, report)
 
         return write
 
@@ -190,17 +195,152 @@ class ChunkEncoder:
         self, batches: Iterable[pa.RecordBatch], chunk_rows: int = CHUNK_ROWS
     ) -> Iterator[Chunk]:
         """Encode ``batches`` in chunks of at least ``chunk_rows`` rows (the last may be smaller)."""
+        for chunk, _ in self.counted_chunks(batches, chunk_rows, report=self._labels.report):
+            yield chunk
+
+    def counted_chunks(
+        self,
+        batches: Iterable[pa.RecordBatch],
+        chunk_rows: int = CHUNK_ROWS,
+        *,
+        report: DatasetReport | None = None,
+    ) -> Iterator[tuple[Chunk, DatasetReport]]:
+        """As :meth:`chunks`, each chunk with its own counters (also added to ``report``)."""
         pending: list[pa.RecordBatch] = []
         rows = 0
+
+        def encoded() -> tuple[Chunk, DatasetReport]:
+            counts = DatasetReport()
+            chunk = self.encode(
+                pending[0] if len(pending) == 1 else pa.Table.from_batches(pending), counts
+            )
+            if report is not None:
+                report.merge(counts)
+            return chunk, counts
+
         for batch in batches:
             if not batch.num_rows:
                 continue
             pending.append(batch)
             rows += batch.num_rows
             if rows >= chunk_rows:
-                yield self.encode(
-                    pending[0] if len(pending) == 1 else pa.Table.from_batches(pending)
-                )
+                yield encoded()
                 pending, rows = [], 0
         if pending:
-            yield self.encode(pa.Table.from_batches(pending))
+            yield encoded()
+
+
+DEFAULT_CACHE_BYTES = 1 << 30
+"""Default memory budget of a training feed's chunk cache (1 GiB; about 17M rows of 13 features)."""
+
+
+class ChunkCache:
+    """The encoded chunks of one feed's first pass, served from memory on later passes.
+
+    Later epochs of a training run read the same split again; its encoded form is small
+    (4 bytes per feature per row, plus 8 for label and weight), so re-reading and re-encoding
+    it costs CPU the model could use. The cache keeps a copy of every chunk of the **first
+    pass** of every stream while their total stays within ``budget`` bytes; once every stream
+    has finished its first pass, later passes yield the same chunks in the same order, so
+    the batches, and the shuffled order for a seed, are exactly those of a feed without cache.
+
+    All or nothing: if the split is larger than the budget, or a first pass is abandoned, the
+    copies are released at once and every pass reads the source, as without cache, so memory
+    never exceeds the budget whatever the table's size. Mixing cached streams with streams
+    read again would be wrong for a source whose streams change between passes (a renewed
+    BigQuery read session splits the rows differently), so part of a split is never cached.
+    Counters (``DatasetReport``) are replayed for cached passes, so they read as without cache.
+    """
+
+    def __init__(self, streams: Sequence[int], budget: int) -> None:
+        """Cache the chunks of ``streams`` within ``budget`` bytes (0: off)."""
+        if budget < 0:
+            raise ValueError(f"cache budget must be >= 0 bytes, got {budget}")
+        self._streams = frozenset(streams)
+        self._budget = budget
+        self._lock = threading.Lock()
+        self._started: set[int] = set()
+        self._kept: dict[int, list[tuple[Chunk, DatasetReport]]] = {}
+        self._bytes = 0
+        self._state = "filling" if budget > 0 else "off"
+
+    @property
+    def state(self) -> str:
+        """``"filling"`` (first pass), ``"full"`` (later passes from memory) or ``"off"``."""
+        return self._state
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held (at most the budget)."""
+        return self._bytes
+
+    def chunks(
+        self,
+        stream: int,
+        read: Callable[[], Iterator[tuple[Chunk, DatasetReport]]],
+        report: DatasetReport | None = None,
+    ) -> Iterator[Chunk]:
+        """One pass of ``stream``: from memory when full, else ``read()`` (kept on pass 1)."""
+        with self._lock:
+            first = stream not in self._started
+            self._started.add(stream)
+            if not first and self._state == "filling":  # read again before pass 1 finished
+                self._off()
+            serve, keep = self._state == "full", first and self._state == "filling"
+        if serve:
+            for chunk, counts in self._kept[stream]:
+                if report is not None:
+                    report.merge(counts)
+                yield chunk
+            return
+        kept: list[tuple[Chunk, DatasetReport]] = []
+        try:
+            for chunk, counts in read():
+                if report is not None:
+                    report.merge(counts)
+                if keep:
+                    keep = self._reserve(_chunk_bytes(chunk))
+                    if keep:
+                        kept.append((_copied(chunk), counts))
+                    else:
+                        kept = []  # over the budget: release this stream's copies too
+                yield chunk
+        except BaseException:  # an error or an abandoned pass (GeneratorExit)
+            if keep:
+                with self._lock:
+                    self._off()
+            raise
+        if keep:
+            self._complete(stream, kept)
+
+    def _reserve(self, nbytes: int) -> bool:
+        with self._lock:
+            if self._state != "filling":
+                return False
+            if self._bytes + nbytes > self._budget:
+                self._off()
+                return False
+            self._bytes += nbytes
+            return True
+
+    def _complete(self, stream: int, kept: list[tuple[Chunk, DatasetReport]]) -> None:
+        with self._lock:
+            if self._state == "filling":
+                self._kept[stream] = kept
+                if set(self._kept) == self._streams:
+                    self._state = "full"
+
+    def _off(self) -> None:
+        """Release every copy for good (caller holds the lock)."""
+        self._state, self._kept, self._bytes = "off", {}, 0
+
+
+def _chunk_bytes(chunk: Chunk) -> int:
+    features, label, weight = chunk
+    return sum(a.nbytes for a in features.values()) + label.nbytes + weight.nbytes
+
+
+def _copied(chunk: Chunk) -> Chunk:
+    """Own copies (encoded arrays are views of reused blocks)."""
+    features, label, weight = chunk
+    return {k: a.copy() for k, a in features.items()}, label.copy(), weight.copy()
