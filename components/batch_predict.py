@@ -22,6 +22,7 @@ def batch_predict(
     dataflow_config: str = "",
     dataflow_image: str = "",
     bigquery_location: str = "",
+    adjust_probabilities: bool = False,
 ) -> NamedTuple("PredictOutputs", [("output_uri", str), ("rows", int)]):
     """Score ``input_uri`` with the resolved model; publish a run-scoped predictions table.
 
@@ -46,6 +47,9 @@ def batch_predict(
         dataflow_image: SDK container image for Dataflow (the pipeline passes the project
             image).
         bigquery_location: location of the output dataset (BigQuery output).
+        adjust_probabilities: add ``adjusted_probabilities`` (the probabilities re-weighted to
+            this run's EM serving prior; ``class_id`` stays the served decision); the prior is
+            in ``predictions.metadata["em_prior"]``.
 
     Returns:
         ``output_uri`` (the published table) and ``rows``.
@@ -72,6 +76,7 @@ def batch_predict(
         num_streams=num_streams,
         dataflow=DataflowConfig.from_json(json.dumps(settings)),
         bigquery_location=bigquery_location or None,
+        adjust_probabilities=adjust_probabilities,
     )
     predictions.uri = result.output_uri
     predictions.metadata.update(result.to_dict())

@@ -24,8 +24,6 @@ from components.monitor import monitor
 from components.resolve_model import resolve_model
 
 PIPELINE_NAME = "imbalanced-batch-prediction"
-DEFAULT_MODEL_NAME = "imbalanced-classifier"
-"""The training pipeline's default registered model name (pipelines.training_pipeline)."""
 
 # (cpu, memory) per step on Vertex; kfp.local ignores them. With Dataflow, the score step
 # only launches and waits; without it (DirectRunner on Vertex) it needs the "score" size.
@@ -71,7 +69,7 @@ def build_pipeline(_vertex_training: Any = None, *, retries: bool = True) -> Cal
         registry_uri: str,
         output_location: str,
         staging_root: str,
-        model_name: str = DEFAULT_MODEL_NAME,
+        model_name: str,
         model_alias: str = "champion",
         model_version: str = "",
         key: str = "",
@@ -87,6 +85,7 @@ def build_pipeline(_vertex_training: Any = None, *, retries: bool = True) -> Cal
         timestamp_column: str = "",
         window_seconds: int = 86400,
         fail_on_alert: bool = False,
+        adjusted_probabilities: bool = False,
     ) -> None:
         """Score a table with a registered model and publish the predictions.
 
@@ -97,7 +96,8 @@ def build_pipeline(_vertex_training: Any = None, *, retries: bool = True) -> Cal
             output_location: ``bq://project.dataset`` or ``duckdb:///abs/file.db``; the table is
                 ``predictions_<run>`` (or give a full table URI).
             staging_root: where the run's Parquet parts are staged (``gs://`` on Vertex).
-            model_name: registered model name.
+            model_name: registered model name (required: training derives it from the source
+                table and the label, ``<dataset>.<table>-<label>``, unless it was given).
             model_alias: alias to score with (default ``champion``).
             model_version: explicit version ('' = use ``model_alias``).
             key: the input's key column ('' = the key recorded with the model).
@@ -117,6 +117,9 @@ def build_pipeline(_vertex_training: Any = None, *, retries: bool = True) -> Cal
             timestamp_column: TIMESTAMP column for drift between consecutive windows ('' = off).
             window_seconds: window length of the window drift.
             fail_on_alert: fail the run when any alert fired (after writing the report).
+            adjusted_probabilities: add the ``adjusted_probabilities`` column (probabilities
+                re-weighted to this run's EM serving prior; the predicted class stays the
+                served decision).
         """
         resolved = resolve_model(
             registry_uri=registry_uri,
@@ -141,6 +144,7 @@ def build_pipeline(_vertex_training: Any = None, *, retries: bool = True) -> Cal
             dataflow_config=dataflow_config,
             dataflow_image=dataflow_image,
             bigquery_location=bigquery_location,
+            adjust_probabilities=adjusted_probabilities,
         )
         # The input table changes between runs with the same parameters; a retry of the same
         # run replaces the run-scoped table with the same result.

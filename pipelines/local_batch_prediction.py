@@ -1,14 +1,17 @@
 """Run the batch prediction pipeline on this machine with kfp.local (``predict_local.py``).
 
 The same pipeline definition as on Vertex AI (:mod:`pipelines.batch_prediction_pipeline`) with a
-DuckDB input, the local registry directory of ``run_local.py`` (default ``build/registry``), a
-DuckDB output database and the Beam DirectRunner inside the score task. Without ``--input`` it
-scores a fresh sample of the demo distribution (another seed than training's) with the
-``champion`` that ``make run`` registered.
+DuckDB input, the local registry directory of ``run_local.py`` (default ``build/registry``), the
+run's work database and the Beam DirectRunner inside the score task. Without ``--input`` it
+scores a fresh sample of the demo distribution (another seed than training's; ``--demo-shift``:
+with ``x1`` and ``color`` moved on purpose) with the ``champion`` that ``make run`` registered
+(model name derived from the demo table and its label, as training derives it).
 
 Writes ``OUTPUT_DIR/summary.json`` (:func:`build_summary` lists its keys), the kfp.local log
-``OUTPUT_DIR/pipeline.log`` and the predictions table ``predictions_<run>`` into the input's
-DuckDB file (the monitor computes its statistics of both tables in that one database).
+``OUTPUT_DIR/pipeline.log`` and the predictions table ``predictions_<run>`` into the run's work
+database ``OUTPUT_DIR/work.duckdb``. A user's DuckDB input is only read (read-only connections;
+the file stays byte-identical): the monitor attaches the work database to it read-only and
+computes its statistics across the two files in SQL.
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from pipelines.local_run import KfpLocalOutput, RunOutputs, check_output_dir
+from pipelines.local_input import OutputLock
+from pipelines.local_run import KfpLocalOutput
+from pipelines.local_summary import RunOutputs
 from vertex_imbalanced.errors import PipelineInputError, PipelineRunError
 
 DEFAULT_OUTPUT_DIR = "build/batch_prediction"
@@ -31,13 +36,17 @@ DEFAULT_ROWS = 20_000
 DEFAULT_SEED = 11
 """Seed of the default input: the demo distribution, not the training run's rows (seed 7)."""
 INPUT_DB = "score_input.duckdb"
+"""The generated demo sample (a user's ``--input`` is read where it is)."""
+WORK_DB = "work.duckdb"
+"""The run's work database: the predictions table goes here, never into the input's file."""
 STAGING_DIR = "staging"
 SUMMARY_FILE = "summary.json"
 LOG_FILE = "pipeline.log"
 PIPELINE_ROOT_DIR = "pipeline_root"
 DEFAULT_STATISTICS_STORE = "build/monitoring/statistics.duckdb"
 """Where scored-table statistics persist between local runs (drift vs the previous run)."""
-STEPS = ("resolve-model", "batch-predict", "monitor")
+STEPS = ("resolve-model", "importer", "batch-predict", "monitor")
+"""The pipeline's tasks (``importer`` makes the registered model directory an artifact)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,12 +57,16 @@ class LocalPredictOptions:
         input: DuckDB URI or CSV/Parquet file to score; None: a fresh demo sample.
         key: key column of the input ('' = the key recorded with the model).
         rows, seed: size and seed of the demo sample.
+        demo_shift: the demo sample with ``x1`` and ``color`` shifted on purpose
+            (:func:`vertex_imbalanced.warehouse.demo_data.demo_table`), to see skew alerts.
         output_dir: where the run writes (summary, log, predictions database, pipeline root).
         registry: local registry directory (``run_local.py``'s).
-        model_name: registered model name.
+        model_name: registered model name ('' = :func:`default_model_name`, the name
+            ``make run`` registers its demo model under).
         alias, version: which version to score with (version wins when given).
         statistics_store: DuckDB file keeping each run's statistics ('' = no run-to-run drift).
         fail_on_alert: fail the run when monitoring raises an alert.
+        adjust_probabilities: add the ``adjusted_probabilities`` column (EM serving prior).
         verbose: echo every line kfp.local prints.
     """
 
@@ -61,6 +74,7 @@ class LocalPredictOptions:
     key: str = ""
     rows: int = DEFAULT_ROWS
     seed: int = DEFAULT_SEED
+    demo_shift: bool = False
     output_dir: str = DEFAULT_OUTPUT_DIR
     registry: str = DEFAULT_REGISTRY
     model_name: str = ""
@@ -68,7 +82,22 @@ class LocalPredictOptions:
     version: str = ""
     statistics_store: str = DEFAULT_STATISTICS_STORE
     fail_on_alert: bool = False
+    adjust_probabilities: bool = False
     verbose: bool = False
+
+
+def default_model_name() -> str:
+    """The name ``make run`` registers its model under: derived from the demo table and label.
+
+    Training names a model it was not given a name for with
+    :func:`vertex_imbalanced.registry.champion.default_model_name` of its source table and
+    label; ``run_local.py`` without ``--source`` trains on the demo table.
+    """
+    from vertex_imbalanced.registry.champion import default_model_name as derived
+    from vertex_imbalanced.warehouse.demo_data import DEMO_SPEC
+    from vertex_imbalanced.warehouse.local_import import DEMO_DB, DEMO_TABLE
+
+    return derived(f"duckdb:///{DEMO_DB}?table={DEMO_TABLE}", DEMO_SPEC.label)
 
 
 def input_uri(options: LocalPredictOptions, work_dir: Path) -> tuple[str, str]:
@@ -84,12 +113,18 @@ def input_uri(options: LocalPredictOptions, work_dir: Path) -> tuple[str, str]:
 
         if options.rows <= 0:
             raise PipelineInputError(f"--rows must be > 0, got {options.rows}")
-        uri = write_demo_duckdb(work_dir / INPUT_DB, options.rows, seed=options.seed)
-        return uri, f"demo sample ({options.rows} rows, seed {options.seed})"
+        shift = options.demo_shift
+        uri = write_demo_duckdb(work_dir / INPUT_DB, options.rows, options.seed, shifted=shift)
+        what = "shifted demo sample" if shift else "demo sample"
+        return uri, f"{what} ({options.rows} rows, seed {options.seed})"
+    if options.demo_shift:
+        raise PipelineInputError("--demo-shift shifts the generated demo sample: drop --input")
     if options.input.startswith("duckdb://"):
         from vertex_imbalanced.reading.sources.duckdb_source import parse_duckdb_uri
 
-        parse_duckdb_uri(options.input)
+        path = parse_duckdb_uri(options.input).path
+        if not Path(path).is_file():
+            raise PipelineInputError(f"--input: DuckDB file {path} does not exist")
         return options.input, options.input
     path = Path(options.input)
     if path.suffix.lower() not in (".csv", ".parquet"):
@@ -105,18 +140,16 @@ def input_uri(options: LocalPredictOptions, work_dir: Path) -> tuple[str, str]:
 def pipeline_arguments(
     options: LocalPredictOptions, uri: str, output_dir: Path, registry: Path
 ) -> dict[str, Any]:
-    """The pipeline's parameter values for a local run."""
-    from pipelines.batch_prediction_pipeline import DEFAULT_MODEL_NAME
-    from vertex_imbalanced.reading.sources.duckdb_source import parse_duckdb_uri
+    """The pipeline's parameter values for a local run (predictions into the work database)."""
+    from vertex_imbalanced.reading.sources.duckdb_source import duckdb_uri
 
-    # Predictions go into the input's database (the monitor reads both in one warehouse).
-    database, _ = parse_duckdb_uri(uri)
+    work = duckdb_uri(output_dir / WORK_DB, "work").split("?", 1)[0]
     return {
         "input_uri": uri,
         "registry_uri": f"local://{registry}",
-        "output_location": f"duckdb://{database}",
+        "output_location": work,
         "staging_root": str(output_dir / STAGING_DIR),
-        "model_name": options.model_name or DEFAULT_MODEL_NAME,
+        "model_name": options.model_name or default_model_name(),
         "model_alias": options.alias,
         "model_version": options.version,
         "key": options.key,
@@ -124,23 +157,43 @@ def pipeline_arguments(
             str(Path(options.statistics_store).resolve()) if options.statistics_store else ""
         ),
         "fail_on_alert": options.fail_on_alert,
+        "adjusted_probabilities": options.adjust_probabilities,
     }
 
 
-def check_model(arguments: dict[str, Any]) -> None:
-    """Resolve the model before kfp.local starts, so a bad alias is one clear line.
+def check_model(options: LocalPredictOptions, registry: Path) -> None:
+    """Resolve the model before kfp.local starts, so a bad name or alias is one clear line.
+
+    Also reads the model's training statistics, which the monitor step needs.
 
     Raises:
-        PipelineInputError: unknown model, alias or version.
+        PipelineInputError: unknown model (listing the registry's models), alias or version,
+            or a model directory without ``feature_statistics.json`` (named).
     """
     from vertex_imbalanced.batch_prediction.resolve import resolve_model
+    from vertex_imbalanced.monitoring.statistics import read_training_statistics
 
-    resolve_model(
-        arguments["registry_uri"],
-        arguments["model_name"],
-        alias=arguments["model_alias"],
-        version=arguments["model_version"],
+    found = resolve_model(
+        f"local://{registry}",
+        options.model_name or default_model_name(),
+        alias=options.alias,
+        version=options.version,
     )
+    read_training_statistics(found.model_dir)
+
+
+class _StepLines(KfpLocalOutput):
+    """kfp.local's output with this pipeline's step numbers (``[2/4] importer ...``).
+
+    ``KfpLocalOutput`` numbers the training pipeline's steps; until it takes the steps as an
+    argument, the start lines it makes for tasks it does not know (``[?/6] task ...``) are
+    renumbered here in the order the tasks start.
+    """
+
+    def _say(self, text: str) -> None:
+        if text.startswith("[?/"):
+            text = f"[{len(self.tail)}/{len(STEPS)}] " + text.split("] ", 1)[1]
+        super()._say(text)
 
 
 def run_pipeline(arguments: dict[str, Any], output_dir: Path, verbose: bool) -> tuple[Path, dict]:
@@ -164,12 +217,12 @@ def run_pipeline(arguments: dict[str, Any], output_dir: Path, verbose: bool) -> 
     with log_path.open("w") as log, warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*no effect in the current local runner.*")
         warnings.filterwarnings("ignore", message=r".*custom or non-Python base image.*")
-        sink = KfpLocalOutput(log, sys.stdout, verbose)
+        sink = _StepLines(log, sys.stdout, verbose)
         try:
             with contextlib.redirect_stdout(sink):
                 build_pipeline(retries=False)(**arguments)
         except RuntimeError as err:
-            task = next((t for t in STEPS if f"'{t}'" in str(err)), "?")
+            task = next((t for t in STEPS if f"'{t}'" in str(err)), sink.task or "?")
             raise PipelineRunError(
                 f"pipeline stopped: task {task!r} failed: {sink.reason(task)} (full log: {log_path})"
             ) from err
@@ -183,9 +236,12 @@ def build_summary(run_dir: Path, source: str) -> dict[str, Any]:
     """The ``summary.json`` content.
 
     Keys: ``run``, ``input``, ``model``, ``predictions`` (``output_uri``, ``rows``,
-    ``classes``, ``class_counts``), ``alerts`` (monitoring), ``paths`` (``run_dir``,
-    ``report``).
+    ``classes``, ``class_counts``, ``em_prior``: the prior the adjusted probabilities use, or
+    None), ``alerts`` (monitoring), ``paths`` (``run_dir``, ``report``, ``monitoring``: the
+    JSON report).
     """
+    from vertex_imbalanced.monitoring.monitor import MONITORING_FILE
+
     outputs = RunOutputs(run_dir)
     scored = outputs.task_output("batch-predict") or {}
     meta = scored.get("artifacts", {}).get("predictions", {}).get("artifacts", [{}])[0]
@@ -200,11 +256,13 @@ def build_summary(run_dir: Path, source: str) -> dict[str, Any]:
             "rows": int(meta.get("rows", 0)),
             "classes": meta.get("classes", []),
             "class_counts": class_counts(output_uri) if output_uri else {},
+            "em_prior": meta.get("em_prior"),
         },
         "alerts": list(outputs.parameters("monitor").get("alerts") or []),
         "paths": {
             "run_dir": str(run_dir),
             "report": str(outputs.artifact_path("monitor", "report")),
+            "monitoring": str(outputs.artifact_path("monitor", "monitoring") / MONITORING_FILE),
         },
     }
 
@@ -234,6 +292,11 @@ def format_summary(summary: dict[str, Any]) -> str:
             f"model: {model.get('name')} version {model.get('version')} ({model.get('requested')})",
             f"predictions: {pred['rows']} rows -> {pred['output_uri']}",
             f"predicted classes: {counts}",
+            *(
+                [f"adjusted probabilities: to the EM serving prior {pred['em_prior']}"]
+                if pred.get("em_prior")
+                else []
+            ),
             f"monitoring: {len(summary['alerts'])} alert(s)",
             *(f"  ALERT {line}" for line in summary["alerts"]),
             f"report: {summary['paths']['report']}",
@@ -249,18 +312,24 @@ def run_local_prediction(options: LocalPredictOptions) -> dict[str, Any]:
         PipelineRunError: a task failed.
     """
     started = time.monotonic()
-    output_dir = check_output_dir(options.output_dir)
     registry = Path(options.registry).resolve()
-    uri, description = input_uri(options, output_dir)
-    arguments = pipeline_arguments(options, uri, output_dir, registry)
-    check_model(arguments)
-    print(f"output: {output_dir}   registry: {registry}")
-    run_dir, seconds = run_pipeline(arguments, output_dir, options.verbose)
-    summary = build_summary(run_dir, description)
-    summary["step_seconds"] = seconds
-    summary["seconds"] = round(time.monotonic() - started, 1)
-    (output_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True))
-    return summary
+    check_model(options, registry)
+    lock = OutputLock(options.output_dir)
+    accepted = False
+    try:
+        output_dir = lock.path
+        uri, description = input_uri(options, output_dir)
+        accepted = True
+        arguments = pipeline_arguments(options, uri, output_dir, registry)
+        print(f"output: {output_dir}   registry: {registry}")
+        run_dir, seconds = run_pipeline(arguments, output_dir, options.verbose)
+        summary = build_summary(run_dir, description)
+        summary["step_seconds"] = seconds
+        summary["seconds"] = round(time.monotonic() - started, 1)
+        (output_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True))
+        return summary
+    finally:
+        lock.release(remove_if_created=not accepted)
 
 
 def main(options: LocalPredictOptions) -> int:

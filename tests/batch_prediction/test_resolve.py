@@ -53,7 +53,13 @@ def test_unknown_alias_or_version_is_one_clear_error(registry, kwargs, message):
 
 
 def test_unknown_model_and_registry(registry, tmp_path):
-    with pytest.raises(PipelineInputError, match="no versions of 'other' are registered"):
+    # the error lists the models the registry holds (e.g. the one `make run` registered)
+    with pytest.raises(
+        PipelineInputError, match="no versions of 'other' are registered there; models there: clf"
+    ):
         resolve_model(uri(registry), "other")
+    empty = tmp_path / "empty-registry"
+    with pytest.raises(PipelineInputError, match="no model is registered there"):
+        resolve_model(f"local://{empty}", "clf")
     with pytest.raises(PipelineInputError, match="unknown registry URI"):
         resolve_model(str(tmp_path), "clf")

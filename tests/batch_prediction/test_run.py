@@ -115,3 +115,59 @@ def test_rerunning_a_run_replaces_the_table_with_the_same_rows(world):
     assert [t[0] for t in tables] == ["preds"]
     assert '["low", "mid", "high"]' in tables[0][1]
     assert pa.types.is_list(rows2.schema.field("probabilities").type)
+
+
+def test_adjusted_probabilities_are_the_bayes_posteriors_under_the_em_prior(tmp_path):
+    """Synthetic label shift with a model whose outputs are exact Bayes posteriors.
+
+    ``x ~ N(k, sigma)`` for class k; the tiny model's logits ``(k x - k^2 / 2) / sigma^2`` are
+    the exact log-posteriors (up to a constant) under a uniform training prior. Serving rows come
+    with the prior 60/30/10: the EM prior recovers it, and the adjusted column equals the exact
+    posteriors under that prior (computed from the Gaussian densities), while ``class_id`` stays
+    the model's own decision.
+    """
+    from vertex_imbalanced.config import FeatureSpec
+    from vertex_imbalanced.monitoring.statistics import (
+        training_statistics,
+        write_training_statistics,
+    )
+
+    sigma = 0.7
+    model_dir = build_tiny_model(tmp_path / "model", CLASSES, scale=1 / sigma**2)
+    db = tmp_path / "in.duckdb"
+    table = make_table(CLASSES, [6000, 3000, 1000], sigma=sigma, seed=8)
+    with duckdb.connect(str(db)) as con:
+        con.register("t", table)
+        con.execute("CREATE TABLE serving AS SELECT * FROM t")
+    spec = FeatureSpec(label="label", key="id", numeric=("x",), categorical=("color",))
+    stats = training_statistics(
+        f"duckdb://{db}?table=serving",
+        spec,
+        split_ratios=(0.8, 0.1, 0.1),
+        class_counts=dict.fromkeys(CLASSES, 1000),  # the model's (uniform) training prior
+    )
+    write_training_statistics(model_dir, stats)
+    registry = LocalRegistry(tmp_path / "registry")
+    registry.register("bayes", str(model_dir), {"macro_f1": 0.9}, {}, "train-1", True)
+    result = score_table(
+        resolve_model(f"local://{registry.root}", "bayes"),
+        f"duckdb://{db}?table=serving",
+        f"duckdb://{tmp_path / 'out.duckdb'}?table=preds",
+        "run-adjusted",
+        str(tmp_path / "staging"),
+        key="id",
+        adjust_probabilities=True,
+    )
+    observed = np.array([6000, 3000, 1000]) / 10_000
+    em = np.array([result.em_prior[c] for c in CLASSES])
+    assert np.max(np.abs(em - observed)) < 0.02
+    got = read_predictions(tmp_path / "out.duckdb", "preds").sort_by("id")
+    x = table.sort_by("id").column("x").to_numpy()
+    density = np.exp(-((x[:, None] - np.arange(3)[None, :]) ** 2) / (2 * sigma**2))
+    bayes = density * em / (density * em).sum(axis=1, keepdims=True)
+    adjusted = np.array(got.column("adjusted_probabilities").to_pylist())
+    np.testing.assert_allclose(adjusted, bayes, atol=2e-6)
+    probs = np.array(got.column("probabilities").to_pylist())
+    served = got.column("class_id").to_numpy()
+    np.testing.assert_array_equal(served, probs.argmax(axis=1))  # the model's decision ...
+    assert (served != adjusted.argmax(axis=1)).sum() > 100  # ... kept where the adjusted differs

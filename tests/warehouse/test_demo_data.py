@@ -8,6 +8,9 @@ from vertex_imbalanced.reading.schema import check_schema, infer_feature_spec
 from vertex_imbalanced.warehouse.demo_data import (
     CLASS_SHARES,
     DEMO_SPEC,
+    SHIFT_COLOR_P,
+    SHIFT_X1,
+    SHIFTED_FEATURES,
     demo_table,
     write_demo_duckdb,
 )
@@ -48,3 +51,18 @@ def test_write_demo_duckdb_returns_a_source_uri(tmp_path):
     with duckdb.connect(str(tmp_path / "d.db"), read_only=True) as con:
         got = con.sql("SELECT * FROM main.demo_small").to_arrow_table()
     assert got.num_rows == 100 and got.schema.field("label").type == pa.int64()
+
+
+def test_shifted_table_moves_x1_and_color_only():
+    base, shifted = demo_table(20_000, seed=3), demo_table(20_000, seed=3, shifted=True)
+    assert base.equals(demo_table(20_000, seed=3))  # the default is unchanged by the option
+    for name in base.column_names:
+        if name not in SHIFTED_FEATURES:
+            assert shifted.column(name).equals(base.column(name)), name
+    np.testing.assert_allclose(
+        shifted.column("x1").to_numpy() - base.column("x1").to_numpy(), SHIFT_X1
+    )
+    colors = shifted.column("color").drop_null().to_pylist()
+    shares = [colors.count(c) / len(colors) for c in ("blue", "green", "red", "yellow")]
+    np.testing.assert_allclose(shares, SHIFT_COLOR_P, atol=0.02)
+    assert shifted.column("color").null_count == base.column("color").null_count

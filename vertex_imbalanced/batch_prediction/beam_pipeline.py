@@ -51,7 +51,7 @@ class RecordBatchModelHandler(ModelHandler[pa.RecordBatch, pa.RecordBatch, Batch
     def load_model(self) -> BatchScorer:
         """Load the SavedModel (once per worker; Beam shares it between the worker's threads)."""
         scorer = BatchScorer(self._model_dir, self._name, self._version, self._expected.key)
-        if scorer.inputs != self._expected:
+        if not scorer.inputs.same_roles(self._expected):
             raise PipelineInputError(
                 f"the SavedModel in {self._model_dir} takes {scorer.inputs}, but its metadata "
                 f"declares {self._expected}"

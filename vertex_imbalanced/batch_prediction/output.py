@@ -31,6 +31,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from vertex_imbalanced.batch_prediction.prior_adjustment import PriorAdjustment
 from vertex_imbalanced.errors import PipelineInputError
 from vertex_imbalanced.warehouse.identifiers import TableRef
 
@@ -120,6 +121,8 @@ def publish_duckdb(
     schema: pa.Schema,
     description: str,
     run_id: str,
+    *,
+    adjustment: PriorAdjustment | None = None,
 ) -> int:
     """Load the parts into a staging table and rename it to ``table`` in one transaction.
 
@@ -133,6 +136,8 @@ def publish_duckdb(
         schema: the predictions schema (the Parquet files are checked against it).
         description: table comment (class names in probability order).
         run_id: the run (names the staging table).
+        adjustment: add prior-adjusted probabilities (EM prior of the staged rows, then
+            ``sql/adjusted_probabilities.sql``; :mod:`.prior_adjustment`); None: not added.
 
     Returns:
         The number of rows published.
@@ -140,8 +145,9 @@ def publish_duckdb(
     Raises:
         PipelineInputError: no parts, or parts whose schema differs from ``schema``.
     """
-    import duckdb
     import pyarrow.parquet as pq
+
+    from vertex_imbalanced.warehouse.engines import DuckDBWarehouse
 
     if not parts:
         raise PipelineInputError(f"nothing to publish into {table}: the scoring job wrote no rows")
@@ -151,7 +157,8 @@ def publish_duckdb(
             raise PipelineInputError(f"part {part} has schema {found}, expected {schema}")
     staging = staging_name(table, run_id)
     Path(database).parent.mkdir(parents=True, exist_ok=True)
-    with duckdb.connect(database) as con:
+    with DuckDBWarehouse(database) as warehouse:
+        con = warehouse.con
         con.execute("BEGIN TRANSACTION")
         try:
             if table.dataset:
@@ -163,7 +170,12 @@ def publish_duckdb(
             )
             rows = con.execute(f"SELECT count(*) FROM {staging.duckdb}").fetchall()[0][0]
             con.execute(f"DROP TABLE IF EXISTS {table.duckdb}")
-            con.execute(f'ALTER TABLE {staging.duckdb} RENAME TO "{table.table}"')
+            if adjustment is None:
+                con.execute(f'ALTER TABLE {staging.duckdb} RENAME TO "{table.table}"')
+            else:
+                sql, params = adjustment.select(warehouse, staging)
+                warehouse.create_table(table, sql, params)
+                con.execute(f"DROP TABLE {staging.duckdb}")
             con.execute(f"COMMENT ON TABLE {table.duckdb} IS {_sql_string(description)}")
             con.execute("COMMIT")
         except BaseException:
@@ -200,12 +212,15 @@ def publish_bigquery(
     client: Any = None,
     location: str | None = None,
     kms_key: str = "",
+    adjustment: PriorAdjustment | None = None,
 ) -> int:
     """Load the Parquet parts into a staging table, then copy it over ``table`` atomically.
 
     A load job and a copy job each succeed or fail as a whole; the destination only ever holds
     a complete result (the copy job's WRITE_TRUNCATE swaps it in one step). The staging table
-    expires after a day even if deleting it fails.
+    expires after a day even if deleting it fails. With ``adjustment`` the copy job is a query
+    job instead (EM prior of the staging table, then ``sql/adjusted_probabilities.sql`` written
+    over ``table`` with WRITE_TRUNCATE: also one step).
 
     Args:
         part_uris: ``gs://`` Parquet files (a wildcard URI is allowed).
@@ -216,6 +231,7 @@ def publish_bigquery(
             the table's project).
         location: BigQuery location of the dataset (jobs must run there).
         kms_key: CMEK key for the tables ('' = the dataset's default).
+        adjustment: add prior-adjusted probabilities (:mod:`.prior_adjustment`).
 
     Returns:
         The number of rows published.
@@ -242,11 +258,18 @@ def publish_bigquery(
     staged.expires = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
     staged.description = description
     client.update_table(staged, ["expires", "description"])
-    copy = bigquery.CopyJobConfig(
-        write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE,
-        destination_encryption_configuration=encryption,
-    )
-    client.copy_table(str(staging), str(table), job_config=copy, location=location).result()
+    if adjustment is None:
+        copy = bigquery.CopyJobConfig(
+            write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE,
+            destination_encryption_configuration=encryption,
+        )
+        client.copy_table(str(staging), str(table), job_config=copy, location=location).result()
+    else:
+        from vertex_imbalanced.warehouse.engines import BigQueryWarehouse
+
+        warehouse = BigQueryWarehouse(client=client, location=location, kms_key=kms_key or None)
+        sql, params = adjustment.select(warehouse, staging)
+        warehouse.create_table(table, sql, params)
     final = client.get_table(str(table))
     if final.expires is not None or final.description != description:
         final.expires = None

@@ -122,8 +122,39 @@ def _known(registry: Any, name: str) -> str:
     except PipelineInputError:
         return ""
     if not versions:
-        return f" (no versions of {name!r} are registered there)"
+        models = registry_model_names(registry)
+        listed = f"; models there: {', '.join(models)}" if models else ""
+        if models is not None and not models:
+            listed = "; no model is registered there"
+        return f" (no versions of {name!r} are registered there{listed})"
     return f" (aliases: {sorted(aliases) or 'none'}; versions: {', '.join(versions)})"
+
+
+def registry_model_names(registry: Any) -> list[str] | None:
+    """Names of the models with at least one version, or None when the registry cannot list.
+
+    A local registry lists its model directories; a registry object may offer
+    ``model_names()`` itself. Vertex's is not listed (it would page through every model of
+    the project).
+    """
+    names = getattr(registry, "model_names", None)
+    if callable(names):
+        return sorted(names())
+    root = getattr(registry, "root", None)
+    if root is None:
+        return None
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = []
+    for child in sorted(root.iterdir()):
+        if child.is_dir() and not child.name.startswith("."):
+            try:
+                if registry.versions(child.name):
+                    found.append(child.name)
+            except PipelineInputError:
+                continue
+    return found
 
 
 def _check_local_model_dir(model_dir: str) -> None:

@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from vertex_imbalanced.batch_prediction import output
 from vertex_imbalanced.batch_prediction.dataflow import DataflowConfig, pipeline_flags
+from vertex_imbalanced.batch_prediction.prior_adjustment import PriorAdjustment
 from vertex_imbalanced.batch_prediction.resolve import ResolvedModel, read_model_metadata
 from vertex_imbalanced.batch_prediction.scoring import InputColumns
 from vertex_imbalanced.errors import PipelineInputError
@@ -37,6 +38,8 @@ class ScoringResult:
         key: the key column.
         job_id: the Dataflow job id, or ``"direct"``.
         seconds: wall time of the step.
+        em_prior: with prior-adjusted probabilities, the EM serving prior they were adjusted
+            to (class -> share); None otherwise.
     """
 
     output_uri: str
@@ -47,6 +50,7 @@ class ScoringResult:
     key: str
     job_id: str
     seconds: float
+    em_prior: dict[str, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict (the step's metadata)."""
@@ -96,6 +100,7 @@ def score_table(
     dataflow: DataflowConfig | None = None,
     bigquery_location: str | None = None,
     source: RecordBatchSource | None = None,
+    adjust_probabilities: bool = False,
 ) -> ScoringResult:
     """Score ``input_uri`` with ``model`` and publish the predictions at ``output_uri``.
 
@@ -112,13 +117,17 @@ def score_table(
         dataflow: run on Dataflow with these settings; None runs the DirectRunner here.
         bigquery_location: location of the output dataset (BigQuery output only).
         source: an already opened input source (tests, benchmarks); default: ``open_source``.
+        adjust_probabilities: add the ``adjusted_probabilities`` column: the probabilities
+            re-weighted to this run's EM serving prior (:mod:`.prior_adjustment`; needs the
+            training class prior in the model's ``feature_statistics.json``).
 
     Returns:
         What was published.
 
     Raises:
         PipelineInputError: bad output URI, model metadata, missing/mistyped columns, an empty
-            table, or a staging location the output cannot load from (nothing is written).
+            table, a staging location the output cannot load from, or (with
+            ``adjust_probabilities``) a model without training statistics (nothing is written).
         ScoringJobError: the Beam job failed (nothing is published).
     """
     started = time.monotonic()
@@ -134,6 +143,7 @@ def score_table(
     metadata = read_model_metadata(model.model_dir)
     classes = tuple(metadata["classes"])
     inputs = input_columns(metadata, key, model.model_dir)
+    adjustment = _adjustment(model.model_dir, classes) if adjust_probabilities else None
     if source is None:
         from vertex_imbalanced.reading.sources.open import open_source
 
@@ -154,7 +164,9 @@ def score_table(
     description = output.table_description(model.name, model.version, classes)
     if kind == "duckdb":
         parts = output.parquet_parts(staging)
-        rows = output.publish_duckdb(parts, database, table, schema, description, run_id)
+        rows = output.publish_duckdb(
+            parts, database, table, schema, description, run_id, adjustment=adjustment
+        )
     else:
         rows = output.publish_bigquery(
             [f"{staging}/{output.PART_PREFIX}-*.parquet"],
@@ -163,6 +175,7 @@ def score_table(
             run_id,
             location=bigquery_location,
             kms_key=dataflow.kms_key if dataflow else "",
+            adjustment=adjustment,
         )
     clear_directory(staging)
     return ScoringResult(
@@ -174,7 +187,27 @@ def score_table(
         key=inputs.key,
         job_id=job_id,
         seconds=round(time.monotonic() - started, 3),
+        em_prior=adjustment.em_prior if adjustment else None,
     )
+
+
+def _adjustment(model_dir: str, classes: tuple[str, ...]) -> PriorAdjustment:
+    """The prior adjustment for a model: its training class prior, read before the job.
+
+    Raises:
+        PipelineInputError: no ``feature_statistics.json`` (named) or no class prior in it.
+    """
+    from vertex_imbalanced.monitoring.statistics import read_training_statistics
+    from vertex_imbalanced.registry.champion import local_model_dir
+
+    statistics = read_training_statistics(local_model_dir(model_dir))
+    prior = statistics.get("class_prior") or {}
+    if not prior:
+        raise PipelineInputError(
+            f"the training statistics of {model_dir} have no class_prior: cannot adjust "
+            "probabilities"
+        )
+    return PriorAdjustment(classes, prior)
 
 
 def _safe(run_id: str) -> str:

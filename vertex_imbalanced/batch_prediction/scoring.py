@@ -7,7 +7,8 @@ handler and the benchmark's direct loop both call it, so the pipeline serves exa
 SavedModel's ``serving_default`` returns, decision (``class_id``) included.
 
 Feeding the signature: the input roles come from the signature itself (float32 inputs are
-numeric, string inputs categorical); each column goes through the reader's converters
+numeric, string inputs categorical); a column whose name cannot be a signature argument is fed
+under the argument name ``model_metadata.json`` maps it to (``serving_inputs``); each column goes through the reader's converters
 (:func:`~vertex_imbalanced.reading.record_packing.numeric_to_float32`: NULL -> NaN;
 :func:`~vertex_imbalanced.reading.record_packing.categorical_to_string`: NULL -> "") and the
 string columns travel as one packed buffer (:func:`~vertex_imbalanced.reading.record_packing.pack_strings`)
@@ -48,6 +49,17 @@ class InputColumns:
     numeric: tuple[str, ...]
     categorical: tuple[str, ...]
     key: str
+
+    def same_roles(self, other: InputColumns) -> bool:
+        """The same numeric and categorical columns and key, in any order.
+
+        (A SavedModel signature lists its inputs sorted by name; the metadata in feature order.)
+        """
+        return (
+            set(self.numeric) == set(other.numeric)
+            and set(self.categorical) == set(other.categorical)
+            and self.key == other.key
+        )
 
     @property
     def read_columns(self) -> list[str]:
@@ -127,13 +139,19 @@ class BatchScorer:
         self.model_name, self.model_version = model_name, model_version
         self.classes = self.model.classes
         signature = self.model.serve.structured_input_signature[1]
+        serving = dict(self.model.metadata.get("serving_inputs") or {})
+        column_of = {argument: column for column, argument in serving.items()}
+        self._argument: dict[str, str] = {}
+        """Input column -> its ``serving_default`` argument name."""
         numeric, categorical = [], []
         for name in self.model.input_names:
             dtype = signature[name].dtype
+            column = column_of.get(name, name)
+            self._argument[column] = name
             if dtype == tf.float32:
-                numeric.append(name)
+                numeric.append(column)
             elif dtype == tf.string:
-                categorical.append(name)
+                categorical.append(column)
             else:
                 raise PipelineInputError(
                     f"serving_default of {model_dir} takes {name!r} as {dtype.name}; batch "
@@ -167,14 +185,15 @@ class BatchScorer:
         )
 
         feed: dict[str, Any] = {
-            name: tf.constant(numeric_to_float32(batch.column(name)))
+            self._argument[name]: tf.constant(numeric_to_float32(batch.column(name)))
             for name in self.inputs.numeric
         }
         if self.inputs.categorical:
             columns = [categorical_to_string(batch.column(n)) for n in self.inputs.categorical]
             strings, offsets = pack_strings(columns, batch.num_rows)
             split = self._split(tf.constant(strings), tf.constant(offsets))
-            feed.update(zip(self.inputs.categorical, split, strict=True))
+            arguments = [self._argument[n] for n in self.inputs.categorical]
+            feed.update(zip(arguments, split, strict=True))
         return feed
 
     def predict(self, batch: pa.RecordBatch) -> tuple[np.ndarray, np.ndarray]:

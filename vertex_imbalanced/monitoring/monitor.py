@@ -39,7 +39,13 @@ from vertex_imbalanced.monitoring.statistics import (
     feature_statistics,
 )
 from vertex_imbalanced.monitoring.store import StatisticsStore
-from vertex_imbalanced.warehouse.engines import Warehouse, open_warehouse, source_table
+from vertex_imbalanced.warehouse.engines import (
+    DuckDBWarehouse,
+    Warehouse,
+    open_warehouse,
+    source_table,
+)
+from vertex_imbalanced.warehouse.identifiers import TableRef
 
 MONITORING_FILE = "monitoring.json"
 MONITORING_REPORT_FILE = "monitoring_report.html"
@@ -122,6 +128,85 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+PREDICTIONS_CATALOG = "scored_predictions"
+"""Name under which a predictions DuckDB file is attached (read-only) to the features' one."""
+
+
+def _read_only_duckdb(path: str) -> DuckDBWarehouse:
+    """The DuckDB file opened read-only (this process may already hold it for writing)."""
+    import duckdb
+
+    try:
+        return DuckDBWarehouse(path, read_only=True)
+    except duckdb.ConnectionException:
+        # DuckDB refuses a second configuration of a file within one process: share the one
+        # already open. This connection still only reads (and creates temporary views).
+        return DuckDBWarehouse(path)
+
+
+def open_scored_tables(
+    features_uri: str, predictions_uri: str | None = None
+) -> tuple[Warehouse, TableRef, TableRef | None]:
+    """One warehouse that reads the scored features and, if given, the predictions.
+
+    BigQuery: one client for both ``bq://`` tables. DuckDB: the features' file is opened
+    read-only (the user's table is never written); predictions in another DuckDB file (the
+    run's work database) are attached to it read-only and reached through a temporary view of
+    the same name, so the SQL runs across both files and no rows are copied.
+
+    Args:
+        features_uri: the scored input table.
+        predictions_uri: the predictions table (None: only the features).
+
+    Returns:
+        ``(warehouse, features table, predictions table or None)``; close the warehouse.
+
+    Raises:
+        PipelineInputError: malformed URIs, a missing file, or tables on two engines.
+    """
+    from vertex_imbalanced.reading.sources.duckdb_source import parse_duckdb_uri
+
+    ref = source_table(features_uri)
+    predictions = source_table(predictions_uri) if predictions_uri else None
+    if predictions_uri and features_uri.split(":", 1)[0] != predictions_uri.split(":", 1)[0]:
+        raise PipelineInputError(
+            f"the predictions {predictions_uri} and the scored table {features_uri} must be in "
+            "the same warehouse (both bq:// or both duckdb://)"
+        )
+    if not features_uri.startswith("duckdb://"):
+        warehouse, ref = open_warehouse(features_uri)
+        return warehouse, ref, predictions
+    path = parse_duckdb_uri(features_uri).path
+    if not Path(path).is_file():
+        raise PipelineInputError(f"DuckDB file {path} does not exist ({features_uri})")
+    if predictions_uri is None:
+        return _read_only_duckdb(path), ref, None
+    other = parse_duckdb_uri(predictions_uri).path
+    if Path(other).resolve() == Path(path).resolve():
+        return _read_only_duckdb(path), ref, predictions
+    if not Path(other).is_file():
+        raise PipelineInputError(f"DuckDB file {other} does not exist ({predictions_uri})")
+    import duckdb
+
+    warehouse = _read_only_duckdb(path)
+    view = predictions.table if predictions.table != ref.table else f"{ref.table}_predictions"
+    try:
+        warehouse.con.execute(f"ATTACH ? AS {PREDICTIONS_CATALOG} (READ_ONLY)", [str(other)])
+        warehouse.con.execute(
+            f'CREATE TEMP VIEW "{view}" AS SELECT * FROM {PREDICTIONS_CATALOG}.'
+            f'"{predictions.dataset or "main"}"."{predictions.table}"'
+        )
+    except duckdb.CatalogException as err:
+        warehouse.close()
+        raise PipelineInputError(
+            f"predictions table {predictions} does not exist in {other} ({predictions_uri})"
+        ) from err
+    except BaseException:
+        warehouse.close()
+        raise
+    return warehouse, ref, TableRef(None, None, view)
+
+
 @dataclasses.dataclass(frozen=True)
 class MonitoringResult:
     """What a monitoring run found and wrote."""
@@ -156,14 +241,16 @@ def run_monitoring(
         features_uri: the scored input table (its feature columns), ``bq://`` or ``duckdb://``.
         training_statistics: the dict stored with the model (``feature_statistics.json``).
         output_dir: where ``monitoring.json`` and ``monitoring_report.html`` go.
-        predictions_uri: the predictions table (same engine) for prediction drift (None: off).
+        predictions_uri: the predictions table for prediction drift (None: off); same engine,
+            on DuckDB possibly another file (attached read-only, see :func:`open_scored_tables`).
         class_id_column: predicted class id column of the predictions table.
         probabilities_column: probabilities column (ARRAY<FLOAT64>, class-id order).
         store: statistics store for drift across runs (None: no run-to-run drift).
         series: what is compared across runs (default: the features table).
         run_id: this run's id (a rerun replaces its own stored statistics).
         config: thresholds and options.
-        warehouse: runner to use instead of one opened from ``features_uri``.
+        warehouse: runner to use instead of one opened from ``features_uri`` (it must reach
+            both tables).
 
     Returns:
         The report dict and the paths written.
@@ -182,9 +269,10 @@ def run_monitoring(
         raise PipelineInputError(f"prior_threshold must be in (0, 1], got {config.prior_threshold}")
     owned = warehouse is None
     if warehouse is None:
-        warehouse, ref = open_warehouse(features_uri)
+        warehouse, ref, predictions_ref = open_scored_tables(features_uri, predictions_uri)
     else:
         ref = source_table(features_uri)
+        predictions_ref = source_table(predictions_uri) if predictions_uri else None
     series = series or str(ref)
     try:
         source = TableSource.table(warehouse, ref)
@@ -215,7 +303,7 @@ def run_monitoring(
                 )
             prediction = prediction_summary(
                 warehouse,
-                source_table(predictions_uri),
+                predictions_ref,
                 classes,
                 training_statistics["class_prior"],
                 class_id_column=class_id_column,

@@ -4,6 +4,10 @@ Columns: ``id`` (STRING key), ``label`` (INT64 0..2), numeric ``x1``, ``x2`` (wi
 ``x3``, ``n_items`` (INT64), ``is_member`` (BOOL), categorical ``color`` (with NULLs) and
 ``region`` (noise). Class 1 is shifted along ``x1``/``x2``, class 2 along ``x3`` and is mostly
 ``color = 'red'``: a small MLP separates them well enough to recall every class.
+
+``shifted=True`` gives the same rows with two features moved on purpose, for monitoring demos:
+``x1`` plus :data:`SHIFT_X1` (training-serving skew of a numeric feature) and ``color`` drawn
+from :data:`SHIFT_COLOR_P` whatever the class (skew of a categorical feature).
 """
 
 from __future__ import annotations
@@ -34,6 +38,15 @@ _COLOR_P = np.array(
         [0.05, 0.05, 0.80, 0.10],  # class 2
     ]
 )
+SHIFTED_FEATURES = ("x1", "color")
+"""The features ``demo_table(..., shifted=True)`` moves; every other column is unchanged."""
+SHIFT_X1 = 3.0
+"""Added to ``x1`` (three within-class standard deviations: Jensen-Shannon divergence about
+0.6 against the training histogram, far above the 0.3 alert threshold)."""
+SHIFT_COLOR_P = np.array([0.05, 0.05, 0.10, 0.80])
+"""``color`` shares (blue, green, red, yellow) of the shifted table: yellow goes from about 14 %
+to 80 % (L-infinity distance about 0.6)."""
+
 _REGIONS = np.array(["north", "south", "east", "west", "centre"])
 _MEANS = np.array(  # x1, x2, x3 per class
     [
@@ -44,8 +57,15 @@ _MEANS = np.array(  # x1, x2, x3 per class
 )
 
 
-def demo_table(rows: int, seed: int = 0) -> pa.Table:
-    """Generate the demo rows as an Arrow table (same ``rows`` and ``seed`` -> same table)."""
+def demo_table(rows: int, seed: int = 0, *, shifted: bool = False) -> pa.Table:
+    """Generate the demo rows as an Arrow table (same arguments -> same table).
+
+    Args:
+        rows: number of rows.
+        seed: random seed.
+        shifted: move ``x1`` and ``color`` (:data:`SHIFTED_FEATURES`) away from the training
+            distribution; the other columns are those of the unshifted table of this seed.
+    """
     rng = np.random.default_rng(seed)
     label = rng.choice(3, size=rows, p=CLASS_SHARES)
     x = _MEANS[label] + rng.normal(size=(rows, 3))
@@ -55,6 +75,10 @@ def demo_table(rows: int, seed: int = 0) -> pa.Table:
     is_member = rng.random(rows) < 0.3 + 0.2 * (label > 0)
     x2_null = rng.random(rows) < 0.05
     color_null = rng.random(rows) < 0.05
+    if shifted:
+        moved = np.random.default_rng([seed, 1])  # its own stream: the base rows stay the same
+        x[:, 0] += SHIFT_X1
+        color = _COLORS[moved.choice(len(_COLORS), size=rows, p=SHIFT_COLOR_P)]
     return pa.table(
         {
             "id": pa.array([f"row-{i:08d}" for i in range(rows)]),
@@ -70,7 +94,9 @@ def demo_table(rows: int, seed: int = 0) -> pa.Table:
     )
 
 
-def write_demo_duckdb(path: str | Path, rows: int, seed: int = 0, table: str = "demo") -> str:
+def write_demo_duckdb(
+    path: str | Path, rows: int, seed: int = 0, table: str = "demo", *, shifted: bool = False
+) -> str:
     """Write (or replace) the demo table in a DuckDB file.
 
     Args:
@@ -78,6 +104,7 @@ def write_demo_duckdb(path: str | Path, rows: int, seed: int = 0, table: str = "
         rows: number of rows.
         seed: random seed.
         table: table name (``name`` or ``schema.name``).
+        shifted: write the shifted variant (:func:`demo_table`).
 
     Returns:
         The source URI ``duckdb:///abs/path.db?table=<table>``.
@@ -86,7 +113,7 @@ def write_demo_duckdb(path: str | Path, rows: int, seed: int = 0, table: str = "
 
     ref = TableRef.parse(table)
     with duckdb.connect(str(path)) as con:
-        con.register("demo_rows", demo_table(rows, seed))
+        con.register("demo_rows", demo_table(rows, seed, shifted=shifted))
         con.execute(f"CREATE OR REPLACE TABLE {ref.duckdb} AS SELECT * FROM demo_rows")
         con.unregister("demo_rows")
     return duckdb_uri(path, ref)
