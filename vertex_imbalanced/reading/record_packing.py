@@ -135,9 +135,10 @@ def numeric_into(arr: pa.Array, out: np.ndarray, *, column: str | None = None) -
     * BOOL -> 0 / 1;
     * DATE32, DATE64, TIMESTAMP of every unit (s, ms, us, ns), with or without time zone ->
       days since 1970-01-01T00:00 UTC (fractional; a zone-less timestamp is read as UTC;
-      1 day = 86,400 s, Arrow's leap-second-free clock), computed exactly in integers and
-      then rounded once: any Arrow value, e.g. ``timestamp[ns]`` of 2024 or ``timestamp[us]``
-      9999-12-31, converts;
+      1 day = 86,400 s, Arrow's leap-second-free clock): the ticks are split exactly into
+      whole days and a remainder in int64, combined in float64 and rounded to float32, so
+      any Arrow value converts (e.g. ``timestamp[ns]`` of 2024, beyond 2**53 ticks, or
+      ``timestamp[us]`` 9999-12-31, BigQuery's placeholder);
     * a magnitude below float32's smallest normal number (1.18e-38) -> 0, as TensorFlow's
       kernels flush it anyway (so a value reads the same inside and outside tf.data);
     * a value that is not a finite float32 -- ``+inf``, ``-inf`` or beyond +-3.4e38 -- is
