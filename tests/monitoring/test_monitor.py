@@ -175,3 +175,61 @@ def test_bigquery_skew_and_statistics_table_store(bq, duck, tmp_path):
     assert {a.split("'")[1] for a in second.alerts} == {"x", "color"}
     rows = engine._con.execute("SELECT run_id FROM stats.feature_statistics ORDER BY 1").fetchall()
     assert rows == [("r1",), ("r2",)]
+
+
+def test_predictions_in_another_duckdb_file_are_read_there_and_the_input_is_untouched(
+    duck, tmp_path
+):
+    """Locally the predictions live in the run's work database, the scored rows in the user's
+    file: the monitor attaches the work database read-only; the user's file stays byte-identical
+    and the figures equal those of one file holding both tables."""
+    import hashlib
+
+    import duckdb
+
+    stats = _training(duck)
+    rng = np.random.default_rng(8)
+    probs = rng.dirichlet([4.0, 1.0], 3000)
+    preds = pa.table(
+        {"id": np.arange(3000), "class_id": probs.argmax(1), "probabilities": list(probs)}
+    )
+    rows = _rows(3000, 4)
+    together = run_monitoring(
+        duck.uri(duck.load("scored", rows)),
+        stats,
+        tmp_path / "one",
+        predictions_uri=duck.uri(duck.load("predictions_run", preds)),
+    )
+    user, work = tmp_path / "user.duckdb", tmp_path / "work.duckdb"
+    for path, name, table in ((user, "scored", rows), (work, "predictions_run", preds)):
+        with duckdb.connect(str(path)) as con:
+            con.register("t", table)
+            con.execute(f"CREATE TABLE {name} AS SELECT * FROM t")
+    before = hashlib.sha256(user.read_bytes()).hexdigest()
+    apart = run_monitoring(
+        f"duckdb://{user}?table=scored",
+        stats,
+        tmp_path / "two",
+        predictions_uri=f"duckdb://{work}?table=predictions_run",
+    )
+    assert hashlib.sha256(user.read_bytes()).hexdigest() == before
+    assert apart.report["prediction"] == together.report["prediction"]
+    assert apart.report["skew"] == together.report["skew"]
+    with pytest.raises(
+        PipelineInputError, match=r"predictions table nope does not exist in .*work"
+    ):
+        run_monitoring(
+            f"duckdb://{user}?table=scored",
+            stats,
+            tmp_path / "three",
+            predictions_uri=f"duckdb://{work}?table=nope",
+        )
+    with pytest.raises(PipelineInputError, match="must be in the same warehouse"):
+        run_monitoring(
+            f"duckdb://{user}?table=scored",
+            stats,
+            tmp_path / "four",
+            predictions_uri="bq://p.d.predictions",
+        )
+    assert not (tmp_path / "three").exists() and not (tmp_path / "four").exists()
+    assert hashlib.sha256(user.read_bytes()).hexdigest() == before
