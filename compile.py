@@ -5,6 +5,14 @@ r"""Compile the project's pipelines to Vertex AI Pipelines YAML (no cloud access
     python compile.py --pipeline training_pipeline          # only that one
     python compile.py --image IMAGE --replica-count 4 --reduction-server-count 2 \
         --accelerator-type NVIDIA_TESLA_T4 --accelerator-count 1
+    python compile.py --kms-key projects/P/locations/us-central1/keyRings/R/cryptoKeys/K
+
+Every step runs ``--image``. With ``--accelerator-type`` the train step's replicas run the GPU
+image instead: ``--gpu-image``, by default ``--image``'s tag with ``-gpu`` appended
+(``trainer:0.1.0`` -> ``trainer:0.1.0-gpu``, built from ``Dockerfile.gpu``). A Reduction
+Server (``--reduction-server-count``) needs GPU replicas and is refused without them.
+``--kms-key`` becomes the default of the pipeline parameter ``kms_key`` (the custom job, the
+split tables and the registered model); ``submit.py --kms-key`` sets the same parameter.
 
 Each YAML is validated before it is written: parsed into a ``PipelineSpec`` and loaded with
 ``aiplatform.PipelineJob`` offline. Nothing is written when validation fails; the error is one
@@ -34,6 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--image",
         default=PROJECT_IMAGE,
         help=f"container image of every component (default: {PROJECT_IMAGE})",
+    )
+    parser.add_argument(
+        "--kms-key",
+        default="",
+        help="Cloud KMS key (projects/P/locations/L/keyRings/R/cryptoKeys/K): default of the "
+        "pipeline parameter kms_key (custom job, split tables, registered model)",
     )
     parser.add_argument(
         "--pipeline",

@@ -4,6 +4,12 @@ Every pipeline in :data:`PIPELINES` is compiled the same way (``compile.py`` cal
 :func:`compile_pipelines`): KFP compile, the project image injected, the YAML validated offline
 (:func:`validate`), then written to ``<output_dir>/<name>.yaml``. All files are written only
 after all of them validated, so a failure leaves the output directory as it was.
+
+Images: every step runs ``--image``; with an accelerator the train step's replicas run the GPU
+image (``--gpu-image``, default :func:`gpu_image_for` of ``--image``: the tag with ``-gpu``
+appended, built from ``Dockerfile.gpu``). The CMEK key (``--kms-key``) becomes the default of
+the pipeline parameter ``kms_key``, which reaches the custom job, the split tables and the
+registered model at run time (``submit.py --kms-key`` sets the same parameter).
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from components.image import PROJECT_IMAGE
 from pipelines.vertex_training import VertexTrainingConfig
 from vertex_imbalanced.errors import PipelineInputError, PipelineSpecError
 from vertex_imbalanced.registry.provenance import current_git_commit
-from vertex_imbalanced.run_parameters import yaml_problem
+from vertex_imbalanced.run_parameters import kms_key_problem, yaml_problem
 
 _SAMPLE_VALUES = {
     "STRING": "validate",
@@ -189,21 +195,41 @@ def validate(path: str | Path) -> None:
         raise PipelineSpecError(f"{path}: the Vertex AI SDK refuses it: {err}") from err
 
 
+def gpu_image_for(image: str) -> str:
+    """The GPU image that goes with a component image: its tag with ``-gpu`` appended.
+
+    ``.../trainer:0.1.0`` -> ``.../trainer:0.1.0-gpu``; an image without a tag gets
+    ``:latest-gpu`` (``make image-gpu`` tags ``Dockerfile.gpu``'s build the same way).
+
+    Raises:
+        PipelineInputError: ``image`` is pinned by digest (``@sha256:...``), which has no tag
+            to derive from: pass ``--gpu-image``.
+    """
+    if "@" in image:
+        raise PipelineInputError(
+            f"--image {image!r} is pinned by digest: pass --gpu-image for the GPU replicas"
+        )
+    name = image.rsplit("/", 1)[-1]
+    return f"{image}-gpu" if ":" in name else f"{image}:latest-gpu"
+
+
 def _compile_one(
     target: PipelineTarget,
     scratch: Path,
     image: str,
     vertex_training: VertexTrainingConfig | None,
     commit: str,
+    kms_key: str = "",
 ) -> Path:
     from kfp import compiler
 
     raw = scratch / f"{target.name}.raw.yaml"
     pipeline = target.build(vertex_training)
     declared = pipeline.component_spec.inputs or {}
-    # The commit becomes the default of the pipeline's git_commit parameter, where it has one.
-    defaults = {"git_commit": commit} if commit and "git_commit" in declared else None
-    compiler.Compiler().compile(pipeline, str(raw), pipeline_parameters=defaults)
+    # The commit and the key become parameter defaults, where the pipeline has the parameter.
+    given = {"git_commit": commit, "kms_key": kms_key}
+    defaults = {name: value for name, value in given.items() if value and name in declared}
+    compiler.Compiler().compile(pipeline, str(raw), pipeline_parameters=defaults or None)
     spec = yaml.safe_load(raw.read_text())
     raw.unlink()
     if image != PROJECT_IMAGE and not replace_image(spec, PROJECT_IMAGE, image):
@@ -222,6 +248,7 @@ def compile_pipelines(
     image: str = PROJECT_IMAGE,
     vertex_training: VertexTrainingConfig | None = None,
     pipelines: Sequence[PipelineTarget] = PIPELINES,
+    kms_key: str = "",
 ) -> list[Path]:
     """Compile, inject the image, validate, then write each pipeline's YAML.
 
@@ -231,6 +258,8 @@ def compile_pipelines(
         vertex_training: how the train step runs as a Vertex custom job; None runs it as a
             plain pipeline task.
         pipelines: which pipelines to compile (default: all of :data:`PIPELINES`).
+        kms_key: default of the ``kms_key`` parameter of the pipelines that have one (the
+            custom job, split tables and registered model use it; '' = Google-managed).
 
     Returns:
         The paths written, ``<output_dir>/<name>.yaml`` in the order of ``pipelines``.
@@ -248,7 +277,8 @@ def compile_pipelines(
     try:
         commit = current_git_commit()
         compiled = [
-            _compile_one(target, scratch, image, vertex_training, commit) for target in pipelines
+            _compile_one(target, scratch, image, vertex_training, commit, kms_key)
+            for target in pipelines
         ]
         written = []
         for path in compiled:
@@ -283,11 +313,21 @@ def add_vertex_training_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--reduction-server-machine-type", default=default.reduction_server_machine_type
     )
+    group.add_argument(
+        "--gpu-image",
+        default=None,
+        help="image of the training replicas when --accelerator-type is set (default: the "
+        "--image tag with -gpu appended, e.g. trainer:0.1.0-gpu; built from Dockerfile.gpu)",
+    )
     group.add_argument("--training-service-account", default="", help="SA the custom job runs as")
     group.add_argument(
         "--training-network", default="", help="projects/NUMBER/global/networks/NAME"
     )
-    group.add_argument("--training-kms-key", default="", help="CMEK key for the custom job")
+    group.add_argument(
+        "--training-kms-key",
+        default="",
+        help="deprecated spelling of --kms-key (one key now covers the job, tables and model)",
+    )
     group.add_argument(
         "--no-custom-job",
         action="store_true",
@@ -295,20 +335,50 @@ def add_vertex_training_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def kms_key_from_args(args: argparse.Namespace, *, region: str | None = None) -> str:
+    """The one CMEK key of ``--kms-key`` and its deprecated spelling ``--training-kms-key``.
+
+    Args:
+        args: parsed flags with ``kms_key`` and ``training_kms_key``.
+        region: the job's region, when known (the key must be in it).
+
+    Returns:
+        The key ('' = none); a warning line on stderr for the deprecated spelling.
+
+    Raises:
+        PipelineInputError: the two spellings name different keys, or the key is malformed
+            or in another region.
+    """
+    key, old = args.kms_key or "", args.training_kms_key or ""
+    if old:
+        print("warning: --training-kms-key is deprecated; use --kms-key", file=sys.stderr)
+        if key and key != old:
+            raise PipelineInputError(
+                f"--training-kms-key {old!r} differs from --kms-key {key!r}: one key covers "
+                "the job, the tables and the model; give --kms-key only"
+            )
+        key = old
+    problem = kms_key_problem("--kms-key", key, region)
+    if problem:
+        raise PipelineInputError(problem)
+    return key
+
+
 def vertex_training_from_args(
     args: argparse.Namespace,
     *,
     service_account: str = "",
     network: str = "",
-    kms_key: str = "",
 ) -> VertexTrainingConfig | None:
     """The custom-job settings from parsed flags (None with ``--no-custom-job``).
 
+    With ``--accelerator-type`` the training replicas run ``--gpu-image`` (default
+    :func:`gpu_image_for` of ``--image``); without it ``--gpu-image`` is refused.
+
     Args:
-        args: flags added by :func:`add_vertex_training_arguments`.
+        args: flags added by :func:`add_vertex_training_arguments` and ``--image``.
         service_account: used when ``--training-service-account`` is empty.
         network: used when ``--training-network`` is empty.
-        kms_key: used when ``--training-kms-key`` is empty.
 
     Returns:
         The settings, or None when the train step runs as an ordinary task.
@@ -316,8 +386,20 @@ def vertex_training_from_args(
     Raises:
         PipelineInputError: settings that do not fit together (see ``VertexTrainingConfig``).
     """
+    if args.gpu_image and not args.accelerator_type:
+        raise PipelineInputError(
+            "--gpu-image is used only with --accelerator-type (CPU replicas run --image)"
+        )
     if args.no_custom_job:
+        if args.accelerator_type or args.reduction_server_count:
+            raise PipelineInputError(
+                "--no-custom-job runs train as an ordinary CPU task: drop --accelerator-type "
+                "and --reduction-server-count, or the --no-custom-job flag"
+            )
         return None
+    image = ""
+    if args.accelerator_type:
+        image = args.gpu_image or gpu_image_for(args.image)
     return VertexTrainingConfig(
         machine_type=args.machine_type,
         accelerator_type=args.accelerator_type,
@@ -325,9 +407,9 @@ def vertex_training_from_args(
         replica_count=args.replica_count,
         reduction_server_count=args.reduction_server_count,
         reduction_server_machine_type=args.reduction_server_machine_type,
+        image=image,
         service_account=args.training_service_account or service_account,
         network=args.training_network or network,
-        kms_key=args.training_kms_key or kms_key,
     )
 
 
@@ -344,7 +426,7 @@ def compile_command(args: argparse.Namespace) -> int:
 
     Args:
         args: ``--output-dir``, ``--image``, ``--pipeline`` (names; empty: all of
-            :data:`PIPELINES`) and the custom-job flags.
+            :data:`PIPELINES`), ``--kms-key`` and the custom-job flags.
 
     Returns:
         The exit status: 0 when every YAML was written, 2 on a user error.
@@ -356,6 +438,7 @@ def compile_command(args: argparse.Namespace) -> int:
             image=args.image,
             vertex_training=vertex_training_from_args(args),
             pipelines=targets,
+            kms_key=kms_key_from_args(args),
         )
     except PipelineInputError as err:
         print(f"error: {one_line(err)}", file=sys.stderr)

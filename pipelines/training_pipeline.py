@@ -4,6 +4,10 @@ One definition serves Vertex AI and local runs; only configuration differs:
 
 - Vertex: ``source_uri=bq://project.dataset.table``, ``registry_uri=vertex://project/location``,
   and the train step wrapped as a custom job (``build_pipeline(VertexTrainingConfig(...))``).
+  One Cloud KMS key (the ``kms_key`` parameter) encrypts what the pipeline creates: the custom
+  job (its ``encryption_spec_key_name`` is wired to the parameter at run time), the registered
+  model and every step that takes a ``kms_key`` input (the split tables, once the prepare step
+  takes one); ``submit.py --kms-key`` also sets it on the pipeline job itself.
 - Local (``run_local.py``): a DuckDB ``source_uri``, ``registry_uri=local:///abs/dir`` and
   ``build_pipeline(None)`` (train is an ordinary task).
 """
@@ -25,7 +29,10 @@ from pipelines.vertex_training import VertexTrainingConfig, as_custom_job
 from vertex_imbalanced.config import DEFAULT_IMBALANCE_MODE
 
 PIPELINE_NAME = "imbalanced-training"
-DEFAULT_MODEL_NAME = "imbalanced-classifier"
+DEFAULT_MODEL_NAME = ""
+"""'' = derived per run from the source table and label
+(:func:`vertex_imbalanced.registry.champion.default_model_name`), so datasets never share a
+champion."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,8 +61,9 @@ PREPARE = StepPolicy("Prepare data", cache=False, cpu="1", memory="4G", retries=
 TRAIN = StepPolicy("Train", cache=True, cpu="4", memory="16G", retries=1, backoff="120s")
 EVALUATE = StepPolicy("Evaluate", cache=True, cpu="2", memory="8G", retries=1, backoff="60s")
 # The registry changes between runs: never reuse a cached lookup.
+# The lookup loads the champion's SavedModel and scores this run's test split (as evaluate does).
 LOOK_UP_CHAMPION = StepPolicy(
-    "Look up champion", cache=False, cpu="0.5", memory="1G", retries=3, backoff="30s"
+    "Look up champion", cache=False, cpu="2", memory="8G", retries=3, backoff="30s"
 )
 GATE = StepPolicy("Gate", cache=False, cpu="0.5", memory="1G")
 # Registration is idempotent per run id, so a retry never adds a second version.
@@ -87,6 +95,17 @@ def apply_policy(
         task.set_cpu_request(policy.cpu).set_cpu_limit(policy.cpu)
         task.set_memory_request(policy.memory).set_memory_limit(policy.memory)
     return task
+
+
+def optional_inputs(component: Any, **values: Any) -> dict[str, Any]:
+    """The ``values`` that ``component`` declares as inputs (the others are left out).
+
+    For settings that reach a step only once its component takes them (``kms_key``,
+    ``billing_project``): ``submit.py`` reports a key that a step does not take
+    (:func:`pipelines.submission.kms_key_gaps`) instead of dropping it silently.
+    """
+    declared = component.component_spec.inputs or {}
+    return {name: value for name, value in values.items() if name in declared}
 
 
 def build_pipeline(
@@ -129,10 +148,16 @@ def build_pipeline(
         gate_metric: str = "macro_f1",
         min_metric: float = 0.5,
         tolerance: float = 0.0,
+        gate_baseline_check: bool = True,
+        gate_baseline_min_tolerance: float = 0.02,
+        evaluate_baselines: bool = True,
+        baseline_max_rows: int = 100_000,
         model_display_name: str = DEFAULT_MODEL_NAME,
         serving_image: str = "",
         model_labels: str = "{}",
         git_commit: str = "",
+        kms_key: str = "",
+        billing_project: str = "",
     ) -> None:
         """Train, evaluate, gate and register a classifier for an imbalanced table.
 
@@ -156,11 +181,23 @@ def build_pipeline(
             gate_metric: metric the gate compares (higher is better).
             min_metric: minimum value of ``gate_metric``.
             tolerance: how far below the champion the challenger may be and still win.
-            model_display_name: registry model name.
+            gate_baseline_check: reject a challenger whose macro F1 is below the logistic
+                baseline's by more than the baseline tolerance (see ``components/gate.py``).
+            gate_baseline_min_tolerance: the floor of that tolerance.
+            evaluate_baselines: score the class prior and a logistic regression beside the
+                model (the gate's baseline check needs them).
+            baseline_max_rows: most train rows the logistic baseline is fitted on.
+            model_display_name: registry model name ('' = ``<dataset>.<table>-<label>`` for
+                BigQuery, ``<table>-<label>`` for DuckDB, so datasets never share a champion).
             serving_image: serving container of the registered model on Vertex ('' = Google's
                 prebuilt TensorFlow CPU image).
             model_labels: JSON object of extra labels on the registered version.
             git_commit: commit the pipeline was compiled from (compile.py fills it in).
+            kms_key: Cloud KMS key ``projects/P/locations/L/keyRings/R/cryptoKeys/K`` for the
+                train step's custom job, the split tables and the registered model
+                ('' = Google-managed; ``compile.py --kms-key`` sets the default).
+            billing_project: project the BigQuery jobs and read sessions run and bill in
+                ('' = the pipeline's project; ``submit.py`` fills it with ``--project``).
         """
         prepared = step(
             prepare_data(
@@ -175,21 +212,41 @@ def build_pipeline(
                 target_share=imbalance_target_share,
                 expiration_hours=table_expiration_hours,
                 output_dataset=output_dataset,
+                **optional_inputs(prepare_data, kms_key=kms_key, billing_project=billing_project),
             ),
             PREPARE,
         )
+        custom_job = {} if vertex_training is None else {"encryption_spec_key_name": kms_key}
         trained = step(
-            train_op(prepared_data=prepared.outputs["prepared"], hyperparameters=hyperparameters),
+            train_op(
+                prepared_data=prepared.outputs["prepared"],
+                hyperparameters=hyperparameters,
+                **custom_job,
+                **optional_inputs(train, billing_project=billing_project),
+            ),
             TRAIN,
             resources=vertex_training is None,  # a custom job's machine comes from its pools
         )
-        evaluated = step(
-            evaluate(model=trained.outputs["model"], prepared_data=prepared.outputs["prepared"]),
-            EVALUATE,
-        )
         champion = step(
-            lookup_champion(registry_uri=registry_uri, model_name=model_display_name),
+            lookup_champion(
+                registry_uri=registry_uri,
+                model_name=model_display_name,
+                prepared_data=prepared.outputs["prepared"],
+                source_uri=source_uri,
+            ),
             LOOK_UP_CHAMPION,
+        )
+        evaluated = step(
+            evaluate(
+                model=trained.outputs["model"],
+                prepared_data=prepared.outputs["prepared"],
+                baselines=evaluate_baselines,
+                baseline_max_rows=baseline_max_rows,
+                model_name=champion.outputs["model_name"],
+                run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+                dataset=source_uri,
+            ),
+            EVALUATE,
         )
         decision = step(
             gate(
@@ -198,6 +255,8 @@ def build_pipeline(
                 metric=gate_metric,
                 min_value=min_metric,
                 tolerance=tolerance,
+                baseline_check=gate_baseline_check,
+                baseline_min_tolerance=gate_baseline_min_tolerance,
             ),
             GATE,
         )
@@ -207,13 +266,20 @@ def build_pipeline(
                     model=trained.outputs["model"],
                     metrics=evaluated.outputs["evaluation"],
                     registry_uri=registry_uri,
-                    model_display_name=model_display_name,
+                    model_display_name=champion.outputs["model_name"],
                     run_id=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
                     make_champion=True,
                     labels_json=model_labels,
                     serving_image=serving_image,
                     source_uri=source_uri,
                     git_commit=git_commit,
+                    prepared_data=prepared.outputs["prepared"],
+                    # compare-and-set: promote only if the champion is still the one seen
+                    champion_version=champion.outputs["version"],
+                    gate_metric=gate_metric,
+                    min_metric=min_metric,
+                    tolerance=tolerance,
+                    kms_key=kms_key,
                 ),
                 REGISTER,
             )

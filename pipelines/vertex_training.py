@@ -4,6 +4,14 @@ GCPC's ``create_custom_training_job_from_component`` turns a lightweight compone
 custom job, but it gives every replica the same spec and has no Reduction Server pool. This
 module builds the ``worker_pool_specs`` ourselves (pool 0 chief, pool 1 workers, pool 2
 reducers) and puts them into the component GCPC generates.
+
+With accelerators the training pools run the GPU image (``Dockerfile.gpu``: TensorFlow with
+CUDA and NCCL from its own wheels, Google's ``google-reduction-server`` NCCL plugin), set by
+:attr:`VertexTrainingConfig.image`. A Reduction Server only serves GPU workers (it takes part
+in NCCL all-reduce), so it is refused without accelerators. The reducers appear in
+``TF_CONFIG`` as ``ps``; the trainer drops them from the TensorFlow cluster
+(:func:`vertex_imbalanced.training.strategy.training_cluster`). The job's CMEK key is not fixed
+here: the pipeline wires its ``kms_key`` parameter into the job's ``encryption_spec_key_name``.
 """
 
 from __future__ import annotations
@@ -32,9 +40,11 @@ class VertexTrainingConfig:
             least two training replicas.
         reduction_server_machine_type: machine of each reducer.
         reduction_server_image: reducer image.
+        image: image of the training replicas (pools 0 and 1); empty for the component image
+            (the one every step runs in). ``compile.py`` sets the GPU image here when an
+            accelerator is set.
         service_account: service account the job runs as; empty for the default one.
         network: VPC network ``projects/<number>/global/networks/<name>``; empty for none.
-        kms_key: CMEK key ``projects/.../cryptoKeys/<key>`` for the job's resources.
         boot_disk_size_gb: boot disk of each replica.
         timeout: maximum run time, e.g. ``"86400s"``.
     """
@@ -46,9 +56,9 @@ class VertexTrainingConfig:
     reduction_server_count: int = 0
     reduction_server_machine_type: str = "n1-highcpu-16"
     reduction_server_image: str = REDUCTION_SERVER_IMAGE
+    image: str = ""
     service_account: str = ""
     network: str = ""
-    kms_key: str = ""
     boot_disk_size_gb: int = 100
     timeout: str = "604800s"
 
@@ -64,6 +74,11 @@ class VertexTrainingConfig:
                 "a Reduction Server pool needs at least 2 training replicas "
                 f"(replica_count={self.replica_count})"
             )
+        if self.reduction_server_count and not self.accelerator_type:
+            raise PipelineInputError(
+                "a Reduction Server needs GPU workers (it serves NCCL all-reduce): set "
+                "--accelerator-type and --accelerator-count, or drop --reduction-server-count"
+            )
         if self.accelerator_type and self.accelerator_count < 1:
             raise PipelineInputError(
                 f"accelerator_type {self.accelerator_type!r} needs accelerator_count >= 1"
@@ -73,11 +88,6 @@ class VertexTrainingConfig:
         if self.network and not self.network.startswith("projects/"):
             raise PipelineInputError(
                 f"network must look like projects/<number>/global/networks/<name>, got {self.network!r}"
-            )
-        if self.kms_key and "/cryptoKeys/" not in self.kms_key:
-            raise PipelineInputError(
-                "kms_key must look like projects/P/locations/L/keyRings/R/cryptoKeys/K, "
-                f"got {self.kms_key!r}"
             )
 
 
@@ -94,19 +104,23 @@ def worker_pool_specs(config: VertexTrainingConfig, container_spec: dict) -> lis
 
     Args:
         config: compile-time training settings.
-        container_spec: ``{"image_uri", "command", "args"}`` of the training container.
+        container_spec: ``{"image_uri", "command", "args"}`` of the training container
+            (``image_uri`` replaced by ``config.image`` when that is set).
 
     Returns:
         One dict per pool: pool 0 is the chief (1 replica), pool 1 the other
         ``replica_count - 1`` workers (omitted when there are none and no reducers),
         pool 2 the Reduction Server replicas when requested.
     """
+    container = copy.deepcopy(container_spec)
+    if config.image:
+        container["image_uri"] = config.image
     trainer = {
         "machine_spec": _machine_spec(
             config.machine_type, config.accelerator_type, config.accelerator_count
         ),
         "replica_count": 1,
-        "container_spec": copy.deepcopy(container_spec),
+        "container_spec": container,
         "disk_spec": {"boot_disk_type": "pd-ssd", "boot_disk_size_gb": config.boot_disk_size_gb},
     }
     pools = [trainer]
@@ -133,7 +147,8 @@ def as_custom_job(component: Any, config: VertexTrainingConfig) -> Any:
         config: compile-time settings.
 
     Returns:
-        A component with the same inputs and outputs whose task launches a custom job.
+        A component with the same inputs and outputs whose task launches a custom job; its
+        extra inputs include ``encryption_spec_key_name`` (the pipeline passes ``kms_key``).
     """
     from google_cloud_pipeline_components.v1.custom_job import (
         create_custom_training_job_from_component,
@@ -150,7 +165,6 @@ def as_custom_job(component: Any, config: VertexTrainingConfig) -> Any:
         timeout=config.timeout,
         service_account=config.service_account,
         network=config.network,
-        encryption_spec_key_name=config.kms_key,
     )
     pools_input = wrapped.component_spec.inputs["worker_pool_specs"]
     # GCPC fills command/args with the executor placeholders; keep them, redo the pools.

@@ -2,16 +2,19 @@
 
 import pytest
 
-from vertex_imbalanced.errors import PipelineInputError
+from vertex_imbalanced.errors import InputProblemsError, PipelineInputError
 from vertex_imbalanced.run_parameters import (
     RunConfig,
     convert_parameter,
+    effective_values,
+    kms_key_problem,
     merge_flags,
     parse_pairs,
     read_run_config,
     resolve_parameters,
     split_commas,
     template_parameters,
+    value_problems,
 )
 
 DECLARED = {
@@ -128,16 +131,105 @@ def test_resolve_converts_fills_derived_and_keeps_given_over_derived():
     assert resolve_parameters(DECLARED, given, {"registry_uri": "vertex://p/r"}) == given
 
 
-def test_resolve_names_unknown_and_missing_parameters():
-    with pytest.raises(PipelineInputError) as caught:
-        resolve_parameters(DECLARED, {"learning_rate": "0.1", "zzz": "1"})
-    assert str(caught.value).startswith("unknown pipeline parameter(s) ['learning_rate', 'zzz'];")
-    assert "the pipeline takes: columns, epochs, extra, feature_config" in str(caught.value)
-    with pytest.raises(PipelineInputError) as caught:
+def test_resolve_names_every_unknown_wrong_and_missing_parameter_at_once():
+    with pytest.raises(InputProblemsError) as caught:
+        resolve_parameters(DECLARED, {"learning_rate": "0.1", "zzz": "1", "epochs": "x"})
+    unknown, wrong, missing = caught.value.problems
+    assert unknown.startswith("unknown pipeline parameter(s) ['learning_rate', 'zzz'];")
+    assert "the pipeline takes: columns, epochs, extra, feature_config" in unknown
+    assert wrong == "parameter 'epochs' expects an integer (NUMBER_INTEGER), got 'x'"
+    assert missing == (
+        "missing required pipeline parameter(s) ['feature_config', 'registry_uri', "
+        "'source_uri']: pass --param NAME=VALUE"
+    )
+    with pytest.raises(InputProblemsError) as caught:
         resolve_parameters(DECLARED, {"feature_config": "{}"})
-    assert str(caught.value) == (
+    assert caught.value.problems == (
         "missing required pipeline parameter(s) ['registry_uri', 'source_uri']: "
-        "pass --param NAME=VALUE"
+        "pass --param NAME=VALUE",
+    )
+
+
+@pytest.mark.parametrize("text", ["nan", "NaN", "inf", "-inf", "Infinity", float("nan")])
+def test_a_number_must_be_finite(text):
+    with pytest.raises(PipelineInputError) as caught:
+        convert_parameter("tolerance", "NUMBER_DOUBLE", text)
+    assert str(caught.value) == f"parameter 'tolerance' must be a finite number, got {text!r}"
+
+
+GOOD = {
+    "source_uri": "bq://data-project.sales.orders",
+    "feature_config": '{"label": "y", "key": "id"}',
+    "registry_uri": "vertex://my-project/us-central1",
+    "train_ratio": 0.7,
+    "validation_ratio": 0.2,
+    "test_ratio": 0.1,
+    "imbalance_mode": "downsample_upweight",
+    "imbalance_max_ratio": 10.0,
+    "imbalance_target_share": 0.0,
+    "hyperparameters": "{}",
+    "tolerance": 0.0,
+    "model_display_name": "",
+    "model_labels": '{"team": "ml"}',
+    "output_dataset": "other-project.out",
+    "kms_key": "projects/k/locations/us-central1/keyRings/r/cryptoKeys/c",
+}
+
+
+def test_values_that_the_steps_accept_raise_no_problem():
+    assert value_problems(GOOD, region="us-central1") == []
+    # 0.7 + 0.2 + 0.1 is 0.9999999999999999 in floats: within 1e-9 of 1
+    assert value_problems({**GOOD, "registry_uri": "local:///gcs/bucket/registry"}) == []
+
+
+@pytest.mark.parametrize(
+    ("changes", "problem"),
+    [
+        ({"source_uri": "duckdb:///data.db?table=t"}, "parameter 'source_uri': "
+         "'duckdb:///data.db?table=t' is not a BigQuery table: use bq://PROJECT.DATASET.TABLE"),
+        ({"source_uri": "bq://sales.orders"}, "parameter 'source_uri': BigQuery URI "),
+        ({"feature_config": '{"lable": "y"}'}, "parameter 'feature_config': unknown feature "
+         "config keys ['lable']"),
+        ({"feature_config": '{"label": "y z"}'}, "parameter 'feature_config': invalid column name"),
+        ({"test_ratio": 0.2}, "parameters train_ratio, validation_ratio, test_ratio: "
+         "(0.7, 0.2, 0.2) sums to 1.1, not 1"),
+        ({"test_ratio": 0.1 + 2e-9}, "parameters train_ratio, validation_ratio, test_ratio: "
+         "(0.7, 0.2, 0.100000002) sums to "),
+        ({"test_ratio": 0.0, "train_ratio": 0.8}, "parameters train_ratio, validation_ratio, "
+         "test_ratio: 0.0 must be greater than 0"),
+        ({"imbalance_max_ratio": 0.5}, "parameter 'imbalance_*': max_ratio must be >= 1"),
+        ({"tolerance": -0.1}, "parameter 'tolerance': -0.1 must be >= 0"),
+        ({"model_display_name": "x" * 129}, "parameter 'model_display_name': model display"),
+        ({"model_labels": '{"a": "B"}'}, "parameter 'model_labels': model_labels a='B'"),
+        ({"model_labels": "[1]"}, "parameter 'model_labels': must be a JSON object"),
+        ({"registry_uri": "vertex://p/us"}, "parameter 'registry_uri': 'vertex://p/us' is not"),
+        ({"output_dataset": "bad-dataset"}, "parameter 'output_dataset': invalid dataset"),
+        ({"hyperparameters": '{"epoch": 3}'}, "parameter 'hyperparameters': unknown "),
+        ({"kms_key": "projects/k/locations/eu/keyRings/r/cryptoKeys/c"},
+         "parameter 'kms_key': the key is in location 'eu' but the job runs in 'us-central1'"),
+    ],
+)  # fmt: skip
+def test_each_bad_value_is_one_line_naming_the_parameter(changes, problem):
+    problems = value_problems({**GOOD, **changes}, region="us-central1")
+    assert len(problems) == 1 and problems[0].startswith(problem), problems
+
+
+def test_effective_values_take_defaults_for_what_was_not_given():
+    assert effective_values(DECLARED, {"epochs": 9}) == {
+        "min_metric": 0.5,
+        "epochs": 9,
+        "strict": False,
+        "extra": {},
+    }
+
+
+def test_kms_key_form_and_region():
+    key = "projects/p/locations/us-central1/keyRings/r/cryptoKeys/k"
+    assert kms_key_problem("--kms-key", key, "us-central1") is None
+    assert kms_key_problem("--kms-key", "", "us-central1") is None
+    assert kms_key_problem("--kms-key", key + "/cryptoKeyVersions/1") == (
+        f"--kms-key: {key + '/cryptoKeyVersions/1'!r} is not a Cloud KMS key: use "
+        "projects/P/locations/L/keyRings/R/cryptoKeys/K"
     )
 
 

@@ -13,6 +13,9 @@ Read from the environment at call time (never at import time):
   ``MultiWorkerMirroredStrategy`` reads. The primary may be called ``chief`` or ``master``
   (older Vertex / AI Platform jobs): ``master`` is renamed ``chief``.
 * otherwise more than one visible GPU means ``MirroredStrategy``; else the default strategy.
+* Workers with GPUs all-reduce with NCCL (:func:`collective_implementation`; Vertex's Reduction
+  Server is an NCCL plugin, so it serves only NCCL all-reduce); CPU workers let TensorFlow
+  choose (ring all-reduce).
 
 Each worker reads a disjoint part of the table
 (:func:`vertex_imbalanced.reading.sources.base.worker_shard` with ``WorkerInfo.index`` /
@@ -177,6 +180,19 @@ def worker_info(tf_config: Mapping[str, Any] | None) -> WorkerInfo:
     return WorkerInfo(index=0, count=max(count, 1), is_chief=False, task_type=task_type)
 
 
+def collective_implementation(num_gpus: int) -> str:
+    """The ``CommunicationImplementation`` name for multi-worker all-reduce.
+
+    Args:
+        num_gpus: GPUs visible to this worker.
+
+    Returns:
+        ``"NCCL"`` with GPUs (needed by the Reduction Server's NCCL plugin, and the fastest
+        GPU all-reduce), ``"AUTO"`` without (TensorFlow uses ring all-reduce on CPUs).
+    """
+    return "NCCL" if num_gpus > 0 else "AUTO"
+
+
 def choose_strategy(environ: Mapping[str, str] | None = None) -> DistributionContext:
     """Build the strategy for this process from the environment.
 
@@ -204,7 +220,15 @@ def choose_strategy(environ: Mapping[str, str] | None = None) -> DistributionCon
         )
     if info.count > 1:
         os.environ["TF_CONFIG"] = json.dumps(tf_config)
-        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        # Physical devices only: listing logical ones would start the runtime before the
+        # collective ops are configured.
+        implementation = collective_implementation(len(tf.config.list_physical_devices("GPU")))
+        communication = tf.distribute.experimental.CommunicationOptions(
+            implementation=getattr(
+                tf.distribute.experimental.CommunicationImplementation, implementation
+            )
+        )
+        strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=communication)
         return DistributionContext(strategy, "multi_worker", info)
     if len(tf.config.list_logical_devices("GPU")) > 1:
         return DistributionContext(tf.distribute.MirroredStrategy(), "mirrored", info)
