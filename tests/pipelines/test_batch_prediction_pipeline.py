@@ -1,22 +1,40 @@
-"""The batch prediction pipeline: compiles offline, and runs locally under kfp.local.
+"""The batch prediction pipeline: compiles offline, and runs locally as ``predict_local.py``.
 
-The local run uses the same definition as Vertex: resolve the champion of a local registry,
-score a DuckDB table with Beam's DirectRunner, publish the predictions table, monitor.
+One module fixture does what the README's local commands do, once: ``run_local.py`` trains the
+demo table (small: 10k rows, 10 epochs) into a registry, then ``predict_local.py`` scores
+
+- a fresh sample of the training distribution, written by the test into a user's DuckDB file
+  (``--input``): no alert, and the file is byte-identical afterwards;
+- ``--demo-shift --adjust-probabilities``: the demo sample with ``x1`` and ``color`` shifted on
+  purpose: skew alerts on exactly those two features, and the adjusted probabilities of the
+  run's EM prior.
+
+Both runs use the same pipeline definition as Vertex AI under kfp.local: resolve the champion,
+score with Beam's DirectRunner, publish into the run's work database, monitor.
 """
 
+import contextlib
+import hashlib
+import io
 import json
+from pathlib import Path
 
 import duckdb
+import numpy as np
 import pytest
 import yaml
-from conftest_models import build_tiny_model, make_table
+from conftest_models import build_tiny_model
 
+import predict_local
+import run_local
 from pipelines.batch_prediction_pipeline import build_pipeline
-from vertex_imbalanced.config import FeatureSpec
+from pipelines.local_batch_prediction import STEPS, SUMMARY_FILE, WORK_DB, default_model_name
+from vertex_imbalanced.monitoring.prior_shift import adjust_probabilities
 from vertex_imbalanced.registry.local import LocalRegistry
+from vertex_imbalanced.warehouse.demo_data import SHIFTED_FEATURES, write_demo_duckdb
 
-CLASSES = ("low", "mid", "high")
-SPEC = FeatureSpec(label="label", key="id", numeric=("x",), categorical=("color",))
+TRAIN = ["--rows", "10000", "--epochs", "10", "--batch-size", "128", "--learning-rate", "1e-2"]
+SCORE_ROWS = 3000
 
 
 def test_compiles_and_validates_offline(tmp_path):
@@ -29,8 +47,16 @@ def test_compiles_and_validates_offline(tmp_path):
     spec = yaml.safe_load(path.read_text())
     params = spec["root"]["inputDefinitions"]["parameters"]
     required = {n for n, p in params.items() if "defaultValue" not in p}
-    assert required == {"input_uri", "registry_uri", "output_location", "staging_root"}
+    # model_name is required: training derives it from its table and label
+    assert required == {
+        "input_uri",
+        "registry_uri",
+        "output_location",
+        "staging_root",
+        "model_name",
+    }
     assert params["model_alias"]["defaultValue"] == "champion"
+    assert params["adjusted_probabilities"]["defaultValue"] is False
     assert sorted(spec["root"]["dag"]["tasks"]) == [
         "batch-predict",
         "importer",
@@ -53,6 +79,7 @@ def test_compiles_and_validates_offline(tmp_path):
             "registry_uri": "vertex://p/us-central1",
             "output_location": "bq://p.d",
             "staging_root": "gs://bucket/staging",
+            "model_name": "d.t-label",
         },
         project="p",
         location="us-central1",
@@ -61,54 +88,137 @@ def test_compiles_and_validates_offline(tmp_path):
     assert job._gca_resource.runtime_config.parameter_values["input_uri"] == "bq://p.d.t"
 
 
+def sha256(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def predict(argv, out_dir, registry, store):
+    """(exit status, stdout lines, stderr, summary or None) of one predict_local.py call."""
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        rc = predict_local.main(
+            [
+                *argv,
+                "--output-dir",
+                str(out_dir),
+                "--registry",
+                str(registry),
+                "--statistics-store",
+                str(store),
+                "--rows",
+                str(SCORE_ROWS),
+            ]
+        )
+    path = out_dir / SUMMARY_FILE
+    summary = json.loads(path.read_text()) if path.is_file() else None
+    return rc, stdout.getvalue().splitlines(), stderr.getvalue(), summary
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    base = tmp_path_factory.mktemp("predict")
+    registry, store = base / "registry", base / "statistics.duckdb"
+    with contextlib.redirect_stdout(io.StringIO()):
+        trained = run_local.main(
+            [*TRAIN, "--output-dir", str(base / "train"), "--registry", str(registry)]
+            # what `make run` registers under: the name derived from the demo table and label
+            + ["--model-name", default_model_name(), "--min-metric", "0"]
+        )
+    assert trained == 0, "run_local did not register a champion"
+    user_db = base / "user.duckdb"
+    fresh_uri = write_demo_duckdb(user_db, SCORE_ROWS, seed=23, table="fresh")
+    before = sha256(user_db)
+    fresh = predict(["--input", fresh_uri], base / "fresh", registry, store)
+    after = sha256(user_db)
+    shifted = predict(["--demo-shift", "--adjust-probabilities"], base / "shifted", registry, store)
+    return {
+        "base": base,
+        "registry": registry,
+        "store": store,
+        "user_db": user_db,
+        "hashes": (before, after),
+        "fresh": fresh,
+        "shifted": shifted,
+    }
+
+
+def read_predictions(summary):
+    from vertex_imbalanced.batch_prediction.output import parse_destination
+
+    _, table, database = parse_destination(summary["predictions"]["output_uri"])
+    with duckdb.connect(database, read_only=True) as con:
+        return con.sql(f"SELECT * FROM {table.duckdb}").to_arrow_table(), database
+
+
 @pytest.mark.slow
-def test_local_run_scores_publishes_and_monitors(tmp_path):
-    from kfp import local
+def test_fresh_sample_is_scored_into_the_work_database_with_no_alert(runs):
+    rc, lines, err, summary = runs["fresh"]
+    assert rc == 0, err
+    assert summary["alerts"] == [] and "monitoring: 0 alert(s)" in lines
+    assert summary["model"]["name"] == default_model_name()
+    assert summary["model"]["version"] == "1"
+    started = [line.split() for line in lines if line.endswith(" ...")]
+    assert [words[0] for words in started] == ["[1/4]", "[2/4]", "[3/4]", "[4/4]"]
+    assert sorted(words[1] for words in started) == sorted(STEPS)
+    predictions, database = read_predictions(summary)
+    assert database == str(runs["base"] / "fresh" / WORK_DB)
+    assert predictions.num_rows == summary["predictions"]["rows"] == SCORE_ROWS
+    assert "adjusted_probabilities" not in predictions.column_names  # only when asked
+    monitoring = json.loads(Path(summary["paths"]["monitoring"]).read_text())
+    assert {d["feature"] for d in monitoring["skew"]} == {
+        "x1", "x2", "x3", "n_items", "is_member", "color", "region"
+    }  # fmt: skip
+    assert monitoring["prediction"]["rows"] == SCORE_ROWS  # read across the two files
 
-    from vertex_imbalanced.monitoring.statistics import (
-        training_statistics,
-        write_training_statistics,
+
+@pytest.mark.slow
+def test_the_users_duckdb_file_is_only_read(runs):
+    before, after = runs["hashes"]
+    assert before == after
+    with duckdb.connect(str(runs["user_db"]), read_only=True) as con:
+        assert con.sql("SELECT table_name FROM duckdb_tables()").fetchall() == [("fresh",)]
+
+
+@pytest.mark.slow
+def test_shifted_demo_sample_flags_skew_on_the_shifted_features(runs):
+    rc, lines, err, summary = runs["shifted"]
+    assert rc == 0, err
+    skewed = {a.split("'")[1] for a in summary["alerts"] if a.startswith("skew")}
+    assert skewed == set(SHIFTED_FEATURES) == {"x1", "color"}
+    assert any(line.startswith("  ALERT skew: feature 'x1'") for line in lines)
+    assert summary["input"].startswith("shifted demo sample")
+
+
+@pytest.mark.slow
+def test_adjusted_probabilities_use_the_runs_em_prior(runs):
+    _, _, _, summary = runs["shifted"]
+    predictions, _ = read_predictions(summary)
+    classes = summary["predictions"]["classes"]
+    em_prior = summary["predictions"]["em_prior"]
+    monitoring = json.loads(Path(summary["paths"]["monitoring"]).read_text())["prediction"]
+    # the monitor's EM prior of the published table is the one the column was adjusted to
+    np.testing.assert_allclose(
+        [monitoring["em_prior"][c] for c in classes], [em_prior[c] for c in classes], atol=1e-9
+    )
+    train = np.array([monitoring["training_prior"][c] for c in classes])
+    probs = np.array(predictions.column("probabilities").to_pylist())
+    expected = adjust_probabilities(probs, train / train.sum(), [em_prior[c] for c in classes])
+    np.testing.assert_allclose(
+        np.array(predictions.column("adjusted_probabilities").to_pylist()), expected, atol=1e-9
     )
 
-    db = tmp_path / "data.duckdb"
-    with duckdb.connect(str(db)) as con:
-        con.register("t", make_table(CLASSES, [3000, 1500, 500], seed=2))
-        con.execute("CREATE TABLE train AS SELECT * FROM t")
-        con.register("s", make_table(CLASSES, [600, 300, 100], seed=9))
-        con.execute("CREATE TABLE fresh AS SELECT * FROM s")
-    model_dir = build_tiny_model(tmp_path / "model", CLASSES)
-    stats = training_statistics(
-        f"duckdb://{db}?table=train",
-        SPEC,
-        split_ratios=(0.8, 0.1, 0.1),
-        class_counts={"low": 2400, "mid": 1200, "high": 400},
-    )
-    write_training_statistics(model_dir, stats)
+
+def test_an_unknown_model_name_lists_the_registry_models(tmp_path):
     registry = LocalRegistry(tmp_path / "registry")
-    registry.register("clf", str(model_dir), {"macro_f1": 0.9}, {}, "train-run", True)
-
-    root = tmp_path / "root"
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
-    pipeline = build_pipeline(retries=False)
-    task = pipeline(
-        input_uri=f"duckdb://{db}?table=fresh",
-        registry_uri=f"local://{registry.root}",
-        # the monitor reads the predictions beside the scored table (one DuckDB file)
-        output_location=f"duckdb://{db}",
-        staging_root=str(tmp_path / "staging"),
-        model_name="clf",
-        key="id",
-        statistics_store=str(tmp_path / "store.duckdb"),
-    )
-    assert task is not None
-    with duckdb.connect(str(db), read_only=True) as con:
-        tables = con.execute("SELECT table_name FROM duckdb_tables() ORDER BY 1").fetchall()
-        [(name,)] = [t for t in tables if t[0] not in ("fresh", "train")]
-        assert name.startswith("predictions_")
-        n, versions = con.execute(
-            f'SELECT count(*), list(DISTINCT model_version) FROM "{name}"'
-        ).fetchall()[0]
-    assert n == 1000 and versions == ["1"]
-    reports = list(root.rglob("monitoring.json"))
-    assert len(reports) == 1
-    assert json.loads(reports[0].read_text())["skew"]
+    model_dir = build_tiny_model(tmp_path / "model", ("a", "b"))
+    registry.register("churn-label", str(model_dir), {"macro_f1": 0.9}, {}, "r", True)
+    out = tmp_path / "out"
+    rc, _, err, _ = predict(["--model-name", "nope"], out, registry.root, tmp_path / "s.db")
+    assert rc == 2
+    assert "model 'nope' has no alias 'champion'" in err and "models there: churn-label" in err
+    assert not out.exists()  # nothing written
+    # a model trained before monitoring existed: one line naming its statistics file
+    rc, _, err, _ = predict(["--model-name", "churn-label"], out, registry.root, tmp_path / "s.db")
+    assert rc == 2 and "cannot read the training feature statistics" in err
+    assert "churn-label" in err and "feature_statistics.json" in err  # names the model's file
+    assert not out.exists()
