@@ -2,7 +2,8 @@
 
 - ``training_pipeline``: prepare -> train -> evaluate -> champion -> gate -> register.
 - ``batch_prediction_pipeline``: resolve model -> batch predict.
-- ``vertex_training``: the train step as a Vertex AI custom job (worker pools, Reduction Server).
+- ``vertex_training``: the train step as a Vertex AI custom job (worker pools, GPU image,
+  Reduction Server).
 - ``compilation``: every pipeline to ``build/<name>.yaml``, validated offline (``compile.py``).
 - ``submission``: submit or schedule a compiled pipeline on Vertex AI (``submit.py``).
 - ``local_run``: run the training pipeline with kfp.local and DuckDB (``run_local.py``).
