@@ -109,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--model-name",
-        help="registered model name (default: pipelines.training_pipeline.DEFAULT_MODEL_NAME)",
+        help="registered model name (default: derived from the source table and label, e.g. demo-label)",
     )
     run.add_argument(
         "--imbalance-mode",

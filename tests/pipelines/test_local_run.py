@@ -162,8 +162,10 @@ def test_duckdb_source_repeats_the_split_and_is_gated_against_the_first_champion
     assert "no champion" not in second["gate"]["reason"]
     assert second["registered"]["version"] == "2"
     assert "champion" in second["registered"]["aliases"]
+    # no --model-name: the name is derived from the table and label, the same for both runs
+    assert second["registered"]["name"] == first["registered"]["name"] == "demo-label"
     versions = sorted(
-        p.name for p in (runs["registry"] / "imbalanced-classifier").iterdir() if p.name.isdigit()
+        p.name for p in (runs["registry"] / "demo-label").iterdir() if p.name.isdigit()
     )
     assert versions == ["1", "2"]
 
