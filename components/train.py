@@ -21,9 +21,11 @@ def train(
         prepared_data: PreparedData JSON from ``prepare_data`` (train/validation URIs, classes,
             feature spec, imbalance report).
         model: the model directory (``saved_model/``, ``model.keras``, ``model_metadata.json``);
-            metadata: framework, classes, feature spec, imbalance report.
+            metadata: framework, classes, feature spec, imbalance report, decision rule,
+            serving input names, training budget.
         metrics: final training metrics (validation loss/accuracy, epochs, rows per epoch).
-        hyperparameters: ``Hyperparameters`` fields as JSON (missing fields take defaults).
+        hyperparameters: ``Hyperparameters`` fields as JSON (missing fields take defaults;
+            batch_size, epochs, early_stopping_patience left out are fitted to the rows).
         feature_config: FeatureSpec JSON/YAML overriding the prepared spec ("" = use it).
         num_streams: read streams per split.
     """
@@ -49,6 +51,9 @@ def train(
             "classes": meta["classes"],
             "feature_spec": meta["feature_spec"],
             "imbalance": meta["imbalance"],
+            "decision_rule": meta["decision_rule"],
+            "serving_inputs": meta["serving_inputs"],
+            "training_budget": meta["training_budget"],
         }
     )
     for name, value in result.metrics.items():

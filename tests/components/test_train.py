@@ -52,6 +52,10 @@ def test_train_component_writes_model_and_metrics(tmp_path, prepared_uri):
     assert meta["training_metrics"]["epochs_run"] == 2
     weighted = sum(prepared.imbalance["weighted_counts"].values())
     assert meta["training_metrics"]["train_weighted_rows"] == pytest.approx(weighted, rel=1e-4)
+    assert meta["decision_rule"]["chosen_on"] == "validation"
+    assert meta["serving_inputs"] == {c: c for c in prepared.spec.features}
+    budget = meta["training_budget"]
+    assert (budget["batch_size"], budget["epochs_source"]) == (128, "user")
     assert not list(root.rglob("*.partial")) and not list(root.rglob("*.backup"))
 
 
