@@ -93,11 +93,34 @@ _EPOCH_LINE = re.compile(r"^\s*(?:\[[^\]]*\]:?\s*)?(epoch \d+/\d+: .*)$")
 _DISK_FULL = re.compile(r"No space left on device|Errno 28|ENOSPC|Disk quota exceeded")
 
 
+def local_model_name(options: LocalRunOptions, label: str) -> str:
+    """The registry name of a local run: ``--model-name``, or derived from the user's table.
+
+    The pipeline would derive the name from the table it reads, which locally is always the
+    run's staged copy; the user's own table (the DuckDB table, the CSV/Parquet file's stem, or
+    ``demo``) keeps reruns on the same data under one champion and different data apart.
+    """
+    from vertex_imbalanced.reading.sources.duckdb_source import duckdb_uri
+    from vertex_imbalanced.registry.champion import default_model_name
+    from vertex_imbalanced.warehouse.local_import import split_source
+
+    if options.model_name:
+        return options.model_name
+    if options.source is None:
+        return default_model_name(duckdb_uri("/demo.duckdb", "demo"), label)
+    kind, path = split_source(options.source)
+    if kind == "duckdb":
+        return default_model_name(options.source, label)
+    stem = re.sub(r"\W", "_", path.stem, flags=re.ASCII).strip("_") or "table"
+    if stem[0].isdigit():
+        stem = f"t_{stem}"
+    return default_model_name(duckdb_uri("/local.duckdb", stem), label)
+
+
 def pipeline_arguments(
     options: LocalRunOptions, source: LocalSource, registry: Path
 ) -> dict[str, Any]:
     """The pipeline's parameter values for a local run."""
-    from pipelines.training_pipeline import DEFAULT_MODEL_NAME
     from vertex_imbalanced.registry.provenance import current_git_commit
 
     train, validation, test = options.split_ratios or DEFAULT_SPLIT_RATIOS
@@ -112,7 +135,7 @@ def pipeline_arguments(
         "hyperparameters": json.dumps(options.hyperparameters()),
         "min_metric": options.min_metric,
         "tolerance": options.tolerance,
-        "model_display_name": options.model_name or DEFAULT_MODEL_NAME,
+        "model_display_name": local_model_name(options, source.spec.label),
         "registry_uri": f"local://{registry}",
         "git_commit": current_git_commit(),
     }
