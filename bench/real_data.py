@@ -190,7 +190,9 @@ def _read_split(uri: str) -> pd.DataFrame:
         return con.sql(f"SELECT * FROM {quoted}").df()
 
 
-def run_ours(table: Table, seed: int, work: Path, gate: bool) -> OursResult:
+def run_ours(
+    table: Table, seed: int, work: Path, gate: bool, hyperparameters: dict | None = None
+) -> OursResult:
     """Stage, prepare, train and evaluate ``table`` with the defaults (module docstring).
 
     Args:
@@ -198,6 +200,8 @@ def run_ours(table: Table, seed: int, work: Path, gate: bool) -> OursResult:
         seed: split seed (the key's shift).
         work: an empty directory for the run's files.
         gate: also decide the gate (no champion) and register the model when it passes.
+        hyperparameters: ``Hyperparameters`` fields to set (None: the defaults, as the bench
+            runs; for investigations only).
     """
     from pipelines.local_input import LocalRunOptions, prepare_input
     from vertex_imbalanced import options_check as check
@@ -226,7 +230,9 @@ def run_ours(table: Table, seed: int, work: Path, gate: bool) -> OursResult:
     model_dir = run_dir / "model"
     trained = train_prepared(
         prepared,
-        Hyperparameters.from_dict(options.hyperparameters()),
+        Hyperparameters.from_dict(
+            options.hyperparameters() if hyperparameters is None else hyperparameters
+        ),
         model_dir,
         backup_dir=backup_dir_for(model_dir),
     )
