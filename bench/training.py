@@ -10,8 +10,8 @@ The model is the inner model of ``vertex_imbalanced.training.model.build_model``
 ``vertex_imbalanced.training.trainer`` (SparseCategoricalCrossentropy, Adam, weighted accuracy). The same batches,
 read once and then served from memory (``Dataset.cache``), are the in-memory baseline.
 Each measurement is one ``fit`` epoch after a warm-up epoch; the two feeds alternate ``--repeat``
-times. The trainer keeps a split whose encoded batches fit in ``trainer.CACHE_BYTES`` (256 MiB;
-1M rows of this table take ~60 MB) in memory after its first pass, so the **first epoch** (read
+times. The trainer keeps a split whose encoded batches fit in ``trainer.CACHE_BYTES`` (256 MiB; 1M
+rows of this table take ~60 MB) in memory after its first pass, so the **first epoch** (read
 and encode from the source; a freshly built feed each time) and the **later epochs** are
 measured apart: ``overhead`` is the later epochs', ``first_epoch_overhead`` the first's. A split
 above the budget streams every epoch (its later epochs cost what its first does). The verdict uses each feed's best epoch (as ``timeit`` does: on a shared machine other

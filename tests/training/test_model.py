@@ -68,9 +68,13 @@ def test_feature_stats_rejects_all_null_categorical_column():
         stats_of(table(color=pa.array([None] * 6, pa.string())))
 
 
-def test_feature_stats_rejects_infinite_values():
-    with pytest.raises(PipelineInputError, match=r"'x' of t holds 1 infinite"):
-        stats_of(table(x=pa.array([1.0, 2.0, float("inf"), 1.0, 1.0, 1.0])))
+def test_feature_stats_count_infinite_values_as_missing():
+    """The feeds read +-inf as missing (one rule for every feed, reading.datasets)."""
+    stats = stats_of(table(x=pa.array([1.0, 2.0, float("inf"), 1.0, 1.0, -float("inf")])))
+    assert (stats.numeric["x"].present, stats.numeric["x"].missing) == (4, 2)
+    assert stats.numeric["x"].mean == pytest.approx(
+        np.average([1.0, 2.0, 1.0, 1.0], weights=[1, 2, 3, 1])
+    )
 
 
 def test_feature_stats_rejects_zero_rows():

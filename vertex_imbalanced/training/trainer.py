@@ -442,8 +442,9 @@ def training_dataset(
 
     The shuffle order is the same every epoch, so a run resumed from a backup sees the same
     batches as an uninterrupted one. For the same reason a split whose encoded batches fit in
-    :data:`CACHE_BYTES` (one worker) is kept in memory after its first pass: later epochs see
-    the very same batches without re-reading the source (tiny tables run many short epochs). Training weights are scaled to mean 1 over the split
+    :data:`CACHE_BYTES` (one worker) is kept in memory after its first pass (``Dataset.cache``,
+    which copies the tensors): later epochs see the very same batches without re-reading the
+    source (tiny tables run many short epochs). Training weights are scaled to mean 1 over the split
     (:func:`weight_scale`): their ratios, which restore the class prior, are unchanged, and the
     training loss stays on the scale of the (unweighted) validation loss.
 
@@ -461,6 +462,7 @@ def training_dataset(
     rows = stats.rows if rows is None else rows
     batch_size = hp.batch_size or auto_batch_size(stats.rows)
     options = FeedOptions(
+        cache_bytes=0,  # the feed's chunk cache breaks run-to-run determinism (READING.md)
         batch_size=batch_size,
         shard_index=ctx.worker.index if training else 0,
         num_shards=ctx.worker.count if training else 1,
