@@ -293,12 +293,6 @@ def test_compiled_pools_agree_with_tf_config_handling_and_nccl(distributed):
     assert collective_implementation(0) == "AUTO"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="the trainer still shards by stream (FeedOptions.shard_*), not with worker_shard: "
-    "requested in /tmp/work/requests/TRAINING.md (H13p); remove this mark when it passes",
-)
 def test_train_step_shards_for_four_workers_from_a_single_stream():
     from fakes.arrow_tables import make_wide_table
     from vertex_imbalanced.config import FeatureSpec
@@ -308,12 +302,9 @@ def test_train_step_shards_for_four_workers_from_a_single_stream():
     table = make_wide_table(400, n_float=2, n_string=0, seed=1, key=True)
     spec = FeatureSpec(label="label", numeric=("f00", "f01"), key="key")
     source = ArrowTableSource(table, num_streams=1, batch_rows=64)  # BigQuery may return one
-    try:
-        _, shard_rows = _training_stats(source, spec, ("0", "1"), 4)
-    except ValueError as err:  # today: "worker 1 of 4 gets no stream" (the expected failure)
-        if "gets no stream" in str(err):
-            raise
-        raise AssertionError(f"another error than the known one: {err}") from err
+    _, shard_rows = _training_stats(
+        source, spec, ("0", "1"), 4
+    )  # was: "worker 1 of 4 gets no stream"
     assert sum(shard_rows) == 400 and min(shard_rows) > 0
 
 

@@ -42,7 +42,7 @@ from vertex_imbalanced.reading.datasets import (
     make_encoded_dataset,
     raise_source_errors,
 )
-from vertex_imbalanced.reading.sources.base import RecordBatchSource
+from vertex_imbalanced.reading.sources.base import RecordBatchSource, worker_shard
 from vertex_imbalanced.training.budget import TrainingBudget, auto_batch_size, training_budget
 from vertex_imbalanced.training.early_stopping import ResumableEarlyStopping
 from vertex_imbalanced.training.export import export_model, staged_model_dir
@@ -362,17 +362,18 @@ def _training_stats(
 ) -> tuple[FeatureStats, list[int]]:
     """Statistics over the whole training split (identical on every worker) and shard sizes.
 
-    With several workers the split is read shard by shard, which gives each shard's row count:
-    every worker then runs the same number of steps (the smallest shard's), as collective
-    training requires.
+    With several workers the split is read shard by shard (:func:`worker_shard`: disjoint
+    shards that together hold every row, for any number of streams the source returns), which
+    gives each shard's row count: every worker then runs the same number of steps (the smallest
+    shard's), as collective training requires.
     """
     shard_rows: list[int] = []
 
     def batches() -> Iterator[Any]:
         for shard in range(workers):
             shard_rows.append(0)
-            options = FeedOptions(shard_index=shard, num_shards=workers)
-            ds = make_dataset(source, spec, options, classes=classes)
+            part = worker_shard(source, shard, workers, spec.key)
+            ds = make_dataset(part, spec, FeedOptions(), classes=classes)
             for batch in ds:
                 shard_rows[-1] += int(batch[1].shape[0])
                 yield batch
@@ -461,11 +462,11 @@ def training_dataset(
     """
     rows = stats.rows if rows is None else rows
     batch_size = hp.batch_size or auto_batch_size(stats.rows)
+    if training and ctx.worker.count > 1:  # this worker's rows: disjoint, all together cover all
+        source = worker_shard(source, ctx.worker.index, ctx.worker.count, spec.key)
     options = FeedOptions(
         cache_bytes=0,  # the feed's chunk cache breaks run-to-run determinism (READING.md)
         batch_size=batch_size,
-        shard_index=ctx.worker.index if training else 0,
-        num_shards=ctx.worker.count if training else 1,
         shuffle_batches=SHUFFLE_BATCHES if training else 0,
         seed=hp.seed,
     )
@@ -483,7 +484,7 @@ def training_dataset(
             ds = ds.cache()
     else:
         options = tf.data.Options()
-        # Streams are sharded by make_encoded_dataset; Keras must not shard again.
+        # The source is this worker's shard already; Keras must not shard again.
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
         ds = ds.with_options(options)
     return ds.repeat() if repeat else ds
