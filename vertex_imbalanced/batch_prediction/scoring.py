@@ -30,11 +30,7 @@ import pyarrow as pa
 
 from vertex_imbalanced.batch_prediction import output
 from vertex_imbalanced.errors import PipelineInputError, SchemaError
-from vertex_imbalanced.reading.schema import (
-    bigquery_type_name,
-    is_categorical_type,
-    is_numeric_type,
-)
+from vertex_imbalanced.reading.schema import check_feature_types
 from vertex_imbalanced.warehouse.identifiers import require_columns
 
 
@@ -76,20 +72,7 @@ class InputColumns:
                 its role (e.g. a STRING column the model reads as numeric).
         """
         require_columns(description, self.read_columns, list(schema.names))
-        for name in self.numeric:
-            t = schema.field(name).type
-            if not is_numeric_type(t):
-                raise SchemaError(
-                    f"column {name!r} of {description} is {bigquery_type_name(t)} ({t}) but the "
-                    "model reads it as a number; cast it in SQL or score another table"
-                )
-        for name in self.categorical:
-            t = schema.field(name).type
-            if not is_categorical_type(t):
-                raise SchemaError(
-                    f"column {name!r} of {description} is {bigquery_type_name(t)} ({t}) but the "
-                    "model reads it as a category (STRING, INT64 or BOOL)"
-                )
+        check_feature_types(description, schema, self.numeric, self.categorical)
         key_type = schema.field(self.key).type
         if pa.types.is_nested(key_type):
             raise SchemaError(f"key column {self.key!r} of {description} is {key_type}")

@@ -42,11 +42,7 @@ from sqlglot import exp
 
 from vertex_imbalanced.config import FeatureSpec
 from vertex_imbalanced.errors import PipelineInputError, SchemaError
-from vertex_imbalanced.reading.schema import (
-    bigquery_type_name,
-    is_categorical_type,
-    is_numeric_type,
-)
+from vertex_imbalanced.reading.schema import bigquery_type_name, check_feature_types
 from vertex_imbalanced.warehouse.engines import Warehouse, load_sql, render
 from vertex_imbalanced.warehouse.identifiers import TableRef, require_columns, validate_column
 
@@ -348,20 +344,7 @@ def check_feature_columns(description: str, schema: pa.Schema, spec: FeatureSpec
         SchemaError: a missing column (closest name given) or a wrong type.
     """
     require_columns(description, list(spec.features), list(schema.names))
-    for name in spec.numeric:
-        t = schema.field(name).type
-        if not is_numeric_type(t):
-            raise SchemaError(
-                f"column {name!r} of {description} is {bigquery_type_name(t)}; the model reads "
-                "it as numeric"
-            )
-    for name in spec.categorical:
-        t = schema.field(name).type
-        if not is_categorical_type(t):
-            raise SchemaError(
-                f"column {name!r} of {description} is {bigquery_type_name(t)}; the model reads "
-                "it as categorical (STRING, INT64 or BOOL)"
-            )
+    check_feature_types(description, schema, spec.numeric, spec.categorical)
 
 
 def feature_statistics(

@@ -16,6 +16,8 @@ BigQuery types arrive over the Storage Read API as Arrow types:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pyarrow as pa
 
 from vertex_imbalanced.config import FeatureSpec
@@ -79,6 +81,34 @@ def bigquery_type_name(t: pa.DataType) -> str:
     return str(t).upper()
 
 
+def check_feature_types(
+    description: str, schema: pa.Schema, numeric: Sequence[str], categorical: Sequence[str]
+) -> None:
+    """Check that feature columns (present in ``schema``) have a type fit for their role.
+
+    The one rule for training, evaluation, scoring and monitoring.
+
+    Raises:
+        SchemaError: a numeric feature whose type is not numeric (e.g. STRING), or a categorical
+            one that is not STRING, INT64 or BOOL; the message names the column and the table.
+    """
+    for name in numeric:
+        t = schema.field(name).type
+        if not is_numeric_type(t):
+            raise SchemaError(
+                f"column {name!r} of {description} is {bigquery_type_name(t)} but is listed as "
+                "numeric (the model reads it as a number); list it as categorical or cast it "
+                "in SQL"
+            )
+    for name in categorical:
+        t = schema.field(name).type
+        if not is_categorical_type(t):
+            raise SchemaError(
+                f"column {name!r} of {description} is {bigquery_type_name(t)} but is listed as "
+                "categorical (the model reads it as a category); use STRING, INT64 or BOOL"
+            )
+
+
 def check_schema(description: str, schema: pa.Schema, spec: FeatureSpec) -> None:
     """Check that every column the spec reads exists and has a type fit for its role.
 
@@ -96,20 +126,7 @@ def check_schema(description: str, schema: pa.Schema, spec: FeatureSpec) -> None
                 f"column {name!r} of {description} has unsupported type {bigquery_type_name(t)} "
                 f"({t}); supported: INT64, FLOAT64, NUMERIC, BOOL, STRING, DATE, TIMESTAMP"
             )
-    for name in spec.numeric:
-        t = schema.field(name).type
-        if not is_numeric_type(t):
-            raise SchemaError(
-                f"column {name!r} of {description} is {bigquery_type_name(t)} but is listed as "
-                "numeric; list it as categorical or cast it in SQL"
-            )
-    for name in spec.categorical:
-        t = schema.field(name).type
-        if not is_categorical_type(t):
-            raise SchemaError(
-                f"column {name!r} of {description} is {bigquery_type_name(t)} and cannot be "
-                "categorical; use STRING, INT64 or BOOL"
-            )
+    check_feature_types(description, schema, spec.numeric, spec.categorical)
     label_type = schema.field(spec.label).type
     if not is_label_type(label_type):
         raise LabelError(
