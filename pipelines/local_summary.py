@@ -22,6 +22,12 @@ METRIC_KEYS = (
     "confusion_matrix",
     "calibration",
     "classes",
+    "log_loss",
+    "roc_auc",
+    "pr_auc",
+    "operating_point",
+    "argmax",
+    "baselines",
 )
 """The keys of ``metrics.json`` copied into the summary."""
 
@@ -149,6 +155,37 @@ def _per_class_lines(per_class: dict[str, dict[str, float]]) -> list[str]:
     ]
 
 
+def _quality_lines(m: Mapping[str, Any]) -> list[str]:
+    """Log loss and AUCs, the operating point, and the baselines beside the model."""
+    lines = []
+    scores = [
+        f"{label} {m[key]:.4f}"
+        for key, label in (("log_loss", "log loss"), ("roc_auc", "ROC AUC"), ("pr_auc", "PR AUC"))
+        if isinstance(m.get(key), (int, float))
+    ]
+    if scores:
+        lines.append("      " + "  ".join(scores))
+    point = m.get("operating_point") or {}
+    if point:
+        rule = point.get("kind", "argmax")
+        if point.get("threshold") is not None:
+            rule += f" {point['threshold']:.4f}"
+        argmax_f1 = (m.get("argmax") or {}).get("macro_f1")
+        tail = f"; at argmax macro F1 {argmax_f1:.4f}" if argmax_f1 is not None else ""
+        lines.append(f"operating point: {rule}, chosen on {point.get('chosen_on', '?')}{tail}")
+    baselines = m.get("baselines") or {}
+    if baselines:
+        lines.append(
+            "baselines (same test rows): "
+            + "  ".join(
+                f"{name.replace('_', ' ')} macro F1 {row['macro_f1']:.4f}"
+                for name, row in baselines.items()
+                if isinstance(row, Mapping) and row.get("macro_f1") is not None
+            )
+        )
+    return lines
+
+
 def _registered_line(registered: dict[str, Any] | None) -> str:
     if not registered:
         return "registered: nothing"
@@ -188,6 +225,7 @@ def format_summary(summary: dict[str, Any]) -> str:
             "classes: " + "  ".join(f"{i}={name!r}" for i, name in enumerate(classes)),
             f"test: macro F1 {m['macro_f1']:.4f}  weighted F1 {m['weighted_f1']:.4f}  "
             f"accuracy {m['accuracy']:.4f}",
+            *_quality_lines(m),
             *_per_class_lines(m["per_class"] or {}),
             f"gate: {'PASSED' if gate['passed'] else 'REJECTED'} - {gate['reason']}",
             _registered_line(summary["registered"]),

@@ -237,3 +237,49 @@ def test_summary_prints_the_classes_and_the_skipped_rows():
         "test=0)",
         "classes: 0='bad'  1='good'",
     ]
+
+
+def test_summary_prints_log_loss_aucs_operating_point_and_baselines():
+    summary = {
+        "source": "lending.csv",
+        "data": {"classes": ["bad", "good"], "split_counts": {"test": {"bad": 5, "good": 95}}},
+        "metrics": {
+            "macro_f1": 0.56,
+            "weighted_f1": 0.9,
+            "accuracy": 0.91,
+            "per_class": {},
+            "log_loss": 0.2012,
+            "roc_auc": 0.7011,
+            "pr_auc": 0.1234,
+            "operating_point": {
+                "kind": "threshold",
+                "threshold": 0.0823,
+                "chosen_on": "validation",
+            },
+            "argmax": {"macro_f1": 0.4851},
+            "baselines": {
+                "prior": {"macro_f1": 0.4872},
+                "logistic_regression": {"macro_f1": 0.5561},
+            },
+        },
+        "gate": {"passed": True, "reason": "ok"},
+        "registered": None,
+        "paths": {"report": "/r.html"},
+    }
+    lines = format_summary(summary).splitlines()
+    assert "      log loss 0.2012  ROC AUC 0.7011  PR AUC 0.1234" in lines
+    assert (
+        "operating point: threshold 0.0823, chosen on validation; at argmax macro F1 0.4851"
+        in lines
+    )
+    assert (
+        "baselines (same test rows): prior macro F1 0.4872  logistic regression macro F1 0.5561"
+        in lines
+    )
+    # a metrics.json without them (older runs) prints none of these lines
+    plain = dict(summary, metrics={k: summary["metrics"][k] for k in ("macro_f1", "weighted_f1",
+                                                                      "accuracy", "per_class")})  # fmt: skip
+    assert not any(
+        line.startswith(("operating point", "baselines", "      log loss"))
+        for line in format_summary(plain).splitlines()
+    )
