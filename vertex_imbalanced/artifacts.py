@@ -61,3 +61,33 @@ def vertex_evaluation_path(evaluation: str | Path) -> Path:
 def model_metadata_path(model_dir: str | Path) -> Path:
     """``model_metadata.json`` of a model directory."""
     return Path(model_dir) / MODEL_METADATA_FILE
+
+
+MODEL_COMPLETE_FILE = "_COMPLETE"
+"""Completion marker of a model directory, written last by the train step (a file rename, never
+a directory rename: gcsfuse refuses those). A model directory without it is a killed run's."""
+
+
+def is_model_complete(model_dir: str | Path) -> bool:
+    """Whether ``model_dir`` (local, ``/gcs`` or ``gs://``) holds the completion marker."""
+    path = f"{str(model_dir).rstrip('/')}/{MODEL_COMPLETE_FILE}"
+    if "://" in path:
+        import tensorflow as tf
+
+        return tf.io.gfile.exists(path)
+    return Path(path).is_file()
+
+
+def check_model_complete(model_dir: str | Path) -> None:
+    """Refuse a model directory the train step did not finish (no :data:`MODEL_COMPLETE_FILE`).
+
+    Raises:
+        PipelineInputError: the marker is missing (names the directory).
+    """
+    if not is_model_complete(model_dir):
+        from vertex_imbalanced.errors import PipelineInputError
+
+        raise PipelineInputError(
+            f"model directory {str(model_dir)!r} is incomplete: it has no {MODEL_COMPLETE_FILE} "
+            "marker (the train step that wrote it did not finish; rerun the train step)"
+        )
