@@ -13,6 +13,7 @@ The predictions table is run-scoped (``predictions_<pipeline job name>``) and pu
 when complete; rerunning a run replaces it with the same result.
 """
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -22,22 +23,20 @@ from components.batch_predict import batch_predict
 from components.image import PROJECT_IMAGE
 from components.monitor import monitor
 from components.resolve_model import resolve_model
+from pipelines.step_policy import StepPolicy, apply_policy
 
 PIPELINE_NAME = "imbalanced-batch-prediction"
 
-# (cpu, memory) per step on Vertex; kfp.local ignores them. With Dataflow, the score step
-# only launches and waits; without it (DirectRunner on Vertex) it needs the "score" size.
-RESOURCES = {"score": ("4", "16G"), "monitor": ("1", "4G"), "small": ("0.5", "1G")}
-
-
-def _resources(task: dsl.PipelineTask, kind: str) -> dsl.PipelineTask:
-    cpu, memory = RESOURCES[kind]
-    return (
-        task.set_cpu_request(cpu)
-        .set_cpu_limit(cpu)
-        .set_memory_request(memory)
-        .set_memory_limit(memory)
-    )
+# On Vertex; kfp.local ignores resources. With Dataflow, the score step only launches and
+# waits; without it (DirectRunner on Vertex) it needs this size.
+# The alias moves between runs: never reuse a cached lookup.
+RESOLVE = StepPolicy("Resolve model", cache=False, cpu="0.5", memory="1G", retries=3, backoff="30s")
+# The input table changes between runs with the same parameters; a retry of the same run
+# replaces the run-scoped table with the same result.
+SCORE = StepPolicy("Batch predict", cache=False, cpu="4", memory="16G", retries=1, backoff="120s")
+MONITOR = StepPolicy(
+    "Monitor skew and drift", cache=False, cpu="1", memory="4G", retries=1, backoff="60s"
+)
 
 
 def build_pipeline(_vertex_training: Any = None, *, retries: bool = True) -> Callable[..., Any]:
@@ -51,10 +50,7 @@ def build_pipeline(_vertex_training: Any = None, *, retries: bool = True) -> Cal
     Returns:
         The ``@dsl.pipeline`` function, ready for ``Compiler().compile`` or a kfp.local call.
     """
-
-    def retry(task: dsl.PipelineTask, times: int, backoff: str) -> None:
-        if retries:
-            task.set_retry(num_retries=times, backoff_duration=backoff, backoff_factor=2.0)
+    step = functools.partial(apply_policy, retries=retries)
 
     @dsl.pipeline(
         name=PIPELINE_NAME,
@@ -127,10 +123,7 @@ def build_pipeline(_vertex_training: Any = None, *, retries: bool = True) -> Cal
             alias=model_alias,
             version=model_version,
         )
-        # The alias moves between runs: never reuse a cached lookup.
-        resolved.set_display_name("Resolve model").set_caching_options(False)
-        retry(resolved, 3, "30s")
-        _resources(resolved, "small")
+        step(resolved, RESOLVE)
 
         scored = batch_predict(
             resolved_json=resolved.outputs["resolved_json"],
@@ -146,11 +139,7 @@ def build_pipeline(_vertex_training: Any = None, *, retries: bool = True) -> Cal
             bigquery_location=bigquery_location,
             adjust_probabilities=adjusted_probabilities,
         )
-        # The input table changes between runs with the same parameters; a retry of the same
-        # run replaces the run-scoped table with the same result.
-        scored.set_display_name("Batch predict").set_caching_options(False)
-        retry(scored, 1, "120s")
-        _resources(scored, "score")
+        step(scored, SCORE)
 
         # The registered model directory as a Model artifact (no copy; lineage on Vertex).
         model = dsl.importer(
@@ -171,8 +160,6 @@ def build_pipeline(_vertex_training: Any = None, *, retries: bool = True) -> Cal
             window_seconds=window_seconds,
             fail_on_alert=fail_on_alert,
         )
-        monitored.set_display_name("Monitor skew and drift").set_caching_options(False)
-        retry(monitored, 1, "60s")
-        _resources(monitored, "monitor")
+        step(monitored, MONITOR)
 
     return batch_prediction_pipeline

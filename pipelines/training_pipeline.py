@@ -12,7 +12,6 @@ One definition serves Vertex AI and local runs; only configuration differs:
   ``build_pipeline(None)`` (train is an ordinary task).
 """
 
-import dataclasses
 import functools
 from collections.abc import Callable
 from typing import Any
@@ -25,6 +24,7 @@ from components.lookup_champion import lookup_champion
 from components.prepare_data import prepare_data
 from components.register import register
 from components.train import train
+from pipelines.step_policy import StepPolicy, apply_policy
 from pipelines.vertex_training import VertexTrainingConfig, as_custom_job
 from vertex_imbalanced.config import DEFAULT_IMBALANCE_MODE
 
@@ -33,27 +33,6 @@ DEFAULT_MODEL_NAME = ""
 """'' = derived per run from the source table and label
 (:func:`vertex_imbalanced.registry.champion.default_model_name`), so datasets never share a
 champion."""
-
-
-@dataclasses.dataclass(frozen=True)
-class StepPolicy:
-    """How one task runs on Vertex: display name, caching, retries and resources.
-
-    Attributes:
-        display_name: the task's name in the Vertex console.
-        cache: reuse an earlier run's outputs for the same inputs.
-        cpu: CPU request and limit, e.g. ``"0.5"`` (kfp.local ignores resources).
-        memory: memory request and limit, e.g. ``"1G"``.
-        retries: how many times a failed task is retried (0: never).
-        backoff: first wait before a retry (doubled each time), e.g. ``"60s"``.
-    """
-
-    display_name: str
-    cache: bool
-    cpu: str
-    memory: str
-    retries: int = 0
-    backoff: str = "0s"
 
 
 # The source table may change between runs with the same parameters: never cache prepare.
@@ -68,33 +47,6 @@ LOOK_UP_CHAMPION = StepPolicy(
 GATE = StepPolicy("Gate", cache=False, cpu="0.5", memory="1G")
 # Registration is idempotent per run id, so a retry never adds a second version.
 REGISTER = StepPolicy("Register", cache=False, cpu="0.5", memory="1G", retries=3, backoff="30s")
-
-
-def apply_policy(
-    task: dsl.PipelineTask, policy: StepPolicy, *, retries: bool = True, resources: bool = True
-) -> dsl.PipelineTask:
-    """Set a task's display name, caching, retries and resources from ``policy``.
-
-    Args:
-        task: the task to configure (changed in place).
-        policy: the settings.
-        retries: apply ``policy.retries``; False leaves the task without retries (local runs,
-            where a failure is not transient).
-        resources: apply ``policy.cpu``/``memory``; False for a task whose machine is set
-            elsewhere (the train step as a custom job).
-
-    Returns:
-        ``task``, for chaining.
-    """
-    task.set_display_name(policy.display_name).set_caching_options(policy.cache)
-    if retries and policy.retries:
-        task.set_retry(
-            num_retries=policy.retries, backoff_duration=policy.backoff, backoff_factor=2.0
-        )
-    if resources:
-        task.set_cpu_request(policy.cpu).set_cpu_limit(policy.cpu)
-        task.set_memory_request(policy.memory).set_memory_limit(policy.memory)
-    return task
 
 
 def optional_inputs(component: Any, **values: Any) -> dict[str, Any]:
