@@ -73,6 +73,20 @@ def _na_values(value: Any) -> tuple[str, ...]:
     return tuple(dict.fromkeys(str(v).strip() for v in value))
 
 
+def _refuse_case_twins(names: tuple[str | None, ...]) -> None:
+    """Refuse two different names that are equal ignoring case (one column to the engines)."""
+    seen: dict[str, str] = {}
+    for name in names:
+        if name is None:
+            continue
+        other = seen.setdefault(name.casefold(), name)
+        if other != name:
+            raise PipelineInputError(
+                f"columns {other!r} and {name!r} differ only in case; BigQuery and DuckDB "
+                "treat them as one column: rename one"
+            )
+
+
 @dataclasses.dataclass(frozen=True)
 class FeatureSpec:
     """Which columns play which role.
@@ -117,6 +131,7 @@ class FeatureSpec:
         for name in (self.key, self.weight):
             if name is not None:
                 validate_column(name)
+        _refuse_case_twins((self.label, *self.features, self.key, self.weight, *self.ignored))
         overlap = set(self.numeric) & set(self.categorical)
         if overlap:
             raise PipelineInputError(f"columns both numeric and categorical: {sorted(overlap)}")

@@ -219,7 +219,7 @@ def test_zero_training_rows(tmp_path):
     [
         {"label": "y; DROP TABLE t", "key": "key"},
         {"label": "y", "key": "key`; DROP TABLE t; --"},
-        {"label": "y", "key": "key", "numeric": ("x'",)},
+        {"label": "y", "key": "key", "numeric": ("x') OR (1",)},
     ],
 )
 def test_injection_in_the_spec_is_rejected(tmp_path, spec_kwargs):

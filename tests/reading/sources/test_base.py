@@ -57,7 +57,7 @@ def test_shard_restriction_partitions_keys_with_bigquery_semantics():
         seen.update(row[0] for row in con.sql(sql[0]).fetchall())
     assert seen == collections.Counter([*range(200), None])
     assert shard_restriction("id", 1, 3) == (
-        "ABS(MOD(FARM_FINGERPRINT(COALESCE(CAST(id AS STRING), '')), 3)) = 1"
+        "ABS(MOD(FARM_FINGERPRINT(COALESCE(CAST(`id` AS STRING), '')), 3)) = 1"
     )
 
 

@@ -78,20 +78,20 @@ def shard_restriction(key: str, shard_index: int, num_shards: int) -> str:
     ``farm_fingerprint`` UDF of :mod:`vertex_imbalanced.warehouse.fingerprint`.
 
     Args:
-        key: the key column (validated identifier).
+        key: the key column (any name :func:`validate_column` accepts; backquoted).
         shard_index: this worker's index, ``0 <= shard_index < num_shards``.
         num_shards: number of workers (>= 1).
 
     Returns:
         The predicate text, e.g.
-        ``ABS(MOD(FARM_FINGERPRINT(COALESCE(CAST(id AS STRING), '')), 3)) = 1``.
+        ``ABS(MOD(FARM_FINGERPRINT(COALESCE(CAST(`id` AS STRING), '')), 3)) = 1``.
 
     Raises:
         ValueError: shard arguments out of range.
         PipelineInputError: an invalid column name.
     """
     _check_shard(shard_index, num_shards)
-    column = validate_column(key)
+    column = f"`{validate_column(key)}`"  # any BigQuery column name: `my key`, `größe`
     return (
         f"ABS(MOD(FARM_FINGERPRINT(COALESCE(CAST({column} AS STRING), '')), {num_shards}))"
         f" = {shard_index}"
