@@ -36,7 +36,8 @@ def evaluate(
         batch_size: rows per prediction batch.
         baselines: also score the class prior and a logistic regression on the model's
             preprocessed features (fitted on the train split).
-        baseline_max_rows: most training rows the logistic regression is fitted on.
+        baseline_max_rows: most training rows the logistic regression is fitted on, and most
+            validation rows its decision rule is chosen on (uniform samples above it).
         model_name: the model's display name, for the report title.
         run_name: the pipeline run, for the report title.
         dataset: the source table, for the report title (default: the test split).

@@ -8,7 +8,12 @@ import pytest
 import tensorflow as tf
 
 from vertex_imbalanced.config import FeatureSpec, Hyperparameters
-from vertex_imbalanced.evaluation.baselines import TrainSample, features_model, sample_training_rows
+from vertex_imbalanced.evaluation.baselines import (
+    BoundedSample,
+    TrainSample,
+    features_model,
+    sample_training_rows,
+)
 from vertex_imbalanced.training.model import build_model
 from vertex_imbalanced.training.statistics import FeatureStats, NumericStats
 
@@ -88,3 +93,46 @@ def test_training_sample_is_uniform_bounded_and_counts_every_row():
         max_rows=1000,
     )
     np.testing.assert_array_equal(again.features, sample.features)  # seeded: same sample
+
+
+def _stream(rows, batch, seed=0):
+    rng = np.random.default_rng(seed)
+    for start in range(0, rows, batch):
+        n = min(batch, rows - start)
+        yield rng.random((n, 3)), np.arange(start, start + n)
+
+
+def test_bounded_sample_of_a_short_stream_is_the_whole_stream_in_order():
+    sample = BoundedSample(max_rows=1000)
+    parts = list(_stream(700, 64))
+    for probs, ids in parts:
+        sample.add(probs, ids)
+    probs, ids = sample.arrays()
+    np.testing.assert_array_equal(ids, np.arange(700))
+    np.testing.assert_array_equal(probs, np.concatenate([p for p, _ in parts]))
+    assert sample.rows == 700
+    assert BoundedSample(5).arrays() is None
+
+
+def test_bounded_sample_is_uniform_holds_at_most_twice_the_bound_and_is_seeded():
+    sample = BoundedSample(max_rows=2000)
+    for probs, ids in _stream(100_000, 4096):
+        sample.add(probs, ids)
+    probs, ids = sample.arrays()
+    assert sample.rows == 100_000 and ids.size == 2000 and probs.shape == (2000, 3)
+    assert sample.held_max <= 2 * 2000 + 4096  # never more than the bound, twice, plus a batch
+    assert np.all(np.diff(ids) > 0)  # distinct rows, in stream order
+    # uniform over the stream: each tenth of it holds about a tenth of the sample
+    counts = np.bincount(ids // 10_000, minlength=10)
+    assert counts.min() >= 150 and counts.max() <= 250
+    again = BoundedSample(max_rows=2000)
+    for p, i in _stream(100_000, 4096):
+        again.add(p, i)
+    np.testing.assert_array_equal(again.arrays()[1], ids)
+
+
+def test_bounded_sample_refuses_bad_input():
+    with pytest.raises(ValueError, match="max_rows"):
+        BoundedSample(0)
+    with pytest.raises(ValueError, match="lengths"):
+        BoundedSample(3).add(np.zeros(2), np.zeros(3))

@@ -315,7 +315,9 @@ def test_logistic_baseline_takes_the_same_kind_of_rule_and_a_bounded_sample(bina
     assert lr["train_rows"] == 2000 and lr["sample_rate"] == 0.25
     assert 400 <= lr["sampled_rows"] <= 500  # a uniform Bernoulli sample, capped at the bound
     op = lr["operating_point"]
-    assert op["chosen_on"] == "validation" and op["validation_rows"] == 1000
+    # the rule is chosen on a uniform sample of the validation split, bounded like the fit's
+    assert op["chosen_on"] == "validation" and op["validation_rows"] == 500
+    assert lr["validation_rows_read"] == 1000
     assert op["kind"] in ("threshold", "argmax") and op["validation_argmax_metric"] is not None
     assert set(lr) >= {"macro_f1", "macro_precision", "macro_recall", "accuracy", "log_loss"}
     assert lr["roc_auc"] > 0.8

@@ -10,7 +10,9 @@
   a uniform sample of at most :data:`MAX_TRAIN_ROWS` rows of the training split (a seeded
   Bernoulli sample at rate ``max_rows / train rows``), with the training weights (rescaled to
   mean 1) like the model, and decides with the same kind of rule as the model, chosen on the
-  validation split by :func:`~vertex_imbalanced.evaluation.decision_rule.choose_decision_rule`.
+  validation split by :func:`~vertex_imbalanced.evaluation.decision_rule.choose_decision_rule`
+  (on a uniform sample of at most the same number of validation rows, :class:`BoundedSample`,
+  so the evaluate step's memory does not grow with the table).
 
 The preprocessed-features tensor is found in the model loaded from ``model.keras``, in this
 order: a layer named :data:`FEATURE_LAYERS` (``preprocessed_features``, then today's
@@ -164,6 +166,79 @@ def sample_training_rows(
     return TrainSample(
         np.concatenate(parts), np.concatenate(labels), np.concatenate(weights), sums, rows, rate
     )
+
+
+class BoundedSample:
+    """A uniform sample of at most ``max_rows`` rows of a stream of batches, in bounded memory.
+
+    Priority sampling: each row gets a seeded uniform random priority and the ``max_rows``
+    rows with the smallest priorities are kept, so the sample is uniform without knowing the
+    stream's length; at most ``2 * max_rows`` rows are held at any time. The kept rows come
+    back in stream order, so a stream of at most ``max_rows`` rows comes back whole and
+    unchanged. Same batches in the same order and the same seed give the same sample.
+
+    Args:
+        max_rows: most rows kept (>= 1).
+        seed: priority seed.
+
+    Raises:
+        ValueError: ``max_rows`` < 1.
+    """
+
+    def __init__(self, max_rows: int, seed: int = SAMPLE_SEED) -> None:
+        if max_rows < 1:
+            raise ValueError(f"max_rows must be >= 1, got {max_rows}")
+        self.max_rows = max_rows
+        self.rows = 0
+        """Rows added so far (the whole stream, kept or not)."""
+        self.held_max = 0
+        """Most rows held at once (at most ``2 * max_rows``)."""
+        self._rng = np.random.default_rng(seed)
+        self._parts: list[tuple[np.ndarray, np.ndarray, tuple[np.ndarray, ...]]] = []
+        self._held = 0
+
+    def add(self, *columns: np.ndarray) -> None:
+        """Add one batch: arrays with the same first dimension (e.g. probabilities, labels).
+
+        Raises:
+            ValueError: the columns' first dimensions differ.
+        """
+        n = len(columns[0]) if columns else 0
+        if any(len(c) != n for c in columns):
+            raise ValueError(f"columns of lengths {[len(c) for c in columns]} in one batch")
+        if n == 0:
+            return
+        order = np.arange(self.rows, self.rows + n, dtype=np.int64)
+        self._parts.append((self._rng.random(n), order, tuple(np.asarray(c) for c in columns)))
+        self.rows += n
+        self._held += n
+        self.held_max = max(self.held_max, self._held)
+        if self._held >= 2 * self.max_rows:
+            self._compact()
+
+    def _compact(self) -> None:
+        if len(self._parts) <= 1 and self._held <= self.max_rows:
+            return
+        priority = np.concatenate([p for p, _, _ in self._parts])
+        order = np.concatenate([o for _, o, _ in self._parts])
+        width = len(self._parts[0][2])
+        columns = tuple(
+            np.concatenate([cols[i] for _, _, cols in self._parts]) for i in range(width)
+        )
+        if priority.size > self.max_rows:
+            keep = np.argpartition(priority, self.max_rows - 1)[: self.max_rows]
+        else:
+            keep = np.arange(priority.size)
+        keep = keep[np.argsort(order[keep], kind="stable")]  # back in stream order
+        self._parts = [(priority[keep], order[keep], tuple(c[keep] for c in columns))]
+        self._held = keep.size
+
+    def arrays(self) -> tuple[np.ndarray, ...] | None:
+        """The kept rows' columns, in stream order; None when nothing was added."""
+        if not self._parts:
+            return None
+        self._compact()
+        return self._parts[0][2]
 
 
 @dataclasses.dataclass

@@ -379,8 +379,13 @@ def _baseline_rule(
     validation: RecordBatchSource | None,
     spec: FeatureSpec,
     batch_size: int,
+    max_rows: int,
 ) -> None:
-    """Choose the logistic baseline's rule on the validation split, like the model's."""
+    """Choose the logistic baseline's rule on validation rows, like the model's.
+
+    On a uniform sample of at most ``max_rows`` validation rows (:class:`bl.BoundedSample`):
+    only the sample's probabilities and labels are held, whatever the split's size.
+    """
     if base.logistic is None:
         return
     rule = model.decision_rule
@@ -389,15 +394,14 @@ def _baseline_rule(
         return
     from vertex_imbalanced.reading.datasets import FeedOptions, make_dataset, raise_source_errors
 
-    probs, labels = [], []
+    sample = bl.BoundedSample(max_rows)
     ds = make_dataset(validation, spec, FeedOptions(batch_size=batch_size), classes=model.classes)
     with raise_source_errors():
         for features, y, _ in ds:
-            probs.append(base.logistic.predict_proba(base.featurize(features)))
-            labels.append(y.numpy())
-    if not labels:
-        probs, labels = [np.zeros((0, rule.num_classes))], [np.zeros(0, np.int64)]
-    base.logistic.rule = bl.same_kind_rule(rule, np.concatenate(probs), np.concatenate(labels))
+            sample.add(base.logistic.predict_proba(base.featurize(features)), y.numpy())
+    kept = sample.arrays() or (np.zeros((0, rule.num_classes)), np.zeros(0, np.int64))
+    base.logistic.rule = bl.same_kind_rule(rule, *kept)
+    base.info["validation_rows_read"] = sample.rows
 
 
 def compute_metrics(
@@ -421,7 +425,8 @@ def compute_metrics(
         batch_size: rows per batch.
         train_source: the training split (with its weight column) for the baselines, or None.
         baselines: score the prior and logistic-regression baselines.
-        baseline_max_rows: most training rows the logistic regression is fitted on.
+        baseline_max_rows: most training rows the logistic regression is fitted on, and most
+            validation rows its decision rule is chosen on (uniform samples above it).
 
     Raises:
         PipelineInputError: the test split is empty.
@@ -433,7 +438,7 @@ def compute_metrics(
     started = time.monotonic()
     if baselines:
         base = _fit_baselines(model, train_source, spec, batch_size, baseline_max_rows)
-        _baseline_rule(model, base, validation_source, spec, batch_size)
+        _baseline_rule(model, base, validation_source, spec, batch_size, baseline_max_rows)
     acc = ClassificationAccumulator(model.classes, rule=model.decision_rule)
     lr_acc = prior_acc = None
     if base.logistic is not None:
@@ -561,7 +566,8 @@ def evaluate_model(
         batch_size: rows per prediction batch.
         train_source: training split (its ``sample_weight`` column is read) for the baselines.
         baselines: score the prior and logistic-regression baselines.
-        baseline_max_rows: most training rows the logistic regression is fitted on.
+        baseline_max_rows: most training rows the logistic regression is fitted on, and most
+            validation rows its decision rule is chosen on.
         context: dataset, model name/version, run, split counts for the report
             (see :func:`model_context`).
 
