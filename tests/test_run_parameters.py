@@ -190,7 +190,7 @@ def test_values_that_the_steps_accept_raise_no_problem():
         ({"source_uri": "bq://sales.orders"}, "parameter 'source_uri': BigQuery URI "),
         ({"feature_config": '{"lable": "y"}'}, "parameter 'feature_config': unknown feature "
          "config keys ['lable']"),
-        ({"feature_config": '{"label": "y z"}'}, "parameter 'feature_config': invalid column name"),
+        ({"feature_config": '{"label": "y.z"}'}, "parameter 'feature_config': invalid column name"),
         ({"test_ratio": 0.2}, "parameters train_ratio, validation_ratio, test_ratio: "
          "(0.7, 0.2, 0.2) sums to 1.1, not 1"),
         ({"test_ratio": 0.1 + 2e-9}, "parameters train_ratio, validation_ratio, test_ratio: "
