@@ -449,7 +449,10 @@ def class_mapping_line(spec: FeatureSpec, declared: bool) -> str:
 
 def input_lines(source: LocalSource, declared: bool) -> list[str]:
     """What run_local prints before the pipeline starts: roles, classes, skipped, warnings."""
-    lines = [f"columns: {line}" for line in describe_roles(source.spec, source.check.types)]
+    lines = [
+        f"columns: {line}"
+        for line in describe_roles(source.spec, source.check.types, source.check.id_like)
+    ]
     lines.append(class_mapping_line(source.spec, declared))
     if source.check.skipped:
         lines.append(

@@ -22,7 +22,7 @@ SELECT
 FROM {source} AS src
 JOIN rates ON CAST(src.{label} AS STRING) = rates.class_name
 WHERE
-  ABS(MOD(FARM_FINGERPRINT(COALESCE(CAST(src.{key} AS STRING), '')), 10000)) >= @bucket_lo
-  AND ABS(MOD(FARM_FINGERPRINT(COALESCE(CAST(src.{key} AS STRING), '')), 10000)) < @bucket_hi
-  AND ABS(MOD(FARM_FINGERPRINT(CONCAT(@keep_salt, COALESCE(CAST(src.{key} AS STRING), ''))), 1000000000))
+  ABS(MOD(FARM_FINGERPRINT(COALESCE(CAST(src.{key} AS STRING), CONCAT('null key:', TO_JSON_STRING(src)))), 10000)) >= @bucket_lo
+  AND ABS(MOD(FARM_FINGERPRINT(COALESCE(CAST(src.{key} AS STRING), CONCAT('null key:', TO_JSON_STRING(src)))), 10000)) < @bucket_hi
+  AND ABS(MOD(FARM_FINGERPRINT(CONCAT(@keep_salt, COALESCE(CAST(src.{key} AS STRING), CONCAT('null key:', TO_JSON_STRING(src))))), 1000000000))
     < rates.keep_rate * 1000000000

@@ -10,6 +10,6 @@
 SELECT src.*
 FROM {source} AS src
 WHERE
-  ABS(MOD(FARM_FINGERPRINT(COALESCE(CAST(src.{key} AS STRING), '')), 10000)) >= @bucket_lo
-  AND ABS(MOD(FARM_FINGERPRINT(COALESCE(CAST(src.{key} AS STRING), '')), 10000)) < @bucket_hi
+  ABS(MOD(FARM_FINGERPRINT(COALESCE(CAST(src.{key} AS STRING), CONCAT('null key:', TO_JSON_STRING(src)))), 10000)) >= @bucket_lo
+  AND ABS(MOD(FARM_FINGERPRINT(COALESCE(CAST(src.{key} AS STRING), CONCAT('null key:', TO_JSON_STRING(src)))), 10000)) < @bucket_hi
   AND CAST(src.{label} AS STRING) IN UNNEST(@class_names)

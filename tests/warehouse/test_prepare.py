@@ -167,7 +167,7 @@ def test_labels_outside_declared_classes(tmp_path):
 
 def test_integer_labels_without_classes_sort_numerically_and_num_classes_fixes_0_to_n(tmp_path):
     path, uri = _make(
-        tmp_path, "SELECT 'k' || range AS key, (range % 3 + 1) * 5 AS y, range AS x FROM range(300)"
+        tmp_path, "SELECT 'k' || range AS key, (range % 3 + 1) * 5 AS y, range % 7 AS x FROM range(300)"
     )
     spec = FeatureSpec(label="y", key="key")
     assert prepare_data(uri, spec, output_prefix="a").classes == ("5", "10", "15")
@@ -188,7 +188,7 @@ def test_float_label_refused_text_labels_sorted_lexically(tmp_path):
     path, uri = _make(
         tmp_path,
         "SELECT 'k' || range AS key, ['stayed', 'churned', 'Zed'][range % 3 + 1] AS y, "
-        "range AS x FROM range(300)",
+        "range % 7 AS x FROM range(300)",
     )
     prepared = prepare_data(uri, FeatureSpec(label="y", key="key"), output_prefix="x")
     assert prepared.classes == ("Zed", "churned", "stayed")  # code point order

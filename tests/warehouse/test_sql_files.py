@@ -64,6 +64,8 @@ COVERED_ELSEWHERE = {
     "statistics_store_row.sql": ("monitoring", "StatisticsStore"),
     # prepare_data(label_policy="skip") runs it on DuckDB and the BigQuery fake
     "split_labelled.sql": ("warehouse", "label_policy"),
+    # the key's uniqueness, read by prepare_data and run_local's input check
+    "key_stats.sql": ("warehouse", "key_stats"),
     # the optional prior-adjusted column of batch prediction, on DuckDB and the BigQuery fake
     "adjusted_probabilities.sql": ("batch_prediction", "adjusted_sql"),
 }

@@ -325,6 +325,8 @@ class SourceCheck:
         label_counts: rows per class in the whole table (empty if the label is unusable).
         skipped: rows whose label is NULL or outside the classes (``label_policy`` skip).
         types: column -> its BigQuery type name (``FLOAT64``, ``STRING``, ``BOOL``, ...).
+        id_like: columns left out because they look like row ids -> train rows
+            (:mod:`vertex_imbalanced.warehouse.data_checks`); they are in ``spec.ignored``.
     """
 
     spec: FeatureSpec | None
@@ -333,6 +335,7 @@ class SourceCheck:
     label_counts: dict[str, int] = dataclasses.field(default_factory=dict)
     skipped: int = 0
     types: dict[str, str] = dataclasses.field(default_factory=dict)
+    id_like: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 def _missing(name: str, option: str, names: Sequence[str]) -> str:
@@ -561,30 +564,85 @@ def check_source(staged: StagedSource, request: DataRequest) -> SourceCheck:
     classes: tuple[str, ...] = ()
     counts: dict[str, int] = {}
     skipped = 0
+    id_like: dict[str, int] = {}
     if label_ok and request.key in names and rows:
         classes, counts, skipped = _label_check(staged, request, schema, problems, warnings)
+        inferred = request.features is None and not request.numeric and not request.categorical
+        features = [*numeric, *categorical] if inferred else []
+        id_like = _key_and_id_checks(staged, request, schema, features, warnings, problems)
     if problems:
         return SourceCheck(None, tuple(problems), tuple(warnings))
     spec = FeatureSpec(
         label=request.label,
-        numeric=tuple(numeric),
-        categorical=tuple(categorical),
+        numeric=tuple(c for c in numeric if c not in id_like),
+        categorical=tuple(c for c in categorical if c not in id_like),
         key=request.key,
         classes=classes,
-        ignored=request.ignored,
+        ignored=(*request.ignored, *id_like),
         label_policy=request.label_policy,
         na_values=request.na_values,
     )
     types = {field.name: bigquery_type_name(field.type) for field in schema}
-    return SourceCheck(spec, (), tuple(warnings), counts, skipped, types)
+    return SourceCheck(spec, (), tuple(warnings), counts, skipped, types, id_like)
 
 
-def describe_roles(spec: FeatureSpec, types: Mapping[str, str] | None = None) -> list[str]:
+def _key_and_id_checks(
+    staged: StagedSource,
+    request: DataRequest,
+    schema: pa.Schema,
+    features: Sequence[str],
+    warnings: list[str],
+    problems: list[str],
+) -> dict[str, int]:
+    """Key warnings and the id-like columns among ``features`` (the inferred ones).
+
+    Returns:
+        ``{column: train rows}`` of the id-like columns (a warning line each); a problem when
+        every feature is id-like.
+    """
+    from vertex_imbalanced.warehouse.data_checks import (
+        id_like_columns,
+        id_like_line,
+        key_stats,
+        key_warnings,
+    )
+    from vertex_imbalanced.warehouse.engines import DuckDBWarehouse
+    from vertex_imbalanced.warehouse.prepare import label_stats, split_boundaries
+
+    try:
+        bounds = split_boundaries(request.split_ratios)
+    except PipelineInputError:
+        return {}  # reported by the label check
+    spec = FeatureSpec(label=str(request.label), key=request.key)
+    with DuckDBWarehouse(staged.staging, read_only=True) as warehouse:
+        stats = label_stats(warehouse, staged.table, spec, bounds)
+        keys = key_stats(warehouse, staged.table, str(request.key), stats)
+        warnings += key_warnings(staged.description, str(request.key), keys)
+        id_like = id_like_columns(
+            warehouse, staged.table, schema, features, str(request.key), bounds[0]
+        )
+    for name, rows in id_like.items():
+        warnings.append(id_like_line(name, bigquery_type_name(schema.field(name).type), rows))
+    if id_like and not set(features) - set(id_like):
+        problems.append(
+            f"every feature column looks like a row id ({', '.join(map(repr, id_like))}); "
+            "list the features with --features or in a feature config"
+        )
+    return id_like
+
+
+def describe_roles(
+    spec: FeatureSpec,
+    types: Mapping[str, str] | None = None,
+    id_like: Mapping[str, int] | None = None,
+) -> list[str]:
     """One line per column and its role: label, key, numeric, categorical, ignored.
 
     Args:
         spec: the roles.
         types: column -> type name, shown after the name when given (``Age (INT64)``).
+        id_like: ignored columns that look like row ids (``SourceCheck.id_like``): their
+            line says so.
     """
 
     def typed(name: str) -> str:
@@ -595,5 +653,8 @@ def describe_roles(spec: FeatureSpec, types: Mapping[str, str] | None = None) ->
     lines = [f"label: {typed(spec.label)}", f"key: {typed(spec.key)}"]
     lines += [f"numeric: {typed(c)}" for c in spec.numeric]
     lines += [f"categorical: {typed(c)}" for c in spec.categorical]
-    lines += [f"ignored: {c}" for c in spec.ignored]
+    lines += [
+        f"ignored: {c} (looks like a row id)" if c in (id_like or {}) else f"ignored: {c}"
+        for c in spec.ignored
+    ]
     return lines

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -20,8 +21,14 @@ import pyarrow as pa
 
 from vertex_imbalanced.config import WEIGHT_COLUMN, FeatureSpec, ImbalanceConfig
 from vertex_imbalanced.errors import LabelError, PipelineInputError, SchemaError
-from vertex_imbalanced.reading.schema import check_schema, infer_feature_spec
+from vertex_imbalanced.reading.schema import bigquery_type_name, check_schema, infer_feature_spec
 from vertex_imbalanced.warehouse import rebalance as imb
+from vertex_imbalanced.warehouse.data_checks import (
+    id_like_columns,
+    id_like_line,
+    key_stats,
+    key_warnings,
+)
 from vertex_imbalanced.warehouse.engines import (
     Warehouse,
     check_split_key,
@@ -31,6 +38,8 @@ from vertex_imbalanced.warehouse.engines import (
     source_table,
 )
 from vertex_imbalanced.warehouse.identifiers import TableRef
+
+_LOG = logging.getLogger(__name__)
 
 SPLITS = ("train", "validation", "test")
 SPLIT_BUCKETS = 10_000
@@ -56,6 +65,10 @@ class PreparedData:
         feature_statistics: statistics of the un-downsampled train split
             (:func:`vertex_imbalanced.monitoring.statistics.training_statistics`), stored with
             the model as the skew/drift baseline; None when not computed.
+        data_checks: what :mod:`vertex_imbalanced.warehouse.data_checks` found: ``key``
+            (``KeyStats.to_dict()``: rows, distinct keys, NULL keys and where they went),
+            ``id_like`` (column -> train rows, left out of inferred features) and ``warnings``
+            (the lines logged).
     """
 
     train_uri: str
@@ -67,6 +80,7 @@ class PreparedData:
     imbalance: dict[str, Any]
     skipped_labels: dict[str, int] = dataclasses.field(default_factory=dict)
     feature_statistics: dict[str, Any] | None = None
+    data_checks: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def imbalance_report(self) -> imb.ImbalanceReport:
@@ -146,7 +160,10 @@ def _output_refs(source: TableRef, prefix: str, output_dataset: str | None) -> d
     return refs
 
 
-def _resolve_spec(description: str, schema: pa.Schema, spec: FeatureSpec) -> FeatureSpec:
+def _resolve_spec(
+    description: str, schema: pa.Schema, spec: FeatureSpec
+) -> tuple[FeatureSpec, bool]:
+    """The spec with its features (inferred when none are listed) and whether they were."""
     if spec.key is None:
         raise PipelineInputError(
             "the feature spec needs a key column (unique row id): the split and the "
@@ -162,13 +179,56 @@ def _resolve_spec(description: str, schema: pa.Schema, spec: FeatureSpec) -> Fea
             f"table {description} already has a column {WEIGHT_COLUMN!r}, which prepare_data "
             "adds to the train table; rename it"
         )
-    if not spec.features:
-        inferred = infer_feature_spec(schema, spec.label, key=spec.key, ignored=spec.ignored)
-        spec = dataclasses.replace(spec, numeric=inferred.numeric, categorical=inferred.categorical)
+    inferred = not spec.features
+    if inferred:
+        found = infer_feature_spec(schema, spec.label, key=spec.key, ignored=spec.ignored)
+        spec = dataclasses.replace(spec, numeric=found.numeric, categorical=found.categorical)
         if not spec.features:
             raise SchemaError(f"table {description} has no feature columns besides label and key")
     check_schema(description, schema, spec)
-    return spec
+    return spec, inferred
+
+
+def _data_checks(
+    warehouse: Warehouse,
+    source: TableRef,
+    schema: pa.Schema,
+    spec: FeatureSpec,
+    inferred: bool,
+    stats: list[dict[str, Any]],
+    train_end: int,
+) -> tuple[FeatureSpec, dict[str, Any]]:
+    """Key warnings, and id-like columns left out of inferred features (logged and returned).
+
+    Raises:
+        SchemaError: every inferred feature is id-like.
+    """
+    description = str(source)
+    keys = key_stats(warehouse, source, str(spec.key), stats)
+    lines = key_warnings(description, str(spec.key), keys)
+    id_like: dict[str, int] = {}
+    if inferred:
+        id_like = id_like_columns(
+            warehouse, source, schema, spec.features, str(spec.key), train_end
+        )
+        lines += [
+            id_like_line(c, bigquery_type_name(schema.field(c).type), n) for c, n in id_like.items()
+        ]
+        if id_like:
+            if not set(spec.features) - set(id_like):
+                raise SchemaError(
+                    f"table {description}: every feature column looks like a row id "
+                    f"({', '.join(map(repr, id_like))}); list the features in the feature config"
+                )
+            spec = dataclasses.replace(
+                spec,
+                numeric=tuple(c for c in spec.numeric if c not in id_like),
+                categorical=tuple(c for c in spec.categorical if c not in id_like),
+                ignored=(*spec.ignored, *id_like),
+            )
+    for line in lines:
+        _LOG.warning("%s", line)
+    return spec, {"key": keys.to_dict(), "id_like": id_like, "warnings": lines}
 
 
 def label_stats(
@@ -509,11 +569,12 @@ def prepare_data(
         schema = warehouse.table_schema(source)
         if schema is None:
             raise PipelineInputError(f"table {description} does not exist ({source_uri})")
-        spec = _resolve_spec(description, schema, spec)
+        spec, inferred = _resolve_spec(description, schema, spec)
         check_split_key(schema, spec.key, description)  # same split on BigQuery and DuckDB
         stats = label_stats(warehouse, source, spec, bounds)
         if not stats:
             raise PipelineInputError(f"table {description} is empty")
+        spec, checks = _data_checks(warehouse, source, schema, spec, inferred, stats, bounds[0])
         if not any(row["split"] == "train" for row in stats):
             raise PipelineInputError(
                 f"zero training rows: the train split of {description} is empty "
@@ -552,6 +613,7 @@ def prepare_data(
             split_counts=split_counts,
             imbalance=report.to_dict(),
             skipped_labels=skipped,
+            data_checks=checks,
             feature_statistics=_feature_statistics(
                 source_uri, spec, split_ratios, split_counts["train"], warehouse
             )
