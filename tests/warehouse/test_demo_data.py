@@ -66,3 +66,16 @@ def test_shifted_table_moves_x1_and_color_only():
     shares = [colors.count(c) / len(colors) for c in ("blue", "green", "red", "yellow")]
     np.testing.assert_allclose(shares, SHIFT_COLOR_P, atol=0.02)
     assert shifted.column("color").null_count == base.column("color").null_count
+
+
+def test_demo_columns_built_by_arrow_kernels_match_their_python_spelling():
+    table = demo_table(2_000, seed=4, shifted=True)
+    assert table.column("id").to_pylist() == [f"row-{i:08d}" for i in range(2_000)]
+    colors = table.column("color").to_pylist()
+    assert set(colors) <= {"blue", "green", "red", "yellow", None} and None in colors
+    assert set(table.column("region").to_pylist()) == {"north", "south", "east", "west", "centre"}
+
+
+def test_an_empty_demo_table_keeps_its_string_types():
+    schema = demo_table(0).schema
+    assert schema.field("id").type == schema.field("region").type == pa.string()

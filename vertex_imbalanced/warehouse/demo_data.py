@@ -14,11 +14,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from vertex_imbalanced.config import FeatureSpec
+from vertex_imbalanced.warehouse.duckdb_settings import connect as connect_duckdb
 from vertex_imbalanced.warehouse.identifiers import TableRef
 
 CLASS_SHARES = (0.90, 0.09, 0.01)
@@ -68,9 +69,14 @@ def demo_table(rows: int, seed: int = 0, *, shifted: bool = False) -> pa.Table:
     """
     rng = np.random.default_rng(seed)
     label = rng.choice(3, size=rows, p=CLASS_SHARES)
-    x = _MEANS[label] + rng.normal(size=(rows, 3))
-    color_idx = (rng.random(rows)[:, None] > np.cumsum(_COLOR_P[label], axis=1)).sum(axis=1)
-    color = _COLORS[np.minimum(color_idx, len(_COLORS) - 1)]
+    x = rng.normal(size=(rows, 3))
+    for column in range(3):  # one column at a time: no (rows, 3) temporary
+        x[:, column] += _MEANS[label, column]
+    u = rng.random(rows)
+    color_cdf = np.cumsum(_COLOR_P, axis=1)
+    color = np.zeros(rows, dtype=np.int32)  # index into _COLORS: how many CDF steps u passes
+    for step in range(len(_COLORS) - 1):
+        color += u > color_cdf[label, step]
     n_items = rng.poisson(2 + 2 * label)
     is_member = rng.random(rows) < 0.3 + 0.2 * (label > 0)
     x2_null = rng.random(rows) < 0.05
@@ -78,20 +84,32 @@ def demo_table(rows: int, seed: int = 0, *, shifted: bool = False) -> pa.Table:
     if shifted:
         moved = np.random.default_rng([seed, 1])  # its own stream: the base rows stay the same
         x[:, 0] += SHIFT_X1
-        color = _COLORS[moved.choice(len(_COLORS), size=rows, p=SHIFT_COLOR_P)]
+        color = moved.choice(len(_COLORS), size=rows, p=SHIFT_COLOR_P)
     return pa.table(
         {
-            "id": pa.array([f"row-{i:08d}" for i in range(rows)]),
+            "id": _row_ids(rows),
             "label": pa.array(label, pa.int64()),
             "x1": pa.array(x[:, 0]),
             "x2": pa.array(x[:, 1], mask=x2_null),
             "x3": pa.array(x[:, 2]),
             "n_items": pa.array(n_items, pa.int64()),
             "is_member": pa.array(is_member),
-            "color": pa.array(color.tolist(), pa.string(), mask=color_null),
-            "region": pa.array(_REGIONS[rng.integers(0, len(_REGIONS), rows)].tolist()),
+            "color": _strings(color, _COLORS, mask=color_null),
+            "region": _strings(rng.integers(0, len(_REGIONS), rows), _REGIONS),
         }
     )
+
+
+def _row_ids(rows: int) -> pa.Array:
+    """``row-00000000``, ``row-00000001``, ... built by Arrow kernels (no Python strings)."""
+    digits = pc.utf8_lpad(pc.cast(pa.array(np.arange(rows, dtype=np.int64)), pa.string()), 8, "0")
+    return pc.binary_join_element_wise("row-", digits, "")
+
+
+def _strings(indices: np.ndarray, values: np.ndarray, mask: np.ndarray | None = None) -> pa.Array:
+    """A STRING array ``values[indices]`` (NULL where ``mask``) without a Python string per row."""
+    codes = pa.array(indices.astype(np.int32), mask=mask)
+    return pa.DictionaryArray.from_arrays(codes, pa.array(values.tolist())).cast(pa.string())
 
 
 def write_demo_duckdb(
@@ -112,7 +130,7 @@ def write_demo_duckdb(
     from vertex_imbalanced.reading.sources.duckdb_source import duckdb_uri
 
     ref = TableRef.parse(table)
-    with duckdb.connect(str(path)) as con:
+    with connect_duckdb(str(path)) as con:
         con.register("demo_rows", demo_table(rows, seed, shifted=shifted))
         con.execute(f"CREATE OR REPLACE TABLE {ref.duckdb} AS SELECT * FROM demo_rows")
         con.unregister("demo_rows")

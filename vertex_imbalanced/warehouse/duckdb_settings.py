@@ -19,14 +19,18 @@ python run_local.py ...`` reaches every step's process), else :data:`DEFAULT_MEM
 DuckDB keeps one database instance per file per process and refuses a second connection to
 the same file with a different *connect-time* configuration; these settings are applied with
 ``SET`` after connecting, so plain ``duckdb.connect`` calls on the same file keep working (and
-share the limit: it belongs to the instance).
+share the limit: it belongs to the instance). :func:`memory_limited` uses that: a step holds
+one limited connection to its database for its whole run, so every connection the step's code
+opens to that file meanwhile runs under the limit too.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
@@ -107,3 +111,36 @@ def connect(
     except BaseException:
         con.close()
         raise
+
+
+@contextlib.contextmanager
+def memory_limited(
+    *source_uris: str, read_only: bool = False, limit: str | None = None
+) -> Iterator[None]:
+    """Within the block, the DuckDB databases of ``source_uris`` run under the memory limit.
+
+    Holds one :func:`connect` connection per distinct database file for the block; every
+    connection opened to those files in this process meanwhile shares its database instance,
+    hence the limit and the spill directory. ``bq://`` URIs and files that do not exist are
+    skipped (nothing to limit; the step's own code reports a missing file, none is created).
+
+    Args:
+        source_uris: ``duckdb:///abs/file.db?table=...`` (or ``bq://...``) URIs.
+        read_only: hold read-only connections (a step that only reads); a connection opened
+            for writing in the block then fails, as it would without the block.
+        limit: memory limit (default :func:`memory_limit`'s choice).
+
+    Raises:
+        PipelineInputError: a malformed limit or DuckDB URI.
+    """
+    from vertex_imbalanced.reading.sources.duckdb_source import parse_duckdb_uri
+
+    limit = memory_limit(limit)
+    paths = dict.fromkeys(
+        parse_duckdb_uri(uri)[0] for uri in source_uris if uri.startswith("duckdb://")
+    )
+    with contextlib.ExitStack() as stack:
+        for path in filter(os.path.isfile, paths):
+            con = connect(path, read_only=read_only, limit=limit)
+            stack.callback(con.close)
+        yield
