@@ -123,6 +123,7 @@ def publish_duckdb(
     run_id: str,
     *,
     adjustment: PriorAdjustment | None = None,
+    memory_limit: str = "",
 ) -> int:
     """Load the parts into a staging table and rename it to ``table`` in one transaction.
 
@@ -138,6 +139,9 @@ def publish_duckdb(
         run_id: the run (names the staging table).
         adjustment: add prior-adjusted probabilities (EM prior of the staged rows, then
             ``sql/adjusted_probabilities.sql``; :mod:`.prior_adjustment`); None: not added.
+        memory_limit: cap DuckDB's buffer pool during the load (e.g. ``"256MB"``; trusted
+            text), reset to DuckDB's default afterwards; '' leaves it as it is. The load streams the parts, so
+            with a cap the process does not grow with the table.
 
     Returns:
         The number of rows published.
@@ -159,6 +163,8 @@ def publish_duckdb(
     Path(database).parent.mkdir(parents=True, exist_ok=True)
     with DuckDBWarehouse(database) as warehouse:
         con = warehouse.con
+        if memory_limit:
+            con.execute(f"SET memory_limit = '{memory_limit}'")
         con.execute("BEGIN TRANSACTION")
         try:
             if table.dataset:
@@ -181,6 +187,9 @@ def publish_duckdb(
         except BaseException:
             con.execute("ROLLBACK")
             raise
+        finally:
+            if memory_limit:
+                con.execute("RESET memory_limit")
     return int(rows)
 
 
