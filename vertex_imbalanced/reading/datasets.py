@@ -59,6 +59,7 @@ from vertex_imbalanced.reading.training_encoding import (
     ENCODED_NUMERIC,
     ChunkCache,
     ChunkEncoder,
+    stable_streams,
 )
 from vertex_imbalanced.warehouse.identifiers import require_columns
 
@@ -194,10 +195,16 @@ class FeedOptions:
             re-batched feeds keep at least 8.
         threads: size of a private tf.data thread pool (None: the global pool).
         cache_bytes: training feed only: memory budget of its chunk cache
-            (:class:`~vertex_imbalanced.reading.training_encoding.ChunkCache`; default 1 GiB;
-            0 = off). When this worker's encoded split fits, passes after the first are
-            served from memory (same batches, same order); above it every pass reads the
-            source and memory stays within the budget.
+            (:class:`~vertex_imbalanced.reading.training_encoding.ChunkCache`; default
+            ``DEFAULT_CACHE_BYTES`` = 128 MiB, a fixed size; 0 = off). When this worker's
+            encoded split fits, passes after the first are served from memory; above it a
+            source with stable streams keeps the last chunks of each stream that fit and
+            reads only the rest again, any other source reads everything again. The batches
+            and their order are the same in every case; memory stays within the budget.
+
+    The shuffled order depends on ``seed`` and on TensorFlow's global seed (``tf.data``
+    combines them): set the global seed first (``keras.utils.set_random_seed``, as the
+    trainer does) for the same batches in two feeds built in one process.
 
     Raises:
         ValueError: a setting out of range (named with its value).
@@ -311,9 +318,10 @@ def make_encoded_dataset(
     ``vocabularies`` (the model's ``StringLookup`` order), int32 label ids and float32 weights.
     Labels, sharding, errors and ``report`` behave as in :func:`make_dataset`. Whole batches,
     not rows, are shuffled (``options.shuffle_batches``): moving a batch costs no copy. Passes
-    after the first come from memory when the encoded split fits ``options.cache_bytes``
-    (:class:`~vertex_imbalanced.reading.training_encoding.ChunkCache`): the same batches in the
-    same order, without reading or encoding again.
+    after the first come from memory as far as ``options.cache_bytes`` allows
+    (:class:`~vertex_imbalanced.reading.training_encoding.ChunkCache`; the source's
+    ``stable_streams`` lets it cache part of a larger split): the same batches in the same
+    order, without reading or encoding again what is kept.
 
     Args:
         source: where the record batches come from.
@@ -352,7 +360,7 @@ def make_encoded_dataset(
         report=report,
     )
 
-    cache = ChunkCache(streams, options.cache_bytes)
+    cache = ChunkCache(streams, options.cache_bytes, partial=stable_streams(source))
 
     def chunks(stream_index: int) -> Iterator:
         def read() -> Iterator:

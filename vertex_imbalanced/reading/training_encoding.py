@@ -10,6 +10,8 @@ The vocabularies must be those of the model (:func:`vertex_imbalanced.training.m
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -19,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from vertex_imbalanced.config import FeatureSpec
+from vertex_imbalanced.errors import SourceError
 from vertex_imbalanced.reading.record_packing import (
     MISSING_CATEGORY,
     BatchPacker,
@@ -195,7 +198,7 @@ class ChunkEncoder:
         self, batches: Iterable[pa.RecordBatch], chunk_rows: int = CHUNK_ROWS
     ) -> Iterator[Chunk]:
         """Encode ``batches`` in chunks of at least ``chunk_rows`` rows (the last may be smaller)."""
-        for chunk, _ in self.counted_chunks(batches, chunk_rows, report=self._labels.report):
+        for chunk, _, _ in self.counted_chunks(batches, chunk_rows, report=self._labels.report):
             yield chunk
 
     def counted_chunks(
@@ -204,25 +207,31 @@ class ChunkEncoder:
         chunk_rows: int = CHUNK_ROWS,
         *,
         report: DatasetReport | None = None,
-    ) -> Iterator[tuple[Chunk, DatasetReport]]:
-        """As :meth:`chunks`, each chunk with its own counters (also added to ``report``)."""
+    ) -> Iterator[tuple[Chunk, DatasetReport, int]]:
+        """As :meth:`chunks`, with counters and position.
+
+        Yields ``(chunk, counts, end)``: the chunk's own counters (also added to ``report``)
+        and the number of source rows read up to its end (skipped labels included).
+        """
         pending: list[pa.RecordBatch] = []
         rows = 0
+        position = 0
 
-        def encoded() -> tuple[Chunk, DatasetReport]:
+        def encoded() -> tuple[Chunk, DatasetReport, int]:
             counts = DatasetReport()
             chunk = self.encode(
                 pending[0] if len(pending) == 1 else pa.Table.from_batches(pending), counts
             )
             if report is not None:
                 report.merge(counts)
-            return chunk, counts
+            return chunk, counts, position
 
         for batch in batches:
             if not batch.num_rows:
                 continue
             pending.append(batch)
             rows += batch.num_rows
+            position += batch.num_rows
             if rows >= chunk_rows:
                 yield encoded()
                 pending, rows = [], 0
@@ -230,44 +239,90 @@ class ChunkEncoder:
             yield encoded()
 
 
-DEFAULT_CACHE_BYTES = 1 << 30
-"""Default memory budget of a training feed's chunk cache (1 GiB; about 17M rows of 13 features)."""
+DEFAULT_CACHE_BYTES = 128 << 20
+"""Default memory budget of one training feed's chunk cache: 128 MiB, a fixed size.
+
+About 2.2M rows of 13 features (4 bytes per feature per row, plus 8 for label and weight),
+so a 1M-row split of that shape is served from memory after its first epoch. The budget is
+small beside a training process (~1-1.5 GB with TensorFlow), so its peak memory stays flat as
+the table grows: from a 1M-row split (~60 MB cached) to a 10M-row one (128 MiB cached, the
+rest streamed) it grows by ~70 MB, within the +-15 % the cloud-fidelity issue asks for."""
+
+
+def stable_streams(source: object) -> bool:
+    """Whether every pass of a stream of ``source`` yields the same record batches.
+
+    A source says so with a true ``stable_streams`` attribute (in-memory slices, DuckDB rowid
+    ranges). A BigQuery read session renewed between passes splits the rows into other
+    streams, so such a source must not claim it.
+    """
+    return getattr(source, "stable_streams", False) is True
 
 
 class ChunkCache:
-    """The encoded chunks of one feed's first pass, served from memory on later passes.
+    """The encoded chunks of a feed's first pass, served from memory on later passes.
 
     Later epochs of a training run read the same split again; its encoded form is small
     (4 bytes per feature per row, plus 8 for label and weight), so re-reading and re-encoding
-    it costs CPU the model could use. The cache keeps a copy of every chunk of the **first
-    pass** of every stream while their total stays within ``budget`` bytes; once every stream
-    has finished its first pass, later passes yield the same chunks in the same order, so
-    the batches, and the shuffled order for a seed, are exactly those of a feed without cache.
+    it costs CPU the model could use. Each stream keeps a copy of its chunks within the one
+    ``budget`` (bytes, shared by the streams). Later passes yield the very chunks a pass of the
+    source would, in the same order, so the batches and the shuffled order for a seed are
+    those of a feed without cache, whatever the budget.
 
-    All or nothing: if the split is larger than the budget, or a first pass is abandoned, the
-    copies are released at once and every pass reads the source, as without cache, so memory
-    never exceeds the budget whatever the table's size. Mixing cached streams with streams
-    read again would be wrong for a source whose streams change between passes (a renewed
-    BigQuery read session splits the rows differently), so part of a split is never cached.
-    Counters (``DatasetReport``) are replayed for cached passes, so they read as without cache.
+    * The split fits: passes after the first read nothing.
+    * It does not (``partial``, for sources with :func:`stable_streams`): each stream keeps the
+      **last** chunks of its first pass that fit (older ones are dropped as newer ones
+      arrive, so memory never exceeds the budget). A later pass reads and encodes the stream
+      up to the first kept chunk, closes it there and yields the kept chunks: only the
+      rows beyond the budget are read again.
+    * It does not and the source's streams may change between passes (a renewed BigQuery
+      read session): nothing is kept (a cached stream must not meet a re-read one from
+      another session) and every pass reads the source; memory stays within the budget.
+
+    Cached arrays are owned by the cache, read-only, and never start on a 64-byte boundary:
+    tf.data adopts such an array without a copy, and Keras writes into its input tensors in
+    place (the weighted metrics scale the sample weights in their buffer), which changed the
+    cached weights from one epoch to the next. A misaligned array is always copied by tf.data.
+    Counters (``DatasetReport``) are replayed for cached chunks, so they read as without cache.
     """
 
-    def __init__(self, streams: Sequence[int], budget: int) -> None:
-        """Cache the chunks of ``streams`` within ``budget`` bytes (0: off)."""
+    def __init__(self, streams: Sequence[int], budget: int, *, partial: bool = False) -> None:
+        """Cache the chunks of ``streams`` within ``budget`` bytes (0: off).
+
+        Args:
+            streams: the stream indexes of this feed.
+            budget: bytes of encoded chunks kept at most, over all streams.
+            partial: the source has :func:`stable_streams`: keep what fits of a split larger
+                than the budget and read only the rest again.
+
+        Raises:
+            ValueError: a negative budget.
+        """
         if budget < 0:
             raise ValueError(f"cache budget must be >= 0 bytes, got {budget}")
         self._streams = frozenset(streams)
         self._budget = budget
+        self._partial = partial
         self._lock = threading.Lock()
         self._started: set[int] = set()
-        self._kept: dict[int, list[tuple[Chunk, DatasetReport]]] = {}
+        self._filling: set[int] = set()
+        self._kept: dict[int, _Kept] = {}
         self._bytes = 0
-        self._state = "filling" if budget > 0 else "off"
+        self._off = budget == 0
 
     @property
     def state(self) -> str:
-        """``"filling"`` (first pass), ``"full"`` (later passes from memory) or ``"off"``."""
-        return self._state
+        """Where the cache stands.
+
+        ``"off"``, ``"filling"`` (a first pass not done), ``"full"`` (every stream from memory)
+        or ``"partial"`` (every stream done, some read again in part).
+        """
+        with self._lock:
+            if self._off:
+                return "off"
+            if set(self._kept) != self._streams:
+                return "filling"
+            return "full" if all(k.start == 0 for k in self._kept.values()) else "partial"
 
     @property
     def nbytes(self) -> int:
@@ -277,62 +332,126 @@ class ChunkCache:
     def chunks(
         self,
         stream: int,
-        read: Callable[[], Iterator[tuple[Chunk, DatasetReport]]],
+        read: Callable[[], Iterator[tuple[Chunk, DatasetReport, int]]],
         report: DatasetReport | None = None,
     ) -> Iterator[Chunk]:
-        """One pass of ``stream``: from memory when full, else ``read()`` (kept on pass 1)."""
+        """One pass of ``stream``; ``read()`` yields ``(chunk, counts, source rows so far)``.
+
+        Raises:
+            SourceError: a stable stream yielded other record batches than on its first pass.
+        """
         with self._lock:
             first = stream not in self._started
             self._started.add(stream)
-            if not first and self._state == "filling":  # read again before pass 1 finished
-                self._off()
-            serve, keep = self._state == "full", first and self._state == "filling"
+            if not self._partial and not first and set(self._kept) != self._streams:
+                self._release()  # read again before every first pass finished
+            kept = None if self._off else self._kept.get(stream)
+            if kept is None and not self._off and stream not in self._filling:
+                fill = first or self._partial
+                if fill:
+                    self._filling.add(stream)
+            else:
+                fill = False
+            serve = kept is not None and (self._partial or set(self._kept) == self._streams)
         if serve:
-            for chunk, counts in self._kept[stream]:
-                if report is not None:
-                    report.merge(counts)
+            yield from self._served(stream, kept, read, report)
+        elif fill:
+            yield from self._filled(stream, read, report)
+        else:
+            for chunk, counts, _ in read():
+                _count(report, counts)
                 yield chunk
-            return
-        kept: list[tuple[Chunk, DatasetReport]] = []
-        try:
-            for chunk, counts in read():
-                if report is not None:
-                    report.merge(counts)
-                if keep:
-                    keep = self._reserve(_chunk_bytes(chunk))
-                    if keep:
-                        kept.append((_copied(chunk), counts))
-                    else:
-                        kept = []  # over the budget: release this stream's copies too
-                yield chunk
-        except BaseException:  # an error or an abandoned pass (GeneratorExit)
-            if keep:
-                with self._lock:
-                    self._off()
-            raise
-        if keep:
-            self._complete(stream, kept)
 
-    def _reserve(self, nbytes: int) -> bool:
+    def _served(self, stream: int, kept: _Kept, read, report) -> Iterator[Chunk]:
+        """Read the stream up to its first kept chunk, then yield the kept chunks."""
+        if kept.start:
+            source = read()
+            try:
+                for chunk, counts, end in source:
+                    if end > kept.start:  # overlaps the kept rows: not the first pass's chunks
+                        break
+                    _count(report, counts)
+                    yield chunk
+                    if end == kept.start:
+                        break
+                else:
+                    end = -1
+            finally:  # stop the source's stream here (a generator: closed at once)
+                close = getattr(source, "close", None)
+                if close is not None:
+                    close()
+            if end != kept.start:
+                raise SourceError(
+                    f"stream {stream} yielded other record batches than on its first pass "
+                    f"(a chunk ends at row {end}, the cached ones start at row {kept.start}); "
+                    "the chunk cache needs a source whose passes are the same (stable_streams)"
+                )
+        for chunk, counts in kept.chunks:
+            _count(report, counts)
+            yield chunk
+
+    def _filled(self, stream: int, read, report) -> Iterator[Chunk]:
+        """A first pass from the source; keep the newest chunks that fit."""
+        window: collections.deque[tuple[Chunk, DatasetReport, int, int]] = collections.deque()
+        start = end = 0
+        done = False
+        try:
+            for chunk, counts, end in read():
+                _count(report, counts)
+                if self._room(_chunk_bytes(chunk), window):
+                    window.append((_owned(chunk), counts, start, _chunk_bytes(chunk)))
+                start = end
+                yield chunk
+            done = True
+        finally:
+            with self._lock:
+                self._filling.discard(stream)
+                complete = done and not self._off
+                if complete and not self._partial and window and window[0][2] != 0:
+                    complete = False  # the whole stream did not fit: all or nothing
+                if complete:
+                    first_kept = window[0][2] if window else end
+                    self._kept[stream] = _Kept(first_kept, [(c, n) for c, n, _, _ in window])
+                elif not self._partial:
+                    self._release()  # over the budget, abandoned or failed
+                else:
+                    self._bytes -= sum(b for *_, b in window)
+
+    def _room(self, nbytes: int, window: collections.deque) -> bool:
+        """Reserve ``nbytes`` for a new chunk, dropping this stream's oldest kept ones."""
         with self._lock:
-            if self._state != "filling":
+            if self._off:
+                window.clear()
                 return False
+            while self._bytes + nbytes > self._budget and window and self._partial:
+                self._bytes -= window.popleft()[3]
             if self._bytes + nbytes > self._budget:
-                self._off()
+                if not self._partial:
+                    self._release()
+                    window.clear()
+                else:  # keep a suffix: what is older than this chunk can never be used
+                    self._bytes -= sum(b for *_, b in window)
+                    window.clear()
                 return False
             self._bytes += nbytes
             return True
 
-    def _complete(self, stream: int, kept: list[tuple[Chunk, DatasetReport]]) -> None:
-        with self._lock:
-            if self._state == "filling":
-                self._kept[stream] = kept
-                if set(self._kept) == self._streams:
-                    self._state = "full"
-
-    def _off(self) -> None:
+    def _release(self) -> None:
         """Release every copy for good (caller holds the lock)."""
-        self._state, self._kept, self._bytes = "off", {}, 0
+        self._off, self._kept, self._bytes = True, {}, 0
+
+
+@dataclasses.dataclass(frozen=True)
+class _Kept:
+    """One stream's kept chunks: the last ones of its first pass, from source row ``start``."""
+
+    start: int
+    chunks: list[tuple[Chunk, DatasetReport]]
+
+
+def _count(report: DatasetReport | None, counts: DatasetReport) -> None:
+    if report is not None:
+        report.merge(counts)
 
 
 def _chunk_bytes(chunk: Chunk) -> int:
@@ -340,7 +459,21 @@ def _chunk_bytes(chunk: Chunk) -> int:
     return sum(a.nbytes for a in features.values()) + label.nbytes + weight.nbytes
 
 
-def _copied(chunk: Chunk) -> Chunk:
-    """Own copies (encoded arrays are views of reused blocks)."""
+def _owned(chunk: Chunk) -> Chunk:
+    """Read-only copies tf.data cannot adopt (encoded arrays are views of reused blocks)."""
     features, label, weight = chunk
-    return {k: a.copy() for k, a in features.items()}, label.copy(), weight.copy()
+    return (
+        {k: _unadoptable(a) for k, a in features.items()},
+        _unadoptable(label),
+        _unadoptable(weight),
+    )
+
+
+def _unadoptable(array: np.ndarray) -> np.ndarray:
+    """A read-only copy of ``array`` 8 bytes past a 64-byte boundary (tf.data copies it)."""
+    block = np.empty(array.nbytes + 72, np.uint8)
+    start = (-block.ctypes.data % 64) + 8
+    out = block[start : start + array.nbytes].view(array.dtype).reshape(array.shape)
+    out[...] = array
+    out.flags.writeable = False
+    return out
