@@ -103,7 +103,10 @@ class FeatureSpec:
         label_policy: ``error`` (a NULL label stops the run, naming the rows) or ``skip``
             (rows with a NULL label are left out of every split and counted).
         na_values: text read as missing when a text file (CSV) is imported; the empty field is
-            always missing. Typed tables (BigQuery, Parquet, DuckDB) keep their own NULLs.
+            always missing. Typed tables (BigQuery, Parquet, DuckDB) keep their own NULLs and
+            values: the prepare step counts these markers in STRING columns that hold mostly
+            numbers and says how to convert them, but rewrites nothing (batch prediction and
+            serving read the same kind of table).
     """
 
     label: str

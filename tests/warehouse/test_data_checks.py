@@ -190,3 +190,34 @@ def test_run_local_input_check_says_which_columns_look_like_ids_and_warns_on_key
     _, uri = make(tmp_path, NULL_KEYS, "n.db")
     warned = local_check(tmp_path, uri, label="y", key="id")
     assert any("is NULL in 611 of 3,055 rows (20.0 %)" in w for w in warned.warnings)
+
+
+# Case 2 for typed tables: a STRING column of amounts with R's and pandas' markers among them.
+TEXT_NUMBERS = (
+    "SELECT 'k' || range AS key, range % 2 AS y, "
+    "CASE WHEN range % 20 = 0 THEN 'NA' WHEN range % 20 = 1 THEN 'N/A' "
+    "ELSE CAST(range % 997 AS VARCHAR) END AS income, ['a', 'b'][range % 2 + 1] AS color "
+    "FROM range(2000)"
+)
+
+
+def test_text_columns_of_numbers_in_a_table_are_named_with_their_markers_not_rewritten(tmp_path):
+    _, uri = make(tmp_path, TEXT_NUMBERS)
+    spec = FeatureSpec(label="y", key="key", na_values=("NA", "N/A", "?"))
+    prepared = prepare_data(uri, spec, output_prefix="t", feature_statistics=False)
+    train = sum(prepared.split_counts["train"].values())
+    [line] = prepared.data_checks["warnings"]
+    markers = rows_of(
+        prepared.uri("train"), "SELECT count(*) FROM {t} WHERE income IN ('NA', 'N/A')"
+    )
+    assert line.startswith(
+        f"column 'income' is STRING but {train - markers[0][0]:,} of its {train:,} values in the "
+        "train split are numbers"
+    )
+    assert f"; {markers[0][0]:,} values are missing-value markers (NA, N/A, ?)" in line
+    assert "SAFE_CAST(NULLIF(`income`, 'NA') AS FLOAT64)" in line
+    assert markers[0][0] > 0  # the markers are still values: nothing was rewritten
+    assert prepared.spec.categorical == ("income", "color")
+    explicit = FeatureSpec(label="y", key="key", categorical=("income", "color"))
+    quiet = prepare_data(uri, explicit, output_prefix="q", feature_statistics=False)
+    assert quiet.data_checks["warnings"] == []

@@ -178,3 +178,65 @@ def id_like_line(column: str, type_name: str, rows: int) -> str:
         f"each of the {rows:,} train rows, so it is left out of the features; to use it, list "
         "it as a feature (numeric or categorical) in the feature config"
     )
+
+
+NUMERIC_TEXT_SHARE = 0.5
+"""A STRING column is *mostly numbers* when more than this share of its values are numbers."""
+
+
+def numeric_text_warnings(
+    warehouse: Warehouse,
+    source: TableRef | str,
+    columns: Sequence[str],
+    key: str,
+    train_end: int,
+    na_values: Sequence[str],
+) -> list[str]:
+    """One line per STRING column of the train split whose values are mostly numbers.
+
+    Such a column becomes a categorical feature with a token per amount, the usual sign of
+    numbers stored as text with missing-value markers (``NA``, ``N/A``...) among them. In a
+    typed table those markers are values, not NULLs: they are counted (``na_values`` is a
+    query parameter) and the line says how to convert the column in SQL. Nothing is
+    rewritten: batch prediction and serving read the same kind of table, so a rewrite in the
+    prepare step alone would make training and serving disagree.
+
+    Args:
+        warehouse: the engine.
+        source: the table.
+        columns: the STRING feature columns to look at.
+        key: the key column (the split).
+        train_end: end of the train bucket range.
+        na_values: the feature config's missing-value markers.
+    """
+    if not columns:
+        return []
+    split_sql = render(load_sql("split"), tables={"source": source}, columns={"key": key})
+    items = render(
+        ", ".join(
+            f"COUNT(t.{{c{i}}}) AS n{i}, "
+            f"COUNTIF(SAFE_CAST(t.{{c{i}}} AS FLOAT64) IS NOT NULL) AS num{i}, "
+            f"COUNTIF(t.{{c{i}}} IN UNNEST(@na_values)) AS na{i}"
+            for i in range(len(columns))
+        ),
+        columns={f"c{i}": c for i, c in enumerate(columns)},
+    )
+    sql = f"SELECT {items} FROM ({split_sql}) AS t"
+    params = {"bucket_lo": 0, "bucket_hi": train_end, "na_values": list(na_values) or [""]}
+    row = warehouse.query(sql, params).to_pylist()[0]
+    lines = []
+    for i, name in enumerate(columns):
+        n, numbers, markers = (int(row[f"{k}{i}"]) for k in ("n", "num", "na"))
+        if not n or numbers <= NUMERIC_TEXT_SHARE * n:
+            continue
+        line = (
+            f"column {name!r} is STRING but {numbers:,} of its {n:,} values in the train split "
+            "are numbers: it is used as a categorical feature (one token per value)"
+        )
+        if markers:
+            line += f"; {markers:,} values are missing-value markers ({', '.join(na_values)})"
+        lines.append(
+            line + "; to use it as a number, convert it in SQL (e.g. a view with "
+            f"SAFE_CAST(NULLIF(`{name}`, 'NA') AS FLOAT64)) or list it in 'ignored'"
+        )
+    return lines

@@ -21,13 +21,19 @@ import pyarrow as pa
 
 from vertex_imbalanced.config import WEIGHT_COLUMN, FeatureSpec, ImbalanceConfig
 from vertex_imbalanced.errors import LabelError, PipelineInputError, SchemaError
-from vertex_imbalanced.reading.schema import bigquery_type_name, check_schema, infer_feature_spec
+from vertex_imbalanced.reading.schema import (
+    bigquery_type_name,
+    check_schema,
+    infer_feature_spec,
+    is_string_type,
+)
 from vertex_imbalanced.warehouse import rebalance as imb
 from vertex_imbalanced.warehouse.data_checks import (
     id_like_columns,
     id_like_line,
     key_stats,
     key_warnings,
+    numeric_text_warnings,
 )
 from vertex_imbalanced.warehouse.engines import (
     Warehouse,
@@ -198,7 +204,9 @@ def _data_checks(
     stats: list[dict[str, Any]],
     train_end: int,
 ) -> tuple[FeatureSpec, dict[str, Any]]:
-    """Key warnings, and id-like columns left out of inferred features (logged and returned).
+    """Key warnings, id-like columns, text columns of numbers (logged and returned).
+
+    Id-like columns are left out of inferred features; explicit features are kept as given.
 
     Raises:
         SchemaError: every inferred feature is id-like.
@@ -214,6 +222,12 @@ def _data_checks(
         lines += [
             id_like_line(c, bigquery_type_name(schema.field(c).type), n) for c, n in id_like.items()
         ]
+        text = [
+            c for c in spec.categorical if c not in id_like and is_string_type(schema.field(c).type)
+        ]
+        lines += numeric_text_warnings(
+            warehouse, source, text, str(spec.key), train_end, spec.na_values
+        )
         if id_like:
             if not set(spec.features) - set(id_like):
                 raise SchemaError(
