@@ -49,7 +49,7 @@ from vertex_imbalanced.errors import PipelineInputError
 from vertex_imbalanced.reading.record_packing import MISSING_CATEGORY
 from vertex_imbalanced.reading.training_encoding import ENCODED_CATEGORICAL, ENCODED_NUMERIC
 from vertex_imbalanced.training.serving_names import serving_name
-from vertex_imbalanced.training.statistics import FeatureStats
+from vertex_imbalanced.training.statistics import FeatureStats, NumericStats
 
 PROBABILITIES = "probabilities"
 CLASS_ID = "class_id"
@@ -118,8 +118,59 @@ def encoded_inputs(spec: FeatureSpec) -> dict[str, keras.KerasTensor]:
     return inputs
 
 
+NUMERIC_ENCODINGS = ("standardize", "log_standardize", "quantile", "piecewise_linear")
+NUMERIC_ENCODING = "piecewise_linear"
+"""How numeric columns enter the network (one of :data:`NUMERIC_ENCODINGS`; module docstring)."""
+MAX_BINS = 32
+"""Most piecewise-linear bins per numeric column."""
+ROWS_PER_BIN = 8
+"""A column gets at most ``present rows // ROWS_PER_BIN`` bins (at least one)."""
+
+
+def bin_edges(stats: NumericStats, max_bins: int | None = None) -> np.ndarray:
+    """Piecewise-linear bin edges of one column: distinct training quantiles, ascending.
+
+    ``b = clip(present // ROWS_PER_BIN, 1, max_bins)`` bins at the quantiles ``i / b`` of the
+    statistics' quantile grid; equal quantiles (discrete columns, a mass at one value) merge,
+    so a 0/1 column gets the one bin ``[0, 1]``. Empty for statistics without quantiles.
+    """
+    q = np.asarray(stats.quantiles, np.float64)
+    if q.size < 2:
+        return np.zeros(0, np.float64)
+    bins = int(min(max(stats.present // ROWS_PER_BIN, 1), max_bins or MAX_BINS, q.size - 1))
+    picks = np.round(np.linspace(0, q.size - 1, bins + 1)).astype(int)
+    return np.unique(q[picks])
+
+
+def _is_skewed(stats: NumericStats) -> bool:
+    """Non-negative with a long right tail: the top 1.6 % spreads over 3x the bottom half."""
+    q = stats.quantiles
+    if len(q) < 3 or q[0] < 0:
+        return False
+    middle = q[len(q) // 2]
+    return q[-2] - middle > 3 * (middle - q[0])
+
+
+def _piecewise_linear(columns, edges: Sequence[np.ndarray]):
+    """``[n, k]`` -> ``[n, k * T]``: per bin ``clip((x - left) / width, 0, 1)``.
+
+    ``T`` is the most bins of any column; a column with fewer bins is padded with bins whose
+    left edge is the float32 maximum, which encode every finite value as exactly 0 (training
+    and serving alike), so their weights never matter. Broadcasting (elementwise, exact) is
+    used instead of a gather along axis 1, which is several times slower on CPU.
+    """
+    width_t = max(len(e) - 1 for e in edges)
+    left = np.full((len(edges), width_t), np.finfo(np.float32).max, np.float32)
+    width = np.ones((len(edges), width_t), np.float32)
+    for j, e in enumerate(edges):
+        left[j, : len(e) - 1] = e[:-1]
+        width[j, : len(e) - 1] = np.diff(e)
+    bins = keras.ops.clip((keras.ops.expand_dims(columns, -1) - left) / width, 0.0, 1.0)
+    return keras.ops.reshape(bins, (-1, len(edges) * width_t)), width_t
+
+
 def _numeric_block(values: keras.KerasTensor, spec: FeatureSpec, stats: FeatureStats) -> list:
-    """Normalised imputed values and missing indicators (see the module docstring)."""
+    """Imputed encoded values and missing indicators (see the module docstring)."""
     parts = []
     constant = set(constant_columns(spec, stats))
     kept = [j for j, n in enumerate(spec.numeric) if n not in constant]
@@ -127,18 +178,53 @@ def _numeric_block(values: keras.KerasTensor, spec: FeatureSpec, stats: FeatureS
         names = [spec.numeric[j] for j in kept]
         columns = values if len(kept) == len(spec.numeric) else keras.ops.take(values, kept, 1)
         means = np.array([stats.numeric[n].mean for n in names], np.float32)
-        normalize = keras.layers.Normalization(
-            mean=means,
-            variance=np.array([stats.numeric[n].variance for n in names], np.float32),
-            dtype="float32",
-            name="normalize_numeric",
-        )
-        parts.append(normalize(keras.ops.where(keras.ops.isnan(columns), means, columns)))
+        imputed = keras.ops.where(keras.ops.isnan(columns), means, columns)
+        parts += _encode_numeric(imputed, [stats.numeric[n] for n in names])
     missing = [j for j, n in enumerate(spec.numeric) if stats.numeric[n].missing > 0]
     if missing:
         is_nan = keras.ops.isnan(keras.ops.take(values, missing, 1))
         parts.append(keras.ops.cast(is_nan, "float32"))
     return parts
+
+
+def _standardize(columns, numeric: Sequence[NumericStats]) -> list:
+    normalize = keras.layers.Normalization(
+        mean=np.array([s.mean for s in numeric], np.float32),
+        variance=np.array([s.variance for s in numeric], np.float32),
+        dtype="float32",
+        name="normalize_numeric",
+    )
+    return [normalize(columns)]
+
+
+def _grid_moments(q: np.ndarray) -> tuple[float, float]:
+    """Mean and variance of a distribution given by its quantile grid (interval midpoints)."""
+    mid = (q[1:] + q[:-1]) / 2
+    return float(mid.mean()), float(max(mid.var(), 1e-12))
+
+
+def _encode_numeric(columns, numeric: Sequence[NumericStats]) -> list:
+    """Encode the imputed non-constant columns ``[n, k]`` as :data:`NUMERIC_ENCODING` says."""
+    if NUMERIC_ENCODING not in NUMERIC_ENCODINGS:
+        raise ValueError(f"NUMERIC_ENCODING {NUMERIC_ENCODING!r} not in {NUMERIC_ENCODINGS}")
+    if NUMERIC_ENCODING == "standardize" or any(len(s.quantiles) < 2 for s in numeric):
+        return _standardize(columns, numeric)
+    if NUMERIC_ENCODING == "log_standardize":
+        skewed = np.array([_is_skewed(s) for s in numeric])
+        moments = []
+        for s, log in zip(numeric, skewed, strict=True):
+            moments.append(_grid_moments(np.log1p(s.quantiles)) if log else (s.mean, s.variance))
+        mean, var = (np.array(m, np.float32) for m in zip(*moments, strict=True))
+        logged = keras.ops.where(skewed, keras.ops.log1p(keras.ops.maximum(columns, 0.0)), columns)
+        return [(logged - mean) / np.sqrt(np.maximum(var, 1e-12)).astype(np.float32)]
+    edges = [bin_edges(s) for s in numeric]
+    encoded, width_t = _piecewise_linear(columns, edges)
+    if NUMERIC_ENCODING == "piecewise_linear":
+        return [encoded]
+    # quantile: the piecewise-linear CDF of the training quantiles, centred to [-1, 1]
+    counts = np.array([len(e) - 1 for e in edges], np.float32)
+    cdf = keras.ops.sum(keras.ops.reshape(encoded, (-1, len(edges), width_t)), axis=-1) / counts
+    return [cdf * 2.0 - 1.0]
 
 
 def _seen_positions(column: str, tokens: Sequence[str], stats: FeatureStats) -> list[int]:

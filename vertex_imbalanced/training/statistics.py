@@ -1,10 +1,22 @@
 """One streaming pass over the training dataset: the statistics the model's preprocessing needs.
 
-Per numeric column the weighted mean and variance ignoring NaN (= NULL), per categorical column
-a vocabulary (most frequent first), and the class counts and row count. Means are weighted by
-the example weights so that, after downsample + upweight, the imputed value and the scaling are
-those of the original (not the downsampled) distribution. Only O(columns + vocabulary) state is
-kept, so the pass works on tables that do not fit in memory.
+Per numeric column the weighted mean and variance ignoring NaN (= NULL) and weighted quantiles
+(:data:`QUANTILE_POINTS` + 1 of them, from a bounded sketch), per categorical column a
+vocabulary (most frequent first), and the class counts and row count. Means and quantiles are
+weighted by the example weights so that, after downsample + upweight, the imputed value, the
+scaling and the bin edges are those of the original (not the downsampled) distribution. Only
+O(columns x sketch + vocabulary) state is kept, so the pass works on tables that do not fit in
+memory.
+
+**The quantile sketch** (:class:`_QuantileSketch`) puts each value in a logarithmic bucket of
+relative width :data:`SKETCH_RELATIVE_ACCURACY` (the DDSketch layout: bucket
+``ceil(log|x| / log gamma)`` per sign, one bucket for ``|x| < 1e-9``) and keeps per bucket the
+summed weight and the smallest and largest value seen. The state is at most a few thousand
+buckets per column whatever the row count, it does not depend on the order the rows arrive in
+(sums, minima and maxima), so the quantiles are the same on every worker and every run, and a
+quantile is an actual training value whenever its bucket holds one distinct value (integer
+counts below ~50, flags, codes); otherwise it is interpolated within the bucket, within the
+bucket's relative width of the exact weighted quantile.
 """
 
 from __future__ import annotations
@@ -31,12 +43,19 @@ class NumericStats:
         variance: weighted population variance of the present values.
         present: number of non-NULL rows.
         missing: number of NULL rows.
+        quantiles: weighted quantiles of the present values at ``q = i / QUANTILE_POINTS``,
+            ``i = 0..QUANTILE_POINTS`` (first = minimum, last = maximum), non-decreasing; empty
+            for statistics made without the sketch (the model then standardises the column).
     """
 
     mean: float
     variance: float
     present: int
     missing: int
+    quantiles: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "quantiles", tuple(float(q) for q in self.quantiles))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,6 +99,92 @@ class FeatureStats:
         )
 
 
+QUANTILE_POINTS = 64
+"""Quantiles kept per numeric column: ``q = 0, 1/64, ..., 1`` (65 values)."""
+SKETCH_RELATIVE_ACCURACY = 0.01
+"""Relative half-width of a sketch bucket: ``gamma = (1 + a) / (1 - a)``."""
+SKETCH_ZERO = 1e-9
+"""Values with ``|x|`` below this share the zero bucket."""
+_LOG_GAMMA = math.log((1 + SKETCH_RELATIVE_ACCURACY) / (1 - SKETCH_RELATIVE_ACCURACY))
+_KEY_OFFSET = 2 - math.floor(math.log(SKETCH_ZERO) / _LOG_GAMMA)
+"""Shifts the log-bucket index of ``|x| >= SKETCH_ZERO`` to >= 1 (0 = the zero bucket)."""
+
+
+class _QuantileSketch:
+    """Weighted log-bucket sketch: per bucket key, summed weight, min and max (module docstring).
+
+    Keys sort like the values: negative values get negative keys (larger ``|x|``, smaller key),
+    the zero bucket is 0.
+    """
+
+    def __init__(self) -> None:
+        self.keys = np.zeros(0, np.int64)
+        self.weight = np.zeros(0, np.float64)
+        self.low = np.zeros(0, np.float64)
+        self.high = np.zeros(0, np.float64)
+        self._pending: list[tuple[np.ndarray, ...]] = []
+        self._pending_size = 0
+
+    @staticmethod
+    def bucket_keys(values: np.ndarray) -> np.ndarray:
+        """The bucket key of each (finite) value."""
+        magnitude = np.abs(values)
+        tiny = magnitude < SKETCH_ZERO
+        with np.errstate(divide="ignore"):
+            index = np.ceil(np.log(np.where(tiny, 1.0, magnitude)) / _LOG_GAMMA) + _KEY_OFFSET
+        return np.where(tiny, 0, np.sign(values) * index).astype(np.int64)
+
+    def update(self, values: np.ndarray, weights: np.ndarray) -> None:
+        """Add finite ``values`` with their ``weights`` (float64 arrays of one length)."""
+        if not values.size:
+            return
+        self._pending.append(self._reduce(self.bucket_keys(values), weights, values, values))
+        self._pending_size += self._pending[-1][0].size
+        if self._pending_size > 4 * max(self.keys.size, 1024):
+            self._compact()
+
+    @staticmethod
+    def _reduce(keys, weight, low, high) -> tuple[np.ndarray, ...]:
+        order = np.argsort(keys, kind="stable")
+        keys, weight, low, high = keys[order], weight[order], low[order], high[order]
+        starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+        return (
+            keys[starts],
+            np.add.reduceat(weight, starts),
+            np.minimum.reduceat(low, starts),
+            np.maximum.reduceat(high, starts),
+        )
+
+    def _compact(self) -> None:
+        if self._pending:
+            parts = [(self.keys, self.weight, self.low, self.high), *self._pending]
+            merged = (np.concatenate([p[i] for p in parts]) for i in range(4))
+            self.keys, self.weight, self.low, self.high = self._reduce(*merged)
+            self._pending, self._pending_size = [], 0
+
+    def quantiles(self, points: int = QUANTILE_POINTS) -> tuple[float, ...]:
+        """Weighted quantiles at ``q = i / points``, ``i = 0..points`` (empty without weight).
+
+        A quantile falls in the bucket where the cumulative weight reaches ``q * total``; it is
+        interpolated linearly between the bucket's smallest and largest value by the fraction
+        of the bucket's weight below it (exact when the bucket holds one distinct value).
+        """
+        self._compact()
+        positive = self.weight > 0
+        weight, low, high = self.weight[positive], self.low[positive], self.high[positive]
+        total = float(weight.sum())
+        if not weight.size or total <= 0:
+            return ()
+        cumulative = np.cumsum(weight)
+        targets = np.linspace(0.0, total, points + 1)
+        bucket = np.minimum(np.searchsorted(cumulative, targets, side="left"), weight.size - 1)
+        below = cumulative[bucket] - weight[bucket]
+        fraction = np.clip((targets - below) / weight[bucket], 0.0, 1.0)
+        values = low[bucket] + fraction * (high[bucket] - low[bucket])
+        values[0], values[-1] = low[0], high[-1]
+        return tuple(float(v) for v in np.maximum.accumulate(values))
+
+
 class _Moments:
     """Weighted count / mean / M2, merged batch by batch (Chan et al.), NaN excluded."""
 
@@ -90,6 +195,7 @@ class _Moments:
         self.present = 0
         self.missing = 0
         self.non_finite = 0
+        self.sketch = _QuantileSketch()
 
     def update(self, values: np.ndarray, weights: np.ndarray) -> None:
         nan = np.isnan(values)
@@ -98,6 +204,7 @@ class _Moments:
         finite = np.isfinite(values)
         self.non_finite += int((~finite & ~nan).sum())
         values, weights = values[finite].astype(np.float64), weights[finite].astype(np.float64)
+        self.sketch.update(values, weights)
         w = float(weights.sum())
         if w <= 0:
             return
@@ -194,7 +301,11 @@ def _numeric_stats(moments: Mapping[str, _Moments], description: str) -> dict[st
             )
         variance = max(m.m2 / m.weight, 0.0)
         out[name] = NumericStats(
-            mean=float(m.mean), variance=float(variance), present=m.present, missing=m.missing
+            mean=float(m.mean),
+            variance=float(variance),
+            present=m.present,
+            missing=m.missing,
+            quantiles=m.sketch.quantiles(),
         )
         if not math.isfinite(out[name].variance):
             raise PipelineInputError(f"numeric column {name!r} of {description} overflows float64")
