@@ -160,3 +160,14 @@ def test_open_warehouse_errors(tmp_path):
         open_warehouse("s3://bucket/t")
     with pytest.raises(PipelineInputError, match="project.dataset.table"):
         open_warehouse("bq://just_a_table")
+
+
+def test_duckdb_warehouse_runs_under_the_fixed_memory_limit(tmp_path, monkeypatch):
+    from vertex_imbalanced.warehouse import duckdb_settings as ds
+
+    monkeypatch.delenv(ds.MEMORY_LIMIT_ENV, raising=False)
+    with DuckDBWarehouse(tmp_path / "w.duckdb") as wh:
+        limit, spill = wh.con.execute(
+            "SELECT current_setting('memory_limit'), current_setting('temp_directory')"
+        ).fetchone()
+    assert limit == "244.1 MiB" and spill == f"{(tmp_path / 'w.duckdb').resolve()}.tmp"

@@ -17,12 +17,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol
 
-import duckdb
 import pyarrow as pa
 import sqlglot
 from sqlglot import exp
 
 from vertex_imbalanced.errors import PipelineInputError, SchemaError
+from vertex_imbalanced.warehouse.duckdb_settings import connect as connect_duckdb
 from vertex_imbalanced.warehouse.fingerprint import register_farm_fingerprint
 from vertex_imbalanced.warehouse.identifiers import TableRef, validate_column
 
@@ -186,15 +186,22 @@ class DuckDBWarehouse:
 
     engine = "duckdb"
 
-    def __init__(self, path: str | Path, *, read_only: bool = False) -> None:
+    def __init__(
+        self, path: str | Path, *, read_only: bool = False, memory_limit: str | None = None
+    ) -> None:
         """Open (or create) the database file and register ``farm_fingerprint``.
+
+        DuckDB runs under a fixed memory limit and spills beside the file
+        (:mod:`vertex_imbalanced.warehouse.duckdb_settings`), so a step's memory does not grow
+        with the table.
 
         Args:
             path: database file.
             read_only: open without write access.
+            memory_limit: DuckDB memory limit (default ``duckdb_settings.memory_limit()``).
         """
         self.path = str(Path(path).resolve())
-        self.con = duckdb.connect(self.path, read_only=read_only)
+        self.con = connect_duckdb(self.path, read_only=read_only, limit=memory_limit)
         register_farm_fingerprint(self.con)
 
     def close(self) -> None:

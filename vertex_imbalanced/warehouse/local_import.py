@@ -42,6 +42,7 @@ from vertex_imbalanced.reading.schema import (
     is_string_type,
 )
 from vertex_imbalanced.reading.sources.duckdb_source import duckdb_uri, parse_duckdb_uri
+from vertex_imbalanced.warehouse.duckdb_settings import connect as connect_duckdb
 from vertex_imbalanced.warehouse.identifiers import validate_column
 
 SOURCE_DB = "source.duckdb"
@@ -80,7 +81,7 @@ class StagedSource:
 
     def connect(self) -> duckdb.DuckDBPyConnection:
         """A read-only connection to the staged database."""
-        return duckdb.connect(str(self.staging), read_only=True)
+        return connect_duckdb(str(self.staging), read_only=True)
 
     def commit(self) -> str:
         """Move the staged database into place; return the table's DuckDB URI."""
@@ -103,7 +104,7 @@ def _staging(work_dir: Path, name: str) -> tuple[Path, Path]:
 def _csv_options(path: Path, na_values: Sequence[str], label: str | None) -> dict:
     """``read_csv_auto`` options: NULL markers, and the label kept as text if sniffed BOOLEAN."""
     options: dict = {"nullstr": list(dict.fromkeys(["", *na_values]))}
-    with duckdb.connect() as con:
+    with connect_duckdb() as con:
         types = dict(
             (row[0], row[1])
             for row in con.execute(
@@ -175,7 +176,7 @@ def load_file(
             options = _csv_options(path, na_values, label)
             call = f"{reader}(?, {', '.join(f'{name}=?' for name in options)})"
             params += list(options.values())
-        with duckdb.connect(str(db)) as con:
+        with connect_duckdb(str(db)) as con:
             con.execute(f"CREATE TABLE {SOURCE_TABLE} AS SELECT *{key} FROM {call}", params)
     except duckdb.Error as err:
         Path(db).unlink(missing_ok=True)
@@ -195,7 +196,7 @@ def copy_duckdb_table(uri: str, db: str | Path) -> None:
     if not Path(path).is_file():
         raise PipelineInputError(f"DuckDB file {path} does not exist ({uri})")
     try:
-        with duckdb.connect(str(db)) as con:
+        with connect_duckdb(str(db)) as con:
             con.execute("ATTACH ? AS user_source (READ_ONLY)", [path])
             found = con.execute(
                 "SELECT count(*) FROM information_schema.tables WHERE table_catalog = "

@@ -168,6 +168,11 @@ class _DeterministicShard:
         return f"{self._source.description} (shard {self._index} of {self._count})"
 
     @property
+    def stable_streams(self) -> bool:
+        """As the whole source's: the same rows of the same streams every pass."""
+        return bool(getattr(self._source, "stable_streams", False))
+
+    @property
     def schema(self) -> pa.Schema:
         return self._source.schema
 

@@ -15,6 +15,7 @@ import duckdb
 import pyarrow as pa
 
 from vertex_imbalanced.errors import PipelineInputError, SchemaError
+from vertex_imbalanced.warehouse.duckdb_settings import connect as connect_duckdb
 from vertex_imbalanced.warehouse.identifiers import TableRef, require_columns, validate_column
 
 BATCH_ROWS = 8192
@@ -109,15 +110,18 @@ def duckdb_uri(path: str | Path, table: str | TableRef) -> str:
 
 def _connect(path: str) -> duckdb.DuckDBPyConnection:
     try:
-        return duckdb.connect(path, read_only=True)
+        return connect_duckdb(path, read_only=True)
     except duckdb.ConnectionException:
         # This process already holds the file open for writing (DuckDB refuses a second
         # configuration of the same file in one process); share that mode instead.
-        return duckdb.connect(path)
+        return connect_duckdb(path)
 
 
 class DuckDBSource:
     """Read selected columns of a DuckDB table as ``num_streams`` rowid ranges."""
+
+    stable_streams = True
+    """Every pass yields the same record batches (fixed rowid ranges and batch size)."""
 
     def __init__(
         self,
