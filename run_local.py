@@ -8,8 +8,16 @@ Uses the same pipeline definition as Vertex AI (pipelines/training_pipeline.py) 
 work database under the output directory (the user's files are only read) and a local
 registry directory (default ``build/registry``, shared across runs, so a second run's gate
 compares against the first run's champion). Every problem of the options and the input is
-listed before anything runs. Writes ``OUTPUT_DIR/summary.json`` and prints the columns' roles,
-the class mapping, one line per step event, per epoch and per warning, and a short summary.
+listed before anything runs.
+
+Stopping and resuming: Ctrl-C or SIGTERM stops the running step's processes too (nothing of
+the run writes after run_local exits; exit status 130 / 143). Rerunning the same command
+(same options, same data, same code) resumes a run that did not finish: the same run id (the
+registry registers it once), finished steps reused, training continued from its last epoch.
+``--fresh`` starts a new run instead. Rerunning after a run that finished starts a new run.
+
+Writes ``OUTPUT_DIR/summary.json`` and prints the columns' roles, the class mapping, one line
+per step event, per epoch and per warning, and a short summary.
 The work is done by :func:`pipelines.local_run.main_from_text`.
 """
 
@@ -46,7 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     """
     p = argparse.ArgumentParser(
         description="Run the whole training pipeline locally (kfp.local + DuckDB + local "
-        "registry). Every problem of the options and the input is listed before anything runs.",
+        "registry). Every problem of the options and the input is listed before anything runs. "
+        "Ctrl-C or SIGTERM also stops the running step; rerunning the same command resumes a "
+        "run that did not finish (same run id, finished steps reused; see --fresh).",
         epilog=EXAMPLES,
         formatter_class=lambda prog: argparse.RawDescriptionHelpFormatter(prog, width=100),
     )
@@ -130,6 +140,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--tolerance",
         default=str(DEFAULTS.tolerance),
         help="gate: allowed drop vs the champion, >= 0 (default: %(default)s)",
+    )
+    run.add_argument(
+        "--fresh",
+        action="store_true",
+        default=argparse.SUPPRESS,  # only present when given: main_from_text takes it out
+        help="start a new run even when a run with the same options and data in --output-dir "
+        "did not finish (default: resume it: same run id, so the registry gets one version; "
+        "finished steps reused; training continues from its last epoch). A finished run is "
+        "never resumed: rerunning it trains a new run",
     )
     run.add_argument("--verbose", action="store_true", help="show every line kfp.local prints")
     hp = p.add_argument_group(

@@ -45,7 +45,7 @@ import re
 import sys
 import time
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -59,6 +59,20 @@ from pipelines.local_input import (
     option_problems,
     options_from_text,
     prepare_input,
+)
+from pipelines.local_resume import (
+    FAILED,
+    FINISHED,
+    INTERRUPTED,
+    RunInterrupted,
+    TaskSupervisor,
+    fixed_run_name,
+    new_run_name,
+    plan_run,
+    remove_leftovers,
+    run_fingerprint,
+    set_status,
+    start_record,
 )
 from pipelines.local_summary import build_summary, format_summary
 from vertex_imbalanced import options_check as check
@@ -74,6 +88,7 @@ __all__ = [
     "SUMMARY_FILE",
     "LocalRunOptions",
     "KfpLocalOutput",
+    "RunInterrupted",
     "build_summary",
     "format_summary",
     "main",
@@ -87,6 +102,7 @@ _ERROR_LINE = re.compile(r"^\s*([A-Za-z_][\w.]*(Error|Exception|Exit)):\s?(.*)$"
 _STARTED = re.compile(r"Executing task '([^']+)'")
 _FINISHED = re.compile(r"Task '([^']+)' finished with status (\w+)")
 _FAILED_TASK = re.compile(r"Inner task failed: '([^']+)'")
+_REUSED = re.compile(r"Task '([^']+)' reused: ")
 _WARNING_LINE = re.compile(r"^\s*\S+:\d+: (\w*Warning): (.*)$")
 _EPOCH_LINE = re.compile(r"^\s*(?:\[[^\]]*\]:?\s*)?(epoch \d+/\d+: .*)$")
 """The train step's one line per epoch (``epoch 3/20: loss ... val_loss ... rows/s ...``)."""
@@ -151,6 +167,11 @@ def started_line(task: str) -> str:
 def finished_line(task: str, status: str, seconds: float) -> str:
     """``      train: success in 17.3 s``."""
     return f"      {task}: {status.lower()} in {seconds:.1f} s"
+
+
+def reused_line(task: str) -> str:
+    """The line for a step a resumed run takes from the interrupted run."""
+    return f"      {task}: reused (it finished before the interruption)"
 
 
 def skipped_line(task: str) -> str:
@@ -232,6 +253,11 @@ class KfpLocalOutput(io.TextIOBase):
             self._started[m[1]] = time.monotonic()
             self.tail[m[1]] = collections.deque(maxlen=400)
             self._say(started_line(m[1]))
+        elif m := _REUSED.search(line):
+            self._started[m[1]] = time.monotonic()
+            self.seconds[m[1]] = 0.0
+            self._say(started_line(m[1]))
+            self._say(reused_line(m[1]))
         elif m := _FINISHED.search(line):
             seconds = time.monotonic() - self._started.get(m[1], time.monotonic())
             self.seconds[m[1]] = round(seconds, 1)
@@ -332,44 +358,72 @@ def run_pipeline(
     output_dir: Path,
     verbose: bool = False,
     echo: TextIO | None = None,
+    *,
+    run_name: str | None = None,
+    on_start: Callable[[Path], None] | None = None,
 ) -> tuple[Path, dict[str, float]]:
-    """Run the pipeline with kfp.local in this interpreter.
+    """Run the pipeline with kfp.local in this interpreter, its tasks under supervision.
+
+    Each task runs in a process group of its own (:class:`pipelines.local_resume.TaskSupervisor`):
+    SIGINT, SIGTERM or SIGHUP stop the running task's whole group before
+    :class:`RunInterrupted` is raised, so nothing of the run writes after this returns. Steps
+    that finished in an earlier attempt of the same ``run_name`` with the same inputs are
+    reused (only the steps whose policy allows caching: train, evaluate); a step that runs
+    again starts from an empty directory except the train step's backup.
 
     Args:
         arguments: the pipeline's parameter values (:func:`pipeline_arguments`).
         output_dir: existing directory; gets ``pipeline.log`` and ``pipeline_root/<run>/``.
         verbose: echo every line kfp.local prints.
         echo: where step lines go (default: ``sys.stdout`` at call time).
+        run_name: the run to start or continue (None: a new name, kfp.local's form); it is
+            also the run id the register step gives the registry.
+        on_start: called with the run directory (created) before the first task starts.
 
     Returns:
-        The run directory and the seconds each task took (``{task: seconds}``).
+        The run directory and the seconds each task took (``{task: seconds}``; 0.0 for a
+        reused step).
 
     Raises:
         PipelineRunError: naming the failed task and its last exception line.
+        RunInterrupted: a stop signal came; the running task has been stopped.
     """
     from kfp import local
 
-    from pipelines.training_pipeline import build_pipeline
+    from pipelines.training_pipeline import PIPELINE_NAME, build_pipeline
 
     root = output_dir / PIPELINE_ROOT_DIR
-    root.mkdir(parents=True, exist_ok=True)
-    before = set(root.iterdir())
+    run_name = run_name or new_run_name(PIPELINE_NAME)
+    run_dir = root / run_name
+    continued = run_dir.is_dir()
+    run_dir.mkdir(parents=True, exist_ok=True)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
     pipeline = build_pipeline(None, retries=False)
     log_path = output_dir / LOG_FILE
-    with log_path.open("w") as log, warnings.catch_warnings(), named_output_conditions():
+    if on_start is not None:
+        on_start(run_dir)
+    supervisor = TaskSupervisor(run_dir)
+    with contextlib.ExitStack() as stack:
+        log = stack.enter_context(log_path.open("a" if continued else "w"))
+        if continued:
+            log.write(f"\n===== run {run_name} continued =====\n")
+        stack.enter_context(warnings.catch_warnings())
+        stack.enter_context(named_output_conditions())
+        stack.enter_context(fixed_run_name(run_name))
         _quiet_local_warnings()
         sink = KfpLocalOutput(log, echo or sys.stdout, verbose)
         try:
-            with contextlib.redirect_stdout(sink):
+            with supervisor.installed(), contextlib.redirect_stdout(sink):
                 pipeline(**arguments)
+        except RunInterrupted:
+            sink.flush()
+            raise
         except (RuntimeError, OSError) as err:
+            if supervisor.interrupted is not None:
+                raise RunInterrupted(supervisor.interrupted) from err
             raise _failure(err, sink, log_path) from err
         sink.finish(STEPS)
-    runs = sorted(set(root.iterdir()) - before, key=lambda p: p.stat().st_mtime)
-    if not runs:
-        raise PipelineRunError(f"kfp.local wrote no run directory under {root}")
-    return runs[-1], sink.seconds
+    return run_dir, sink.seconds
 
 
 # ----------------------------------------------------------------------------- one call
@@ -379,28 +433,62 @@ def _remove_if_new_and_empty(path: Path, existed: bool) -> None:
             path.rmdir()
 
 
+def source_identity(options: LocalRunOptions) -> dict[str, Any]:
+    """What identifies the user's data in the run's fingerprint.
+
+    The demo's rows and seed; for a file or DuckDB database its resolved path, size and
+    modification time (a rewritten file is new data), and the ``--source`` text itself.
+    """
+    from vertex_imbalanced.reading.sources.duckdb_source import parse_duckdb_uri
+    from vertex_imbalanced.warehouse.local_import import split_source
+
+    if options.source is None:
+        return {"demo_rows": options.rows, "demo_seed": options.seed}
+    kind, path = split_source(options.source)
+    file = Path(parse_duckdb_uri(options.source).path if kind == "duckdb" else path).resolve()
+    stat = file.stat()
+    return {
+        "source": options.source,
+        "file": str(file),
+        "size": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+    }
+
+
 def run_local(
-    options: LocalRunOptions, problems: list[str] | tuple[str, ...] = ()
+    options: LocalRunOptions,
+    problems: list[str] | tuple[str, ...] = (),
+    *,
+    fresh: bool = False,
 ) -> dict[str, Any]:
-    """Check everything, then prepare the source, run the pipeline, write the summary.
+    """Check everything, then prepare the source, run (or resume) the pipeline, write the summary.
 
     Every problem of the options and the input is found in one pass before any step runs
     (:func:`option_problems`, :func:`prepare_input`); then nothing is left behind (no work
     database, no new output or registry directory).
 
+    A run that was stopped (signal, failed step, killed outright) is resumed by a rerun with
+    the same inputs (:mod:`pipelines.local_resume`): same run name and registry run id,
+    finished steps reused; ``fresh`` starts a new run instead. Leftovers of stopped runs in
+    the output directory are removed (:func:`pipelines.local_resume.plan_run`).
+
     Args:
         options: the run's options.
         problems: problems already found while parsing the command line.
+        fresh: never resume an unfinished run (it is deleted).
 
     Returns:
-        The summary (:func:`build_summary` plus ``step_seconds`` and ``seconds``), also
-        written to ``OUTPUT_DIR/summary.json``.
+        The summary (:func:`build_summary` plus ``step_seconds``, ``seconds``, ``run`` and
+        ``resumed``), also written to ``OUTPUT_DIR/summary.json``.
 
     Raises:
         InputProblemsError: every problem of the options and the input (nothing ran).
         OutputBusyError: another run uses the output directory.
         PipelineRunError: a task failed, or the gate passed and nothing was registered.
+        RunInterrupted: a stop signal came; the running task was stopped (rerun to resume).
     """
+    from pipelines.training_pipeline import PIPELINE_NAME
+
     started = time.monotonic()
     found = check.Problems()
     found.extend(problems)
@@ -420,10 +508,31 @@ def run_local(
         for line in input_lines(source, source.declared_classes):
             print(line)
         arguments = pipeline_arguments(options, source, registry)
-        run_dir, seconds = run_pipeline(arguments, lock.path, verbose=options.verbose)
+        fingerprint = run_fingerprint(arguments, source_identity(options))
+        plan = plan_run(lock.path / PIPELINE_ROOT_DIR, PIPELINE_NAME, fingerprint, fresh=fresh)
+        for line in plan.lines:
+            print(line)
+        try:
+            run_dir, seconds = run_pipeline(
+                arguments,
+                lock.path,
+                verbose=options.verbose,
+                run_name=plan.run_name,
+                on_start=lambda _: start_record(plan, fingerprint),
+            )
+        except RunInterrupted:
+            set_status(plan.run_dir, INTERRUPTED)
+            raise
+        except BaseException:
+            set_status(plan.run_dir, FAILED)
+            raise
+        set_status(run_dir, FINISHED)
+        remove_leftovers(run_dir)
         summary = build_summary(run_dir, source.description)
         summary["step_seconds"] = seconds
         summary["seconds"] = round(time.monotonic() - started, 1)
+        summary["run"] = plan.run_name
+        summary["resumed"] = plan.resumed is not None
         path = lock.path / SUMMARY_FILE
         try:
             path.write_text(json.dumps(summary, indent=2, sort_keys=True))
@@ -449,14 +558,24 @@ def error_text(err: Exception) -> str:
     return f"error: {err}"
 
 
-def main(options: LocalRunOptions, problems: list[str] | tuple[str, ...] = ()) -> int:
+def main(
+    options: LocalRunOptions, problems: list[str] | tuple[str, ...] = (), *, fresh: bool = False
+) -> int:
     """Run :func:`run_local`, print the summary or the error lines; return the exit status.
 
     Returns:
-        0 on success, 2 for bad input (nothing ran), 1 when the pipeline failed.
+        0 on success, 2 for bad input (nothing ran), 1 when the pipeline failed,
+        ``128 + signal`` when a signal stopped it (130 for Ctrl-C, 143 for SIGTERM).
     """
     try:
-        summary = run_local(options, problems)
+        summary = run_local(options, problems, fresh=fresh)
+    except RunInterrupted as err:
+        print(
+            f"error: {err}: the running task was stopped; rerun the same command to resume "
+            "(--fresh starts over)",
+            file=sys.stderr,
+        )
+        return 128 + err.signum
     except PipelineInputError as err:
         print(error_text(err), file=sys.stderr)
         return 2
@@ -473,6 +592,11 @@ def main(options: LocalRunOptions, problems: list[str] | tuple[str, ...] = ()) -
 
 
 def main_from_text(values: Mapping[str, Any]) -> int:
-    """``run_local.py``'s call: convert the text options (collecting problems) and run."""
+    """``run_local.py``'s call: convert the text options (collecting problems) and run.
+
+    ``values`` may hold ``fresh`` (bool) besides the :class:`LocalRunOptions` fields.
+    """
+    values = dict(values)
+    fresh = bool(values.pop("fresh", False))
     options, problems = options_from_text(values)
-    return main(options, problems)
+    return main(options, problems, fresh=fresh)
