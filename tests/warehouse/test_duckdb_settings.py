@@ -27,10 +27,10 @@ def test_default_limit_and_spill_directory_beside_the_file(tmp_path, monkeypatch
     with ds.connect(db) as con:
         con.execute("CREATE TABLE t AS SELECT 1 AS a")
         limit, spill = _settings(con)
-        assert limit == "244.1 MiB"  # DuckDB prints 256MB (10^6) in MiB
+        assert limit == "61.0 MiB"  # DuckDB prints 64MB (10^6 bytes) in MiB
         assert spill == f"{db.resolve()}.tmp"
     with ds.connect(db, read_only=True) as con:  # read-only connections are limited too
-        assert _settings(con)[0] == "244.1 MiB"
+        assert _settings(con)[0] == "61.0 MiB"
     with ds.connect() as con:  # in memory: the system temp dir, not ./.tmp
         assert _settings(con)[1].endswith(ds.IN_MEMORY_SPILL_DIR)
 
@@ -39,8 +39,8 @@ def test_argument_then_environment_override_the_default(tmp_path, monkeypatch):
     monkeypatch.setenv(ds.MEMORY_LIMIT_ENV, "1GB")
     with ds.connect(tmp_path / "a.duckdb") as con:
         assert _settings(con)[0] == "953.6 MiB"
-    with ds.connect(tmp_path / "b.duckdb", limit="64MB") as con:
-        assert _settings(con)[0] == "61.0 MiB"
+    with ds.connect(tmp_path / "b.duckdb", limit="128MB") as con:
+        assert _settings(con)[0] == "122.0 MiB"
 
 
 def test_bad_limit_is_refused_before_any_file_is_opened(tmp_path, monkeypatch):
@@ -75,36 +75,3 @@ def test_a_grouping_larger_than_the_limit_spills_and_completes(tmp_path):
         assert con.execute(sql).fetchone() == (300_000, 300_000)
         used = con.execute("SELECT sum(memory_usage_bytes) FROM duckdb_memory()").fetchone()[0]
         assert used <= 12e6
-
-
-def test_memory_limited_reaches_the_warehouse_and_the_readers_opened_inside(tmp_path, monkeypatch):
-    """What the prepare and evaluate components do: hold a limited connection for the step."""
-    from vertex_imbalanced.reading.sources.duckdb_source import DuckDBSource, duckdb_uri
-    from vertex_imbalanced.warehouse.engines import DuckDBWarehouse
-
-    monkeypatch.delenv(ds.MEMORY_LIMIT_ENV, raising=False)
-    db = tmp_path / "work.duckdb"
-    with duckdb.connect(str(db)) as con:
-        con.execute("CREATE TABLE t AS SELECT range AS id, range % 2 AS label FROM range(10)")
-    uri = duckdb_uri(db, "t")
-    with ds.memory_limited(uri, "bq://p.d.t", limit="48MB"):
-        warehouse = DuckDBWarehouse(db)
-        assert _settings(warehouse.con) == ("45.7 MiB", f"{db.resolve()}.tmp")
-        warehouse.close()
-    with ds.memory_limited(uri, read_only=True, limit="48MB"):
-        source = DuckDBSource(db, "t", ["id", "label"])
-        assert sum(len(b) for b in source.read_stream(0)) == 10
-        with duckdb.connect(str(db), read_only=True) as reader:  # what the source opens
-            assert _settings(reader)[0] == "45.7 MiB"
-    with duckdb.connect(str(db)) as after:  # released: a new instance has DuckDB's default
-        assert _settings(after)[0] != "45.7 MiB"
-
-
-def test_memory_limited_creates_no_file_and_checks_the_limit(tmp_path):
-    missing = tmp_path / "missing.duckdb"
-    with ds.memory_limited(f"duckdb://{missing}?table=t"):
-        pass
-    assert not missing.exists()
-    bad = ds.memory_limited(f"duckdb://{tmp_path}/x.duckdb?table=t", limit="x")
-    with pytest.raises(PipelineInputError, match="memory_limit"), bad:
-        pass

@@ -2,11 +2,11 @@
 
 DuckDB's own default memory limit is 80 % of the machine's RAM, and it keeps the blocks it has
 read cached up to that limit, so a step's peak RSS grew with the table it scanned (the prepare
-step: 0.30 GB at 1M rows, 0.72 GB at 10M on a 23 GB machine; 2.4 GB at 10M elsewhere). Every
-connection the pipeline opens goes through :func:`connect` (or :func:`apply_memory_settings`
-for one opened elsewhere), which sets
+step of the demo table: 0.30 GB at 1M rows, 0.73 GB at 10M on a 23 GB machine; 2.4 GB at 10M
+elsewhere). Every connection the pipeline opens goes through :func:`connect` (or
+:func:`apply_memory_settings` for one opened elsewhere), which sets
 
-* ``memory_limit`` = :data:`DEFAULT_MEMORY_LIMIT` (DuckDB's size syntax, e.g. ``"256MB"``,
+* ``memory_limit`` = :data:`DEFAULT_MEMORY_LIMIT` (DuckDB's size syntax, e.g. ``"64MB"``,
   ``"1GB"``): the buffer pool's bound. Sorts, joins and aggregates larger than that spill;
 * ``temp_directory``: where they spill: ``<database file>.tmp`` beside the file (DuckDB's own
   default for a file), or ``duckdb-spill`` in the system temporary directory for an in-memory
@@ -19,26 +19,28 @@ python run_local.py ...`` reaches every step's process), else :data:`DEFAULT_MEM
 DuckDB keeps one database instance per file per process and refuses a second connection to
 the same file with a different *connect-time* configuration; these settings are applied with
 ``SET`` after connecting, so plain ``duckdb.connect`` calls on the same file keep working (and
-share the limit: it belongs to the instance). :func:`memory_limited` uses that: a step holds
-one limited connection to its database for its whole run, so every connection the step's code
-opens to that file meanwhile runs under the limit too.
+share the limit: it belongs to the instance).
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
 
 from vertex_imbalanced.errors import PipelineInputError
 
-DEFAULT_MEMORY_LIMIT = "256MB"
-"""DuckDB's memory limit in every process of the pipeline (see the module docstring)."""
+DEFAULT_MEMORY_LIMIT = "64MB"
+"""DuckDB's memory limit in every process of the pipeline (see the module docstring).
+
+Small on purpose: a step's peak RSS stays flat only if the limit is no more than what DuckDB
+uses on a small table already. Prepare step on the demo table (peak RSS, 1M -> 10M rows):
+DuckDB's default 0.30 -> 0.73 GB; 128MB 0.28 -> 0.34 GB (+21 %); 64MB 0.26 -> 0.27 GB (+5 %).
+The price is spilling to disk on large tables (the key check's GROUP BY over every key); a
+window over 3M distinct values still ran at 64MB."""
 MEMORY_LIMIT_ENV = "VI_DUCKDB_MEMORY_LIMIT"
 """Environment variable that overrides :data:`DEFAULT_MEMORY_LIMIT` (e.g. ``2GB``)."""
 IN_MEMORY_SPILL_DIR = "duckdb-spill"
@@ -111,36 +113,3 @@ def connect(
     except BaseException:
         con.close()
         raise
-
-
-@contextlib.contextmanager
-def memory_limited(
-    *source_uris: str, read_only: bool = False, limit: str | None = None
-) -> Iterator[None]:
-    """Within the block, the DuckDB databases of ``source_uris`` run under the memory limit.
-
-    Holds one :func:`connect` connection per distinct database file for the block; every
-    connection opened to those files in this process meanwhile shares its database instance,
-    hence the limit and the spill directory. ``bq://`` URIs and files that do not exist are
-    skipped (nothing to limit; the step's own code reports a missing file, none is created).
-
-    Args:
-        source_uris: ``duckdb:///abs/file.db?table=...`` (or ``bq://...``) URIs.
-        read_only: hold read-only connections (a step that only reads); a connection opened
-            for writing in the block then fails, as it would without the block.
-        limit: memory limit (default :func:`memory_limit`'s choice).
-
-    Raises:
-        PipelineInputError: a malformed limit or DuckDB URI.
-    """
-    from vertex_imbalanced.reading.sources.duckdb_source import parse_duckdb_uri
-
-    limit = memory_limit(limit)
-    paths = dict.fromkeys(
-        parse_duckdb_uri(uri)[0] for uri in source_uris if uri.startswith("duckdb://")
-    )
-    with contextlib.ExitStack() as stack:
-        for path in filter(os.path.isfile, paths):
-            con = connect(path, read_only=read_only, limit=limit)
-            stack.callback(con.close)
-        yield
