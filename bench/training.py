@@ -1,23 +1,25 @@
-"""Training-step throughput: our tf.data pipeline vs in-memory tensors of the same batches.
+"""Training-step throughput: the trainer's feed vs in-memory tensors of the same batches.
 
-    python bench/training.py [--rows N] [--hidden 64,32] [--repeat R] [--json PATH] [--max-overhead 0.10]
+    python bench/training.py [--rows N] [--hidden 64,32] [--repeat R] [--json PATH]
+                             [--max-overhead 0.05] [--max-first-overhead 0.15]
 
 A synthetic table (10 FLOAT64 columns with NULLs, 3 STRING columns, a 3-class label and a
 ``sample_weight`` column) is served by ``ArrowTableSource`` (2 streams, 8192-row record
 batches) through ``vertex_imbalanced.training.trainer.training_dataset`` -- the trainer's own feed
-(``make_encoded_dataset``: chunks, vocabulary ids, batches shuffled, weights scaled).
+(``make_encoded_dataset``: chunks, vocabulary ids, batches shuffled, weights scaled, and its
+chunk cache: ``FeedOptions.cache_bytes``, 128 MiB; 1M rows of this table encode to ~60 MB).
 The model is the inner model of ``vertex_imbalanced.training.model.build_model``, compiled as in
-``vertex_imbalanced.training.trainer`` (SparseCategoricalCrossentropy, Adam, weighted accuracy). The same batches,
-read once and then served from memory (``Dataset.cache``), are the in-memory baseline.
-Each measurement is one ``fit`` epoch after a warm-up epoch; the two feeds alternate ``--repeat``
-times. The trainer keeps a split whose encoded batches fit in ``trainer.CACHE_BYTES`` (256 MiB; 1M
-rows of this table take ~60 MB) in memory after its first pass, so the **first epoch** (read
-and encode from the source; a freshly built feed each time) and the **later epochs** are
-measured apart: ``overhead`` is the later epochs', ``first_epoch_overhead`` the first's. A split
-above the budget streams every epoch (its later epochs cost what its first does). The verdict uses each feed's best epoch (as ``timeit`` does: on a shared machine other
-load only ever adds time, so the fastest epoch is the least disturbed one); the medians are
-printed and written too. ``overhead = 1 - pipeline / in_memory``; the exit status is 1 when it
-exceeds ``--max-overhead``.
+``vertex_imbalanced.training.trainer`` (SparseCategoricalCrossentropy, Adam, weighted accuracy).
+The limit is the same batches read once and then served from memory (``Dataset.cache``).
+
+Each round builds a fresh feed and times its **first epoch** (read and encode from the source,
+filling the cache) and its **later epochs** (``--later`` epochs: from the cache, or partly
+streamed above the budget), then one epoch of the in-memory limit; ``--repeat`` rounds after a
+warm-up. ``overhead = 1 - ours / in_memory`` in examples/s, for the later epochs (``overhead``)
+and the first (``first_epoch_overhead``). The verdict uses each feed's best epoch (as ``timeit``
+does: on a shared machine other load only ever adds time, so the fastest epoch is the least
+disturbed one); the medians are printed and written too. The exit status is 1 when a best-epoch
+overhead exceeds its limit.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ import tensorflow as tf  # noqa: E402
 from vertex_imbalanced.config import WEIGHT_COLUMN, FeatureSpec, Hyperparameters  # noqa: E402
 from vertex_imbalanced.reading.datasets import make_dataset  # noqa: E402
 from vertex_imbalanced.reading.sources.arrow_memory import ArrowTableSource  # noqa: E402
+from vertex_imbalanced.reading.training_encoding import DEFAULT_CACHE_BYTES  # noqa: E402
 from vertex_imbalanced.training.model import build_model, encoded_model  # noqa: E402
 from vertex_imbalanced.training.statistics import FeatureStats, compute_feature_stats  # noqa: E402
 from vertex_imbalanced.training.strategy import choose_strategy  # noqa: E402
@@ -97,13 +100,67 @@ def epoch_rate(model: keras.Model, ds: tf.data.Dataset, rows: int) -> float:
     return rows / (time.perf_counter() - start)
 
 
+FEEDS = (("first", "first epoch"), ("later", "later epochs"))
+
+
+def summary(rates: dict[str, list[float]], args: argparse.Namespace) -> dict:
+    """The JSON result: best and median examples/s and overheads of both epoch kinds."""
+    best = {feed: max(r) for feed, r in rates.items()}
+    median = {feed: statistics.median(r) for feed, r in rates.items()}
+    return {
+        "examples_per_s_pipeline": best["later"],
+        "examples_per_s_in_memory": best["memory"],
+        "overhead": 1 - best["later"] / best["memory"],
+        "examples_per_s_first_epoch": best["first"],
+        "first_epoch_overhead": 1 - best["first"] / best["memory"],
+        "median_examples_per_s_pipeline": median["later"],
+        "median_examples_per_s_in_memory": median["memory"],
+        "median_overhead": 1 - median["later"] / median["memory"],
+        "median_examples_per_s_first_epoch": median["first"],
+        "median_first_epoch_overhead": 1 - median["first"] / median["memory"],
+        "epochs": {feed: list(r) for feed, r in rates.items()},
+        "rows": args.rows,
+        "batch_size": args.batch_size,
+        "repeat": args.repeat,
+        "cache_bytes": DEFAULT_CACHE_BYTES,
+        "load_average": os.getloadavg()[0],
+    }
+
+
+def print_table(result: dict, args: argparse.Namespace) -> bool:
+    """One table: first and later epochs, ours vs in-memory, best and median; True if OK."""
+    limits = {"first": args.max_first_overhead, "later": args.max_overhead}
+    overhead = {"first": "first_epoch_overhead", "later": "overhead"}
+    rate = {"first": "examples_per_s_first_epoch", "later": "examples_per_s_pipeline"}
+    print(
+        f"{'':13} {'ours ex/s':>21} {'in-memory ex/s':>21} {'overhead':>17}  limit (best)\n"
+        f"{'':13} {'best':>10} {'median':>10} {'best':>10} {'median':>10} "
+        f"{'best':>8} {'median':>8}"
+    )
+    ok = True
+    for feed, label in FEEDS:
+        good = result[overhead[feed]] < limits[feed]
+        ok &= good
+        print(
+            f"{label:13} {result[rate[feed]]:>10,.0f} {result['median_' + rate[feed]]:>10,.0f} "
+            f"{result['examples_per_s_in_memory']:>10,.0f} "
+            f"{result['median_examples_per_s_in_memory']:>10,.0f} "
+            f"{result[overhead[feed]]:>8.1%} {result['median_' + overhead[feed]]:>8.1%}  "
+            f"< {limits[feed]:.0%} {'OK' if good else 'FAIL'}"
+        )
+    for feed, runs in result["epochs"].items():
+        print(f"  {feed:7} epochs: {', '.join(f'{r:,.0f}' for r in runs)}")
+    return ok
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; print the result (and write --json)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000, help="table rows")
     parser.add_argument("--batch-size", type=int, default=512, help="training batch size")
     parser.add_argument("--hidden", default="64,32", help="hidden units, comma-separated")
-    parser.add_argument("--repeat", type=int, default=5, help="timed epochs per feed")
+    parser.add_argument("--repeat", type=int, default=5, help="rounds (fresh feed each)")
+    parser.add_argument("--later", type=int, default=2, help="later epochs timed per round")
     parser.add_argument(
         "--steps-per-execution",
         type=int,
@@ -111,7 +168,12 @@ def main(argv: list[str] | None = None) -> int:
         help="Keras steps per tf.function call (the trainer's default)",
     )
     parser.add_argument("--json", help="write the result to this file")
-    parser.add_argument("--max-overhead", type=float, default=0.10, help="fail above this")
+    parser.add_argument(
+        "--max-overhead", type=float, default=0.05, help="later epochs: fail above this"
+    )
+    parser.add_argument(
+        "--max-first-overhead", type=float, default=0.15, help="first epoch: fail above this"
+    )
     args = parser.parse_args(argv)
 
     keras.utils.set_random_seed(0)
@@ -120,54 +182,31 @@ def main(argv: list[str] | None = None) -> int:
     )
     source = ArrowTableSource(synthetic_table(args.rows), num_streams=2, batch_rows=8192)
     stats = compute_feature_stats(make_dataset(source, SPEC, classes=CLASSES), SPEC, 3)
-    pipeline = training_dataset(
-        source, SPEC, CLASSES, stats, hp, choose_strategy({}), training=True
-    )
-    memory = in_memory(pipeline)
-    model = build(stats, hp, args.steps_per_execution)
-    for ds in (pipeline, memory):  # warm-up: tracing, first-epoch cardinality discovery
-        model.fit(ds, epochs=1, verbose=0, shuffle=False)
-    rates: dict[str, list[float]] = {"pipeline": [], "memory": [], "first": []}
-    for _ in range(args.repeat):
-        rates["pipeline"].append(epoch_rate(model, pipeline, args.rows))
-        rates["memory"].append(epoch_rate(model, memory, args.rows))
-        fresh = training_dataset(
+
+    def feed() -> tf.data.Dataset:
+        return training_dataset(
             source, SPEC, CLASSES, stats, hp, choose_strategy({}), training=True
         )
-        rates["first"].append(epoch_rate(model, fresh, args.rows))
-    best = {feed: max(r) for feed, r in rates.items()}
-    median = {feed: statistics.median(r) for feed, r in rates.items()}
-    result = {
-        "examples_per_s_pipeline": best["pipeline"],
-        "examples_per_s_in_memory": best["memory"],
-        "overhead": 1 - best["pipeline"] / best["memory"],
-        "examples_per_s_first_epoch": best["first"],
-        "first_epoch_overhead": 1 - best["first"] / best["memory"],
-        "median_first_epoch_overhead": 1 - median["first"] / median["memory"],
-        "median_examples_per_s_pipeline": median["pipeline"],
-        "median_examples_per_s_in_memory": median["memory"],
-        "median_overhead": 1 - median["pipeline"] / median["memory"],
-        "rows": args.rows,
-        "batch_size": args.batch_size,
-        "repeat": args.repeat,
-    }
+
+    memory = in_memory(feed())
+    model = build(stats, hp, args.steps_per_execution)
+    for ds in (feed(), memory):  # warm-up: tracing
+        model.fit(ds, epochs=1, verbose=0, shuffle=False)
+    rates: dict[str, list[float]] = {"first": [], "later": [], "memory": []}
+    for _ in range(args.repeat):
+        ours = feed()
+        rates["first"].append(epoch_rate(model, ours, args.rows))
+        for _ in range(args.later):
+            rates["later"].append(epoch_rate(model, ours, args.rows))
+        rates["memory"].append(epoch_rate(model, memory, args.rows))
+        del ours
+    result = summary(rates, args)
     print(
         f"rows={args.rows} batch={args.batch_size} hidden={list(hp.hidden_units)} "
+        f"cache={DEFAULT_CACHE_BYTES >> 20} MiB load={result['load_average']:.1f} "
         f"devices={[d.name for d in tf.config.list_logical_devices()]}"
     )
-    print(f"{'':10} {'best':>12} {'median':>12}  examples/s per epoch")
-    for feed, label in (("first", "1st epoch"), ("pipeline", "later"), ("memory", "in-memory")):
-        runs = ", ".join(f"{r:,.0f}" for r in rates[feed])
-        print(f"{label:10} {best[feed]:>12,.0f} {median[feed]:>12,.0f}  [{runs}]")
-    ok = result["overhead"] < args.max_overhead
-    print(
-        f"{'1st ovh':10} {result['first_epoch_overhead']:>12.1%} "
-        f"{result['median_first_epoch_overhead']:>12.1%}"
-    )
-    print(
-        f"{'overhead':10} {result['overhead']:>12.1%} {result['median_overhead']:>12.1%}  "
-        f"({'OK' if ok else 'FAIL'}: limit {args.max_overhead:.0%} on the best epochs)"
-    )
+    ok = print_table(result, args)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
     return 0 if ok else 1
