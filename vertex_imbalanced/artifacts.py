@@ -25,6 +25,7 @@ its version directory)::
     <root>/<model_name>/<version>/metrics.json      the metrics registered with the version
     <root>/<model_name>/<version>/labels.json       {key: value}
     <root>/<model_name>/<version>/run_id            the registering run's id (text)
+    <root>/<model_name>/<version>/COMPLETE          written last (REGISTRY_COMPLETE_FILE)
 """
 
 from __future__ import annotations
@@ -91,3 +92,9 @@ def check_model_complete(model_dir: str | Path) -> None:
             f"model directory {str(model_dir)!r} is incomplete: it has no {MODEL_COMPLETE_FILE} "
             "marker (the train step that wrote it did not finish; rerun the train step)"
         )
+
+
+REGISTRY_COMPLETE_FILE = "COMPLETE"
+"""Completion marker of a local registry version directory (``<root>/<model>/<version>/``),
+written after every other file of the version; readers list only versions holding it
+(:class:`vertex_imbalanced.registry.local.LocalRegistry`: publishing renames no directory)."""

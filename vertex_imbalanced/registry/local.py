@@ -45,6 +45,7 @@ from typing import Any
 from vertex_imbalanced.artifacts import (
     METRICS_FILE,
     REGISTRY_ALIASES_FILE,
+    REGISTRY_COMPLETE_FILE,
     REGISTRY_LABELS_FILE,
     REGISTRY_MODEL_DIR,
     REGISTRY_RUN_ID_FILE,
@@ -64,7 +65,7 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _ALIAS_RE = re.compile(r"^[a-z][a-zA-Z0-9-]{0,126}[a-z0-9]$")
 _TMP_PREFIX = ".tmp-"
 _WRITER_FILE = ".writer"
-COMPLETE_MARKER = "COMPLETE"
+COMPLETE_MARKER = REGISTRY_COMPLETE_FILE
 """Written last into a version directory; readers list only versions that hold it."""
 
 
