@@ -447,6 +447,22 @@ def class_mapping_line(spec: FeatureSpec, declared: bool) -> str:
     return f"classes: {mapping}  ({how})"
 
 
+def serving_name_lines(spec: FeatureSpec) -> list[str]:
+    """``serving input: 'my feature' -> 'my_feature_ea938146'``, one per renamed feature.
+
+    The SavedModel's signature takes these names
+    (:mod:`vertex_imbalanced.training.serving_names`; stored as ``serving_inputs`` in
+    ``model_metadata.json``); features not listed keep their column names.
+    """
+    from vertex_imbalanced.training.serving_names import serving_names
+
+    return [
+        f"serving input: {column!r} -> {served!r} (the SavedModel signature's argument name)"
+        for column, served in serving_names(spec.features).items()
+        if column != served
+    ]
+
+
 def input_lines(source: LocalSource, declared: bool) -> list[str]:
     """What run_local prints before the pipeline starts: roles, classes, skipped, warnings."""
     lines = [
@@ -454,6 +470,7 @@ def input_lines(source: LocalSource, declared: bool) -> list[str]:
         for line in describe_roles(source.spec, source.check.types, source.check.id_like)
     ]
     lines.append(class_mapping_line(source.spec, declared))
+    lines += serving_name_lines(source.spec)
     if source.check.skipped:
         lines.append(
             f"label policy skip: {source.check.skipped} row(s) with a NULL label or one outside "

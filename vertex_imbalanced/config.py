@@ -129,8 +129,11 @@ class FeatureSpec:
         object.__setattr__(self, "categorical", _tuple(self.categorical))
         object.__setattr__(self, "ignored", _tuple(self.ignored))
         object.__setattr__(self, "classes", tuple(class_name(c) for c in _tuple(self.classes)))
-        for name in (self.label, *self.numeric, *self.categorical, *self.ignored):
+        for name in (self.label, *self.numeric, *self.categorical):
             validate_column(name)
+        for name in self.ignored:  # never in any SQL: a local file's column BigQuery would refuse
+            if not isinstance(name, str) or not name:
+                raise PipelineInputError(f"ignored column {name!r} is not a column name")
         for name in (self.key, self.weight):
             if name is not None:
                 validate_column(name)

@@ -168,3 +168,29 @@ def test_shard_restriction_and_the_duckdb_reader_take_flexible_names(tmp_path):
     source = DuckDBSource(db, "t", ["my feature", "it's"])
     batches = list(source.read_stream(0))
     assert batches[0].to_pydict() == {"my feature": ["a", "b"], "it's": [1.5, 2.5]}
+
+
+def test_a_csv_with_flexible_names_is_checked_in_one_pass_and_prints_its_serving_names(tmp_path):
+    from pipelines.local_input import serving_name_lines
+    from vertex_imbalanced.warehouse.local_import import DataRequest, check_source, stage_source
+
+    csv = tmp_path / "iris.csv"
+    rows = [f"{i},{i % 7}.5,{i % 5},{i % 3}.25,{'ab'[i % 2]}" for i in range(60)]
+    csv.write_text("row id,my feature,größe,sepal length (cm),species\n" + "\n".join(rows) + "\n")
+    staged = stage_source(str(csv), tmp_path, key="row id", label="species")
+    try:
+        checked = check_source(staged, DataRequest(label="species", key="row id"))
+        assert len(checked.problems) == 1
+        assert "invalid column name 'sepal length (cm)'" in checked.problems[0]
+        assert "e.g. to 'sepal length cm', or leave it out with --ignore" in checked.problems[0]
+        fine = check_source(
+            staged, DataRequest(label="species", key="row id", ignored=("sepal length (cm)",))
+        )
+    finally:
+        staged.discard()
+    assert fine.problems == () and fine.spec.numeric == ("my feature", "größe")
+    assert serving_name_lines(fine.spec) == [
+        "serving input: 'my feature' -> 'my_feature_ea938146' (the SavedModel signature's "
+        "argument name)",
+        "serving input: 'größe' -> 'groe_d353a267' (the SavedModel signature's argument name)",
+    ]

@@ -383,7 +383,7 @@ def _roles(
         try:
             validate_column(name)
         except PipelineInputError as err:
-            problems.append(f"column {name!r}: {err}")
+            problems.append(f"{err}, or leave it out with --ignore {name!r}")
             continue
         role = fixed.get(name) or ("categorical" if is_string_type(t) else "numeric")
         fits = is_numeric_type(t) if role == "numeric" else is_categorical_type(t)
