@@ -73,8 +73,10 @@ def shard_restriction(key: str, shard_index: int, num_shards: int) -> str:
 
     ``ABS(MOD(FARM_FINGERPRINT(<key as text>), num_shards)) = shard_index``: every row has
     exactly one shard, whatever the session or the number of streams. ``MOD`` before ``ABS``
-    cannot overflow (``ABS`` of the smallest INT64 would); NULL keys hash as ``''`` (one
-    shard), like ``sql/split.sql``. DuckDB runs the same text after sqlglot with the
+    cannot overflow (``ABS`` of the smallest INT64 would); NULL keys hash as ``''``, so they
+    all fall in one shard (still disjoint and covering; ``sql/split.sql`` spreads them by the
+    row's JSON, which a Storage API row restriction cannot compute; the prepare step warns
+    about NULL keys with their count). DuckDB runs the same text after sqlglot with the
     ``farm_fingerprint`` UDF of :mod:`vertex_imbalanced.warehouse.fingerprint`.
 
     Args:
