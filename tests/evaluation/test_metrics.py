@@ -11,6 +11,7 @@ from sklearn import metrics as skm
 from vertex_imbalanced.errors import UndefinedMetricWarning
 from vertex_imbalanced.evaluation.decision_rule import DecisionRule, apply
 from vertex_imbalanced.evaluation.metrics import (
+    MAX_DISTINCT,
     VERTEX_THRESHOLDS,
     ClassificationAccumulator,
     ScoreCurve,
@@ -214,3 +215,27 @@ def test_update_rejects_bad_labels():
         acc.update(np.array([0, 2]), np.full((2, 2), 0.5))
     with pytest.raises(ValueError, match="no examples"):
         acc.result()
+
+
+def test_summary_thins_the_full_curves_and_the_exact_limit_bounds_the_curve():
+    rng = np.random.default_rng(11)
+    y = rng.random(60_000) < 0.2
+    s = np.clip(rng.normal(0.4 + 0.2 * y, 0.2), 0, 1)
+    curve = ScoreCurve(max_distinct=80_000)
+    for start in range(0, y.size, 4096):
+        curve.update(s[start : start + 4096], y[start : start + 4096])
+    assert curve.exact  # 60k distinct scores: below the limit, the curve is exact
+    full_roc, full_pr, summary = curve.roc_curve(), curve.pr_curve(), curve.summary()
+    ri = np.unique(np.linspace(0, len(full_roc["fpr"]) - 1, 200).round().astype(int))
+    pi = np.unique(np.linspace(0, len(full_pr["recall"]) - 1, 200).round().astype(int))
+    assert summary["roc"]["tpr"] == [full_roc["tpr"][i] for i in ri]
+    assert summary["roc"]["thresholds"][0] is None  # +inf is written as null
+    assert summary["roc"]["thresholds"][1:] == [full_roc["thresholds"][i] for i in ri[1:]]
+    assert summary["pr"]["precision"] == [full_pr["precision"][i] for i in pi]
+    assert curve.roc_auc() == pytest.approx(skm.roc_auc_score(y, s), abs=1e-12)
+    for start in range(0, y.size, 4096):  # 120k distinct scores: past the limit, on the grid
+        curve.update(s[start : start + 4096] + 1e-9, y[start : start + 4096])
+    distinct = curve.summary()["distinct_scores"]
+    assert not curve.exact and distinct < 80_000
+    assert curve.roc_auc() == pytest.approx(skm.roc_auc_score(np.r_[y, y], np.r_[s, s]), abs=1e-3)
+    assert MAX_DISTINCT == 250_000 and ScoreCurve().max_distinct == MAX_DISTINCT
