@@ -25,7 +25,10 @@ def test_overheads_are_the_later_and_the_first_epochs_against_the_in_memory_limi
     args = argparse.Namespace(
         rows=1000, batch_size=512, repeat=2, max_overhead=0.05, max_first_overhead=0.15
     )
-    result = bench.summary(rates, args)
+    cpu = {"first": [40.0, 44.0], "later": [48.0, 50.0], "memory": [50.0, 50.0]}
+    result = bench.summary(rates, args, cpu)
+    assert result["cpu_overhead"] == pytest.approx(1 - 49 / 50)
+    assert result["first_epoch_cpu_overhead"] == pytest.approx(1 - 42 / 50)
     assert result["overhead"] == pytest.approx(1 - 97 / 100)
     assert result["first_epoch_overhead"] == pytest.approx(1 - 90 / 100)
     assert result["median_overhead"] == pytest.approx(1 - 95.5 / 99)
@@ -46,7 +49,7 @@ def test_a_small_run_writes_both_overheads(tmp_path, capsys):
     assert _bench().main([*argv, "--max-overhead", "1", "--max-first-overhead", "1"]) == 0
     result = json.loads(out.read_text())
     assert {len(v) for v in result["epochs"].values()} == {1}
-    for key in ("overhead", "first_epoch_overhead", "median_overhead"):
+    for key in ("overhead", "first_epoch_overhead", "median_overhead", "cpu_overhead"):
         assert isinstance(result[key], float) and result[key] < 1
     assert result["overhead"] == pytest.approx(
         1 - result["examples_per_s_pipeline"] / result["examples_per_s_in_memory"]
