@@ -170,4 +170,7 @@ def test_duckdb_warehouse_runs_under_the_fixed_memory_limit(tmp_path, monkeypatc
         limit, spill = wh.con.execute(
             "SELECT current_setting('memory_limit'), current_setting('temp_directory')"
         ).fetchone()
-    assert limit == "244.1 MiB" and spill == f"{(tmp_path / 'w.duckdb').resolve()}.tmp"
+    with duckdb.connect() as plain:  # DuckDB's own spelling of the default (64MB: '61.0 MiB')
+        plain.execute(f"SET memory_limit = '{ds.DEFAULT_MEMORY_LIMIT}'")
+        expected = plain.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+    assert limit == expected and spill == f"{(tmp_path / 'w.duckdb').resolve()}.tmp"

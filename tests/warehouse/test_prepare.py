@@ -167,7 +167,8 @@ def test_labels_outside_declared_classes(tmp_path):
 
 def test_integer_labels_without_classes_sort_numerically_and_num_classes_fixes_0_to_n(tmp_path):
     path, uri = _make(
-        tmp_path, "SELECT 'k' || range AS key, (range % 3 + 1) * 5 AS y, range % 7 AS x FROM range(300)"
+        tmp_path,
+        "SELECT 'k' || range AS key, (range % 3 + 1) * 5 AS y, range % 7 AS x FROM range(300)",
     )
     spec = FeatureSpec(label="y", key="key")
     assert prepare_data(uri, spec, output_prefix="a").classes == ("5", "10", "15")
