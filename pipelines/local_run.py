@@ -13,11 +13,14 @@ lines per step (with the task's warnings and the train step's epoch lines), then
     columns: numeric: x1 (FLOAT64)           (one line per column: label, key, roles, ignored)
     classes: 0='0'  1='1'  2='2'  (inferred from the train split, sorted)
     warning: ...                             (text columns holding numbers, classes without rows)
+    removed unfinished run <name> (...)      (leftovers of stopped runs, see local_resume)
+    resuming run <name> (interrupted; ...)   (a rerun of a run that did not finish)
     [1/6] prepare-data ...
           prepare-data: success in 2.2 s
     [2/6] train ...
           warning (train): ...               (each Python warning a task emits, once)
           epoch 1/20: loss ... val_loss ... rows/s ...   (when the train step prints it)
+          train: reused (it finished before the interruption)   (resumed runs)
     ...
           register skipped: the gate did not pass, nothing registered   (when it did not)
     data: demo data (100000 rows); splits train=..., validation=..., test=...
@@ -32,6 +35,10 @@ lines per step (with the task's warnings and the train step's epoch lines), then
 
 and writes ``OUTPUT_DIR/summary.json`` (:func:`build_summary` lists its keys) and the full
 kfp.local log ``OUTPUT_DIR/pipeline.log``.
+
+Ctrl-C / SIGTERM / SIGHUP stop the running step's processes before ``run_local`` exits
+(status ``128 + signal``), and a rerun of the same command resumes the run
+(:mod:`pipelines.local_resume`).
 """
 
 from __future__ import annotations
