@@ -14,7 +14,8 @@ counts from opening the table to the last row:
   runinference  score_table: DuckDB source -> Beam RunInference (DirectRunner, record-batch
                 elements) -> Parquet parts -> published DuckDB table (everything a run does)
   direct        the limit: the same SavedModel (BatchScorer.predict) on the same Arrow record
-                batches in a loop, nothing written
+                batches in a loop (read as score_table reads them, DuckDB's buffer pool
+                capped), nothing written
   pandas        what users usually write: SELECT * into a DataFrame, then
                 keras.models.load_model("model.keras").predict(dict of columns)
 
@@ -125,16 +126,20 @@ def child_runinference(workdir: Path) -> int:
 
 
 def child_direct(workdir: Path) -> int:
+    from vertex_imbalanced.batch_prediction.run import bounded_duckdb_reads
     from vertex_imbalanced.batch_prediction.scoring import BatchScorer
-    from vertex_imbalanced.reading.sources.duckdb_source import DuckDBSource
+    from vertex_imbalanced.reading.sources.duckdb_source import DuckDBSource, duckdb_uri
 
     scorer = BatchScorer(str(workdir / "model"), "bench", "1", key="key")
     source = DuckDBSource(workdir / "bench.duckdb", TABLE, scorer.inputs.read_columns)
     rows = 0
-    for index in range(source.num_streams):
-        for batch in source.read_stream(index):
-            probabilities, _ = scorer.predict(batch)
-            rows += len(probabilities)
+    # the reader as score_table runs it (DuckDB's buffer pool capped), so that the two paths
+    # differ only by Beam
+    with bounded_duckdb_reads(duckdb_uri(workdir / "bench.duckdb", TABLE)):
+        for index in range(source.num_streams):
+            for batch in source.read_stream(index):
+                probabilities, _ = scorer.predict(batch)
+                rows += len(probabilities)
     return rows
 
 
