@@ -33,6 +33,30 @@ ID_LIKE_MIN_ROWS = 100
 """Train rows below which no column is called id-like (a small table is unique by chance)."""
 
 
+NULL_KEY_TEXT = "CONCAT('null key:', TO_JSON_STRING(src))"
+"""The text the sql/ files hash for a row whose key is NULL (the row's JSON)."""
+
+
+def without_null_key_spread(sql: str, null_keys: bool) -> str:
+    """Rendered split SQL as it should run on a table with or without NULL keys.
+
+    Without NULL keys the fallback :data:`NULL_KEY_TEXT` is never used, so it becomes ``''``:
+    the buckets are the same, and the query names only the columns it reads (BigQuery bills
+    every column a query names; ``TO_JSON_STRING(src)`` names them all). The text cannot occur
+    inside an identifier (column and table names have no parentheses or commas).
+
+    Args:
+        sql: rendered SQL of ``split``, ``split_labelled``, ``downsample`` or ``class_stats``.
+        null_keys: whether the table has rows with a NULL key (:class:`KeyStats`).
+
+    Raises:
+        ValueError: the SQL does not contain the fallback (another file was given).
+    """
+    if NULL_KEY_TEXT not in sql:
+        raise ValueError("the SQL has no NULL-key fallback to leave out")
+    return sql if null_keys else sql.replace(NULL_KEY_TEXT, "''")
+
+
 @dataclasses.dataclass(frozen=True)
 class KeyStats:
     """How unique the key column is (``sql/key_stats.sql``).
@@ -59,38 +83,34 @@ class KeyStats:
         """JSON-safe dict (what the prepared data and the run summary hold)."""
         return dataclasses.asdict(self)
 
+    def with_splits(self, label_stats: Sequence[Mapping[str, Any]]) -> KeyStats:
+        """These counts with :attr:`null_keys_by_split` from ``prepare.label_stats`` rows."""
+        by_split = {"train": 0, "validation": 0, "test": 0}
+        for entry in label_stats:
+            by_split[entry["split"]] += int(entry.get("null_keys") or 0)
+        return dataclasses.replace(self, null_keys_by_split=by_split)
 
-def key_stats(
-    warehouse: Warehouse,
-    source: TableRef | str,
-    key: str,
-    label_stats: Sequence[Mapping[str, Any]] = (),
-) -> KeyStats:
-    """Read the key's uniqueness with one query (nothing is written).
+
+def key_stats(warehouse: Warehouse, source: TableRef | str, key: str) -> KeyStats:
+    """Read the key's uniqueness with one query over the key column (nothing is written).
 
     Args:
         warehouse: the engine.
         source: the table.
         key: the key column.
-        label_stats: rows of ``prepare.label_stats`` (with ``null_keys``), for the NULL-key
-            rows of each split.
 
     Returns:
-        The counts.
+        The counts (:attr:`KeyStats.null_keys_by_split` empty: see :meth:`KeyStats.with_splits`).
     """
     sql = render(load_sql("key_stats"), tables={"source": source}, columns={"key": key})
     row = warehouse.query(sql, {}).to_pylist()[0]
-    by_split = {"train": 0, "validation": 0, "test": 0}
-    for entry in label_stats:
-        by_split[entry["split"]] += int(entry.get("null_keys") or 0)
     return KeyStats(
-        row_count=int(row["row_count"]),
-        distinct_keys=int(row["distinct_keys"]),
-        null_keys=int(row["null_keys"]),
-        shared_key_rows=int(row["shared_key_rows"]),
+        row_count=int(row["row_count"] or 0),
+        distinct_keys=int(row["distinct_keys"] or 0),
+        null_keys=int(row["null_keys"] or 0),
+        shared_key_rows=int(row["shared_key_rows"] or 0),
         example_key=row["example_key"],
         example_rows=int(row["example_rows"] or 0),
-        null_keys_by_split=by_split,
     )
 
 
@@ -135,6 +155,7 @@ def id_like_columns(
     columns: Sequence[str],
     key: str,
     train_end: int,
+    null_keys: bool = True,
 ) -> dict[str, int]:
     """The INT64/STRING columns among ``columns`` with a different value in every train row.
 
@@ -148,6 +169,7 @@ def id_like_columns(
         columns: the feature columns to look at.
         key: the key column (the split).
         train_end: end of the train bucket range (``prepare.split_boundaries(...)[0]``).
+        null_keys: whether the table has NULL keys (:func:`without_null_key_spread`).
 
     Returns:
         ``{column: train rows}`` for each id-like column, in ``columns`` order (empty when the
@@ -156,7 +178,9 @@ def id_like_columns(
     candidates = [c for c in columns if _candidate(schema.field(c).type)]
     if not candidates:
         return {}
-    split_sql = render(load_sql("split"), tables={"source": source}, columns={"key": key})
+    split_sql = without_null_key_spread(
+        render(load_sql("split"), tables={"source": source}, columns={"key": key}), null_keys
+    )
     items = render(
         ", ".join(
             f"COUNT(DISTINCT CAST(t.{{c{i}}} AS STRING)) AS d{i}" for i in range(len(candidates))
@@ -191,6 +215,7 @@ def numeric_text_warnings(
     key: str,
     train_end: int,
     na_values: Sequence[str],
+    null_keys: bool = True,
 ) -> list[str]:
     """One line per STRING column of the train split whose values are mostly numbers.
 
@@ -208,10 +233,13 @@ def numeric_text_warnings(
         key: the key column (the split).
         train_end: end of the train bucket range.
         na_values: the feature config's missing-value markers.
+        null_keys: whether the table has NULL keys (:func:`without_null_key_spread`).
     """
     if not columns:
         return []
-    split_sql = render(load_sql("split"), tables={"source": source}, columns={"key": key})
+    split_sql = without_null_key_spread(
+        render(load_sql("split"), tables={"source": source}, columns={"key": key}), null_keys
+    )
     items = render(
         ", ".join(
             f"COUNT(t.{{c{i}}}) AS n{i}, "

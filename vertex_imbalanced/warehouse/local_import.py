@@ -616,8 +616,9 @@ def _key_and_id_checks(
         return {}  # reported by the label check
     spec = FeatureSpec(label=str(request.label), key=request.key)
     with DuckDBWarehouse(staged.staging, read_only=True) as warehouse:
-        stats = label_stats(warehouse, staged.table, spec, bounds)
-        keys = key_stats(warehouse, staged.table, str(request.key), stats)
+        keys = key_stats(warehouse, staged.table, str(request.key))
+        stats = label_stats(warehouse, staged.table, spec, bounds, keys.null_keys > 0)
+        keys = keys.with_splits(stats)
         warnings += key_warnings(staged.description, str(request.key), keys)
         id_like = id_like_columns(
             warehouse, staged.table, schema, features, str(request.key), bounds[0]

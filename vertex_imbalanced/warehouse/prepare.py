@@ -29,11 +29,13 @@ from vertex_imbalanced.reading.schema import (
 )
 from vertex_imbalanced.warehouse import rebalance as imb
 from vertex_imbalanced.warehouse.data_checks import (
+    KeyStats,
     id_like_columns,
     id_like_line,
     key_stats,
     key_warnings,
     numeric_text_warnings,
+    without_null_key_spread,
 )
 from vertex_imbalanced.warehouse.engines import (
     Warehouse,
@@ -201,7 +203,7 @@ def _data_checks(
     schema: pa.Schema,
     spec: FeatureSpec,
     inferred: bool,
-    stats: list[dict[str, Any]],
+    keys: KeyStats,
     train_end: int,
 ) -> tuple[FeatureSpec, dict[str, Any]]:
     """Key warnings, id-like columns, text columns of numbers (logged and returned).
@@ -212,12 +214,12 @@ def _data_checks(
         SchemaError: every inferred feature is id-like.
     """
     description = str(source)
-    keys = key_stats(warehouse, source, str(spec.key), stats)
     lines = key_warnings(description, str(spec.key), keys)
+    spread = keys.null_keys > 0
     id_like: dict[str, int] = {}
     if inferred:
         id_like = id_like_columns(
-            warehouse, source, schema, spec.features, str(spec.key), train_end
+            warehouse, source, schema, spec.features, str(spec.key), train_end, spread
         )
         lines += [
             id_like_line(c, bigquery_type_name(schema.field(c).type), n) for c, n in id_like.items()
@@ -226,7 +228,7 @@ def _data_checks(
             c for c in spec.categorical if c not in id_like and is_string_type(schema.field(c).type)
         ]
         lines += numeric_text_warnings(
-            warehouse, source, text, str(spec.key), train_end, spec.na_values
+            warehouse, source, text, str(spec.key), train_end, spec.na_values, spread
         )
         if id_like:
             if not set(spec.features) - set(id_like):
@@ -246,19 +248,32 @@ def _data_checks(
 
 
 def label_stats(
-    warehouse: Warehouse, source: TableRef, spec: FeatureSpec, bounds: tuple[int, int]
+    warehouse: Warehouse,
+    source: TableRef,
+    spec: FeatureSpec,
+    bounds: tuple[int, int],
+    null_keys: bool = True,
 ) -> list[dict[str, Any]]:
     """Rows per split and label value (``sql/class_stats.sql``), read before anything is written.
 
+    Args:
+        warehouse: the engine.
+        source: the table.
+        spec: label and key.
+        bounds: the split's bucket boundaries.
+        null_keys: whether the table has NULL keys (False reads only the key and label
+            columns: :func:`~vertex_imbalanced.warehouse.data_checks.without_null_key_spread`).
+
     Returns:
         One dict per (split, label value): ``split``, ``label_value`` (text, None for NULL),
-        ``row_count``, ``example_key``.
+        ``row_count``, ``null_keys`` (rows with a NULL key), ``example_key``.
     """
     sql = render(
         load_sql("class_stats"),
         tables={"source": source},
         columns={"key": spec.key, "label": spec.label},
     )
+    sql = without_null_key_spread(sql, null_keys)
     rows = warehouse.query(sql, {"train_end": bounds[0], "validation_end": bounds[1]})
     return rows.to_pylist()
 
@@ -585,10 +600,12 @@ def prepare_data(
             raise PipelineInputError(f"table {description} does not exist ({source_uri})")
         spec, inferred = _resolve_spec(description, schema, spec)
         check_split_key(schema, spec.key, description)  # same split on BigQuery and DuckDB
-        stats = label_stats(warehouse, source, spec, bounds)
+        keys = key_stats(warehouse, source, str(spec.key))
+        stats = label_stats(warehouse, source, spec, bounds, keys.null_keys > 0)
         if not stats:
             raise PipelineInputError(f"table {description} is empty")
-        spec, checks = _data_checks(warehouse, source, schema, spec, inferred, stats, bounds[0])
+        keys = keys.with_splits(stats)
+        spec, checks = _data_checks(warehouse, source, schema, spec, inferred, keys, bounds[0])
         if not any(row["split"] == "train" for row in stats):
             raise PipelineInputError(
                 f"zero training rows: the train split of {description} is empty "
