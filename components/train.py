@@ -20,7 +20,8 @@ def train(
     Args:
         prepared_data: PreparedData JSON from ``prepare_data`` (train/validation URIs, classes,
             feature spec, imbalance report).
-        model: the model directory (``saved_model/``, ``model.keras``, ``model_metadata.json``);
+        model: the model directory (``saved_model/``, ``model.keras``, ``model_metadata.json``,
+            and ``_COMPLETE`` written last: readers refuse a directory without it);
             metadata: framework, classes, feature spec, imbalance report, decision rule,
             serving input names, training budget.
         metrics: final training metrics (validation loss/accuracy, epochs, rows per epoch).

@@ -1,5 +1,8 @@
 """ResumableEarlyStopping stops, restores the best weights, and resumes mid-patience.
 
+Resumption goes through the trainer's checkpoint (:class:`TrainingCheckpoint`), which saves the
+early-stopping state in the same slot as the weights.
+
 A one-weight linear model ``y = w x`` trained by full-batch SGD from ``w = 0`` towards the
 training target ``w = 1`` gives a known trajectory ``w_k = 1 - 0.9 ** k`` (k = epochs done). The
 validation target is ``w = 0.5``, so ``val_loss = (w - 0.5) ** 2`` improves until epoch index 6
@@ -11,6 +14,7 @@ import keras
 import numpy as np
 import pytest
 
+from vertex_imbalanced.training.checkpoint import TrainingCheckpoint
 from vertex_imbalanced.training.early_stopping import ResumableEarlyStopping
 
 MAX_EPOCHS = 30
@@ -43,13 +47,18 @@ def run(
     stopping: ResumableEarlyStopping,
     recorder: Recorder,
     epochs: int = MAX_EPOCHS,
+    keras_backup: str | None = None,
 ) -> float:
     """A fresh process's view: new model, new callbacks; only ``backup`` carries state."""
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1, use_bias=False)])
     model.layers[0].set_weights([np.zeros((1, 1), np.float32)])
     model.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
-    callbacks = [keras.callbacks.BackupAndRestore(backup)] if backup else []
+    callbacks = [stopping]
+    if keras_backup:  # the control: Keras' own backup (weights and epoch only)
+        callbacks.insert(0, keras.callbacks.BackupAndRestore(keras_backup))
+    if backup:
+        callbacks.append(TrainingCheckpoint(backup, stopping))
     model.fit(
         X,
         X,
@@ -58,7 +67,7 @@ def run(
         validation_data=(X, 0.5 * X),
         shuffle=False,
         verbose=0,
-        callbacks=[*callbacks, stopping, recorder],
+        callbacks=[*callbacks, recorder],
     )
     return float(model.get_weights()[0].item())
 
@@ -78,17 +87,17 @@ def test_stops_after_patience_epochs_without_improvement_and_restores_the_best_w
 
 
 def test_a_run_interrupted_mid_patience_resumes_and_stops_like_an_uninterrupted_one(tmp_path):
-    reference = ResumableEarlyStopping(PATIENCE, state_dir=str(tmp_path / "ref"))
+    reference = ResumableEarlyStopping(PATIENCE)
     reference_final = run(str(tmp_path / "ref"), reference, Recorder())
 
     backup = str(tmp_path / "backup")
     interrupted_after = LAST_EPOCH  # epochs done; BEST_EPOCH + 1 .. LAST_EPOCH - 1 did not improve
-    first = ResumableEarlyStopping(PATIENCE, state_dir=backup)
+    first = ResumableEarlyStopping(PATIENCE)
     with pytest.raises(Interrupted, match=f"after epoch {interrupted_after - 1}"):
         run(backup, first, Recorder(stop_after=interrupted_after))
     assert first.wait == PATIENCE - 1 > 0  # killed while the patience counter runs
 
-    resumed, recorder = ResumableEarlyStopping(PATIENCE, state_dir=backup), Recorder()
+    resumed, recorder = ResumableEarlyStopping(PATIENCE), Recorder()
     final = run(backup, resumed, recorder)
     assert list(recorder.weights) == [LAST_EPOCH]  # only the remaining epoch was trained
     assert resumed.epochs_done == reference.epochs_done == LAST_EPOCH + 1
@@ -98,12 +107,12 @@ def test_a_run_interrupted_mid_patience_resumes_and_stops_like_an_uninterrupted_
 
 
 def test_without_its_state_a_resumed_run_would_stop_elsewhere(tmp_path):
-    """The control: BackupAndRestore alone resumes the weights but forgets the patience."""
+    """The control: Keras' BackupAndRestore alone resumes the weights but forgets the patience."""
     backup = str(tmp_path / "backup")
     with pytest.raises(Interrupted):
-        run(backup, ResumableEarlyStopping(PATIENCE, state_dir=backup), Recorder(LAST_EPOCH))
+        run(None, ResumableEarlyStopping(PATIENCE), Recorder(LAST_EPOCH), keras_backup=backup)
     forgetful, recorder = ResumableEarlyStopping(PATIENCE), Recorder()
-    final = run(backup, forgetful, recorder)
+    final = run(None, forgetful, recorder, keras_backup=backup)
     assert forgetful.epochs_done > LAST_EPOCH + 1
     assert final == recorder.weights[LAST_EPOCH] != pytest.approx(1 - 0.9 ** (BEST_EPOCH + 1))
 
@@ -111,8 +120,8 @@ def test_without_its_state_a_resumed_run_would_stop_elsewhere(tmp_path):
 LR = 0.05  # SGD rate of run(): each epoch multiplies 1 - w by 1 - 2 * LR = 0.9
 
 
-def plateau(state_dir=None) -> ResumableEarlyStopping:
-    return ResumableEarlyStopping(PATIENCE, state_dir, lr_patience=1, lr_factor=0.5, min_lr=0.01)
+def plateau() -> ResumableEarlyStopping:
+    return ResumableEarlyStopping(PATIENCE, lr_patience=1, lr_factor=0.5, min_lr=0.01)
 
 
 def test_learning_rate_is_halved_after_each_epoch_without_improvement_down_to_the_floor():
@@ -128,16 +137,30 @@ def test_learning_rate_is_halved_after_each_epoch_without_improvement_down_to_th
 
 
 def test_a_run_interrupted_after_a_rate_reduction_resumes_with_the_reduced_rate(tmp_path):
-    reference = plateau(str(tmp_path / "ref"))
+    reference = plateau()
     reference_final = run(str(tmp_path / "ref"), reference, Recorder())
     backup = str(tmp_path / "backup")
     with pytest.raises(Interrupted):
-        run(backup, plateau(backup), Recorder(stop_after=BEST_EPOCH + 3))
-    resumed, recorder = plateau(backup), Recorder()
+        run(backup, plateau(), Recorder(stop_after=BEST_EPOCH + 3))
+    resumed, recorder = plateau(), Recorder()
     final = run(backup, resumed, recorder)
     assert list(recorder.weights) == list(range(BEST_EPOCH + 3, LAST_EPOCH + 1))
     assert resumed.history == reference.history
     assert resumed.learning_rate == reference.learning_rate
+    assert final == reference_final
+
+
+def test_a_run_killed_after_its_stopping_epoch_was_saved_trains_no_further_epoch(tmp_path):
+    reference = ResumableEarlyStopping(PATIENCE)
+    reference_final = run(None, reference, Recorder())
+    backup = str(tmp_path / "backup")
+    with pytest.raises(Interrupted):  # the stopping epoch's checkpoint is written, then killed
+        run(backup, ResumableEarlyStopping(PATIENCE), Recorder(stop_after=LAST_EPOCH + 1))
+    resumed, recorder = ResumableEarlyStopping(PATIENCE), Recorder()
+    final = run(backup, resumed, recorder)
+    assert recorder.weights == {}  # no epoch left: only the best weights are put back
+    assert resumed.epochs_done == LAST_EPOCH + 1 and resumed.stop_reason == "early_stopping"
+    assert resumed.history == reference.history
     assert final == reference_final
 
 

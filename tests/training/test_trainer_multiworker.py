@@ -1,4 +1,11 @@
-"""Two real worker processes train with MultiWorkerMirroredStrategy on CPU (127.0.0.1)."""
+"""Two real worker processes train with MultiWorkerMirroredStrategy on CPU (127.0.0.1).
+
+They train with checkpoints (only the chief writes the shared one), are killed in the middle of
+an epoch, and the restarted pair resumes to the result of an uninterrupted run. The kill is a
+SIGKILL: under MultiWorkerMirroredStrategy TensorFlow's coordination service installs its own
+SIGTERM handler (preemption notice), so SIGTERM alone does not stop a worker (seen here: the
+workers trained on); on Vertex the SIGKILL after the grace period ends it.
+"""
 
 import json
 import os
@@ -15,13 +22,14 @@ import tensorflow as tf
 from vertex_imbalanced.warehouse.demo_data import DEMO_SPEC, demo_table
 
 NUM_STREAMS = 4
-TIMEOUT_S = 120
+TIMEOUT_S = 600  # per run of the two processes (a loaded 2-core machine is slow)
 
 # Run by each worker. The training source is wrapped to record which streams it reads: the
 # statistics pass reads every stream once on every worker, so further reads are training.
 WORKER_SCRIPT = textwrap.dedent(
     """
-    import collections, json, sys
+    import collections, json, os, signal, sys
+    import keras
     import numpy as np
     import pyarrow as pa
     from vertex_imbalanced.config import WEIGHT_COLUMN, Hyperparameters
@@ -39,7 +47,20 @@ WORKER_SCRIPT = textwrap.dedent(
             self.reads[int(index)] += 1
             yield from self.inner.read_stream(index)
 
-    output_dir, result_file = sys.argv[1], sys.argv[2]
+    class KillAt(keras.callbacks.Callback):  # SIGKILL after batch B of epoch E (KILL_AT="E,B")
+        def __init__(self, at):
+            super().__init__()
+            self.at, self.epoch = at, -1
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+        def on_train_batch_end(self, batch, logs=None):
+            if self.at == (self.epoch, batch):
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    output_dir, result_file, backup_dir = sys.argv[1], sys.argv[2], sys.argv[3]
+    kill_at = tuple(int(v) for v in os.environ["KILL_AT"].split(",")) if "KILL_AT" in os.environ else None
     table = demo_table(800, seed=1)
     table = table.append_column(WEIGHT_COLUMN, pa.array(np.ones(800), pa.float64()))
     train = Recording(ArrowTableSource(table, num_streams=4, batch_rows=50, name="train"))
@@ -49,7 +70,8 @@ WORKER_SCRIPT = textwrap.dedent(
         steps_per_execution=1,
     )
     result = train_model(
-        train, val, DEMO_SPEC.with_weight(WEIGHT_COLUMN), ("0", "1", "2"), hp, output_dir
+        train, val, DEMO_SPEC.with_weight(WEIGHT_COLUMN), ("0", "1", "2"), hp, output_dir,
+        backup_dir=backup_dir, callbacks=[KillAt(kill_at)],
     )
     with open(result_file, "w") as f:
         json.dump({
@@ -58,6 +80,8 @@ WORKER_SCRIPT = textwrap.dedent(
             "distribution": result.metadata["distribution"],
             "history": result.history,
             "epochs_run": result.metrics["epochs_run"],
+            "metrics": result.metrics,
+            "weights": [w.ravel().tolist() for w in result.model.get_weights()],
         }, f)
     """
 )
@@ -74,14 +98,16 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
-def run_workers(tmp_path, configs: dict[str, dict[str, str]], output_dir) -> dict[str, dict]:
+def run_workers(
+    tmp_path, configs: dict[str, dict[str, str]], output_dir, backup_dir, run: str, returncode=0
+) -> dict[str, dict]:
     """Start one process per worker, wait for all (killing them on timeout), return results."""
     script = tmp_path / "worker.py"
     script.write_text(WORKER_SCRIPT)
     repo_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     procs = {}
     for name, extra in configs.items():
-        scratch = tmp_path / f"scratch-{name}"
+        scratch = tmp_path / f"scratch-{run}-{name}"
         scratch.mkdir()
         env = {k: v for k, v in os.environ.items() if k not in ("TF_CONFIG", "CLUSTER_SPEC")}
         env.update(
@@ -92,7 +118,13 @@ def run_workers(tmp_path, configs: dict[str, dict[str, str]], output_dir) -> dic
             PYTHONPATH=os.pathsep.join(filter(None, [repo_root, env.get("PYTHONPATH")])),
         )
         procs[name] = subprocess.Popen(
-            [sys.executable, str(script), str(output_dir), str(tmp_path / f"{name}.json")],
+            [
+                sys.executable,
+                str(script),
+                str(output_dir),
+                str(tmp_path / f"{run}-{name}.json"),
+                str(backup_dir),
+            ],
             env=env,
             cwd=tmp_path,
             stdout=subprocess.PIPE,
@@ -109,16 +141,18 @@ def run_workers(tmp_path, configs: dict[str, dict[str, str]], output_dir) -> dic
                 proc.kill()
                 proc.communicate()
     for name, proc in procs.items():
-        assert proc.returncode == 0, f"{name} exited {proc.returncode}:\n{logs[name][-4000:]}"
-    return {name: json.loads((tmp_path / f"{name}.json").read_text()) for name in procs}
+        assert proc.returncode == returncode, (
+            f"{name} exited {proc.returncode}:\n{logs[name][-4000:]}"
+        )
+    if returncode:
+        return {}
+    return {name: json.loads((tmp_path / f"{run}-{name}.json").read_text()) for name in procs}
 
 
-@pytest.mark.slow
-def test_two_workers_train_disjoint_shards_and_only_the_chief_exports(tmp_path):
+def cluster_configs(kill_at: str | None = None) -> dict[str, dict[str, str]]:
+    """The chief gets a TF_CONFIG; the other worker Vertex AI's CLUSTER_SPEC (pool 1)."""
     chief, worker = (f"127.0.0.1:{p}" for p in free_ports(2))
-    output_dir = tmp_path / "model"
     cluster = {"chief": [chief], "worker": [worker]}
-    # The chief gets a TF_CONFIG; the other worker Vertex AI's CLUSTER_SPEC (pool 1 = workers).
     configs = {
         "chief": {
             "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "chief", "index": 0}})
@@ -132,7 +166,36 @@ def test_two_workers_train_disjoint_shards_and_only_the_chief_exports(tmp_path):
             )
         },
     }
-    results = run_workers(tmp_path, configs, output_dir)
+    if kill_at:
+        for extra in configs.values():
+            extra["KILL_AT"] = kill_at
+    return configs
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3 * TIMEOUT_S)  # three runs of two processes
+def test_two_workers_checkpoint_on_the_chief_only_and_resume_a_mid_epoch_kill(tmp_path):
+    output_dir, backup = tmp_path / "model", tmp_path / "model.backup"
+    results = run_workers(tmp_path, cluster_configs(), output_dir, backup, "ref")
+    assert not backup.exists()  # removed once the model was written
+
+    # Killed after batch 2 of the second epoch (checkpoint of epoch 1 on disk).
+    resumed_dir, resumed_backup = tmp_path / "resumed", tmp_path / "resumed.backup"
+    configs = cluster_configs(kill_at="1,2")
+    run_workers(tmp_path, configs, resumed_dir, resumed_backup, "killed", returncode=-9)
+    manifest = json.loads((resumed_backup / "manifest.json").read_text())
+    assert manifest["epochs_done"] == 1
+    # only the chief wrote the shared checkpoint; the worker wrote into its own scratch dir
+    assert sorted(p.name for p in resumed_backup.iterdir()) == ["manifest.json", "slot-0"]
+    (own,) = (tmp_path / "scratch-killed-worker").glob("checkpoint-worker1-*")
+    assert json.loads((own / "manifest.json").read_text())["epochs_done"] == 1
+    assert not (resumed_dir / "_COMPLETE").exists()
+    resumed = run_workers(tmp_path, cluster_configs(), resumed_dir, resumed_backup, "resumed")
+    for name in ("chief", "worker"):
+        assert resumed[name]["history"] == results[name]["history"]
+        assert resumed[name]["metrics"] == results[name]["metrics"]
+        assert resumed[name]["weights"] == results[name]["weights"]
+    assert (resumed_dir / "_COMPLETE").is_file() and not resumed_backup.exists()
 
     for res in results.values():
         assert res["distribution"] == {"strategy": "multi_worker", "workers": 2}
@@ -149,12 +212,13 @@ def test_two_workers_train_disjoint_shards_and_only_the_chief_exports(tmp_path):
     assert results["worker"]["model_dir"] is None
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("model")) == ["model"]
     assert sorted(p.name for p in output_dir.iterdir()) == [
+        "_COMPLETE",
         "logs",
         "model.keras",
         "model_metadata.json",
         "saved_model",
     ]
-    assert not any((tmp_path / "scratch-worker").iterdir())
+    assert not any((tmp_path / "scratch-ref-worker").iterdir())
     meta = json.loads((output_dir / "model_metadata.json").read_text())
     assert meta["distribution"] == {"strategy": "multi_worker", "workers": 2}
 

@@ -20,17 +20,23 @@ probabilities only; its decision is
 ``DecisionRule.from_dict(metadata["decision_rule"]).apply(probabilities)``
 (:mod:`vertex_imbalanced.evaluation.decision_rule`), which equals the served ``class_id``.
 
-:func:`staged_model_dir` makes the directory appear whole or not at all: everything is written
-into ``<model_dir>.partial`` and renamed at the end; a failure removes the staging directory.
-Only the chief worker keeps what it wrote; the other workers take part in collective saves but
-write into a scratch directory that is always removed.
+**Publishing without a directory rename.** gcsfuse (``/gcs`` on Vertex AI) refuses to rename a
+non-empty directory unless the mount allows it, so the model is not staged elsewhere and renamed:
+:func:`model_dir_in_place` has the files written in place under ``<model_dir>`` and, last, the
+completion marker ``<model_dir>/_COMPLETE``
+(:data:`vertex_imbalanced.artifacts.MODEL_COMPLETE_FILE`, written to a temporary file and
+renamed: a file rename, which gcsfuse supports). Every reader checks the marker
+(:func:`vertex_imbalanced.artifacts.check_model_complete`): a directory without it is the
+leftover of a killed run. A rerun removes such leftovers (our own files only, and the
+``<model_dir>.partial`` staging directory of older versions) and writes afresh; a failure
+removes what it wrote. Only the chief worker keeps what it wrote; the other workers take part
+in collective saves but write into a scratch directory that is always removed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
@@ -39,56 +45,139 @@ from typing import Any
 
 import keras
 
-from vertex_imbalanced.artifacts import KERAS_FILE, MODEL_METADATA_FILE, SAVED_MODEL_DIR
+from vertex_imbalanced.artifacts import (
+    KERAS_FILE,
+    MODEL_COMPLETE_FILE,
+    MODEL_METADATA_FILE,
+    SAVED_MODEL_DIR,
+    is_model_complete,
+)
 from vertex_imbalanced.config import FeatureSpec
+from vertex_imbalanced.errors import PipelineInputError
+from vertex_imbalanced.training.checkpoint import write_atomic
 from vertex_imbalanced.training.model import CLASS_ID, CLASS_NAME, PROBABILITIES
 from vertex_imbalanced.training.serving_names import serving_names
 from vertex_imbalanced.training.strategy import WorkerInfo
 
-__all__ = ["export_model", "export_saved_model", "staged_model_dir", "staging_path"]
+__all__ = [
+    "check_output_dir",
+    "export_model",
+    "export_saved_model",
+    "model_dir_in_place",
+    "staging_path",
+]
+
+LOGS_DIR = "logs"
+_FEATURE_STATISTICS_FILE = "feature_statistics.json"  # monitoring.statistics' name
+MODEL_DIR_ENTRIES = frozenset(
+    {
+        SAVED_MODEL_DIR,
+        KERAS_FILE,
+        MODEL_METADATA_FILE,
+        LOGS_DIR,
+        _FEATURE_STATISTICS_FILE,
+        MODEL_COMPLETE_FILE,
+    }
+)
+"""What the train step writes into a model directory (a leftover holding only these is ours)."""
 
 
 def staging_path(model_dir: str | Path) -> Path:
-    """The staging directory of ``model_dir``: ``<model_dir>.partial`` beside it."""
+    """``<model_dir>.partial``: where older versions staged the model (removed as a leftover)."""
     model_dir = Path(model_dir)
     return model_dir.with_name(f"{model_dir.name}.partial")
 
 
-@contextlib.contextmanager
-def staged_model_dir(model_dir: str | Path, worker: WorkerInfo) -> Iterator[Path]:
-    """Yield a directory to write the model into; on success it becomes ``model_dir``.
+def _ours(name: str) -> bool:
+    return name in MODEL_DIR_ENTRIES or name.endswith(".tmp")
 
-    Args:
-        model_dir: the directory to create; it must not exist or be empty (the caller checks
-            this before any work, so a bad path fails first).
-        worker: this process's place among the training workers; only the chief's directory
-            is renamed to ``model_dir``.
 
-    Yields:
-        The chief's staging directory ``<model_dir>.partial`` (a leftover of a killed run is
-        reused), or a scratch directory on other workers.
+def check_output_dir(model_dir: str | Path) -> None:
+    """Refuse an output directory that is not ours to write (before any work).
+
+    Accepted: a missing or empty directory, or the leftover of a killed run (no completion
+    marker, only files the train step writes), which :func:`model_dir_in_place` clears.
 
     Raises:
-        Whatever the body raises, after removing the staging directory.
+        PipelineInputError: the directory holds a complete model, or files the train step
+            does not write.
+    """
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        if model_dir.exists():
+            raise PipelineInputError(f"output directory {model_dir} is a file")
+        return
+    if is_model_complete(model_dir):
+        raise PipelineInputError(
+            f"output directory {model_dir} already holds a complete model ({MODEL_COMPLETE_FILE})"
+        )
+    foreign = sorted(p.name for p in model_dir.iterdir() if not _ours(p.name))
+    if foreign:
+        raise PipelineInputError(
+            f"output directory {model_dir} already exists and is not empty: it holds "
+            f"{foreign[:5]}, which the train step does not write"
+        )
+
+
+def _remove_ours(model_dir: Path) -> None:
+    """Remove the train step's files from ``model_dir``, then ``model_dir`` once empty.
+
+    Entries are removed one by one (no directory rename); other files are left alone.
+    """
+    if not model_dir.is_dir():
+        return
+    for entry in model_dir.iterdir():
+        if not _ours(entry.name):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        model_dir.rmdir()  # only when empty
+
+
+@contextlib.contextmanager
+def model_dir_in_place(model_dir: str | Path, worker: WorkerInfo) -> Iterator[Path]:
+    """Yield the directory to write the model into; on success mark it complete.
+
+    Args:
+        model_dir: the model directory, checked by :func:`check_output_dir` before any work.
+        worker: this process's place among the training workers; only the chief writes
+            ``model_dir`` (the others a scratch directory, always removed).
+
+    Yields:
+        ``model_dir`` itself on the chief (a killed run's leftovers, and the
+        ``<model_dir>.partial`` directory of older versions, removed first), a scratch
+        directory on other workers. When the body returns, the chief writes the completion
+        marker last (a file written under a temporary name and renamed).
+
+    Raises:
+        Whatever the body raises, after removing what was written.
     """
     model_dir = Path(model_dir)
     if worker.is_chief:
-        staging = staging_path(model_dir)
-        staging.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(staging_path(model_dir), ignore_errors=True)  # older versions' staging
+        _remove_ours(model_dir)
+        model_dir.mkdir(parents=True, exist_ok=True)
+        directory = model_dir
     else:
-        staging = Path(tempfile.mkdtemp(prefix=f"worker{worker.index}-"))
+        directory = Path(tempfile.mkdtemp(prefix=f"worker{worker.index}-"))
     try:
-        yield staging
+        yield directory
         if worker.is_chief:
-            if model_dir.exists():
-                model_dir.rmdir()  # empty (checked by the caller)
-            os.replace(staging, model_dir)
+            files = sorted(
+                str(p.relative_to(directory)) for p in directory.rglob("*") if p.is_file()
+            )
+            marker = json.dumps({"files": files}, indent=1).encode()
+            write_atomic(str(directory / MODEL_COMPLETE_FILE), marker)
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        if worker.is_chief:
+            _remove_ours(directory)
         raise
     finally:
         if not worker.is_chief:
-            shutil.rmtree(staging, ignore_errors=True)
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 def export_model(

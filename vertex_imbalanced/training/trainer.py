@@ -7,15 +7,19 @@ batch size, epochs, patience and learning-rate schedule to the number of trainin
 strategy of :mod:`vertex_imbalanced.training.strategy`, fits it with
 ``SparseCategoricalCrossentropy`` and the dataset's per-example weights as ``sample_weight``
 (weighted metrics), early stopping on ``val_loss`` with the best weights restored,
-reduce-on-plateau, ``BackupAndRestore`` for preemption, TensorBoard logs; then scores the
+reduce-on-plateau, preemption-safe checkpoints
+(:class:`vertex_imbalanced.training.checkpoint.TrainingCheckpoint`: two slots and a manifest
+written last; only the chief writes the real one), TensorBoard logs; then scores the
 validation split and chooses the decision rule there
 (:func:`vertex_imbalanced.evaluation.decision_rule.choose_decision_rule`), and has
 :mod:`vertex_imbalanced.training.export` write the model directory (layout in
 :mod:`vertex_imbalanced.artifacts`; the served signature applies the rule) plus
 ``<output_dir>/logs/`` (TensorBoard, unless AIP_TENSORBOARD_LOG_DIR is set).
 
-Everything is written into ``<output_dir>.partial`` and renamed at the end, so a failed run
-leaves no model directory. Only the chief worker writes it.
+The model directory is written in place and marked complete last (``_COMPLETE``; no directory
+rename, which gcsfuse refuses; see :mod:`vertex_imbalanced.training.export`): a failed run
+removes what it wrote, a killed one leaves a directory without the marker, which readers
+refuse and a rerun clears. Only the chief worker writes it.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import tempfile
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -44,8 +49,9 @@ from vertex_imbalanced.reading.datasets import (
 )
 from vertex_imbalanced.reading.sources.base import RecordBatchSource, worker_shard
 from vertex_imbalanced.training.budget import TrainingBudget, auto_batch_size, training_budget
+from vertex_imbalanced.training.checkpoint import TrainingCheckpoint
 from vertex_imbalanced.training.early_stopping import ResumableEarlyStopping
-from vertex_imbalanced.training.export import export_model, staged_model_dir
+from vertex_imbalanced.training.export import check_output_dir, export_model, model_dir_in_place
 from vertex_imbalanced.training.model import (
     build_model,
     constant_columns,
@@ -72,8 +78,6 @@ if TYPE_CHECKING:
 
 _LOG = logging.getLogger(__name__)
 SHUFFLE_BATCHES = 256  # training batches in the shuffle buffer (2 chunks at batch size 512)
-CACHE_BYTES = 256 << 20
-"""A split whose encoded form fits in this many bytes is kept in memory after its first pass."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,9 +131,12 @@ def train_model(
         classes: class names in id order (label value ``classes[i]`` -> id ``i``).
         hp: hyperparameters; ``batch_size``, ``epochs``, ``early_stopping_patience`` left None
             are fitted to the training rows (:mod:`vertex_imbalanced.training.budget`).
-        output_dir: the model directory to create (must not exist or be empty).
-        backup_dir: ``BackupAndRestore`` directory (local or ``gs://``); a restarted run with
-            the same directory resumes after the last finished epoch. None: no backup.
+        output_dir: the model directory to create (must not exist, be empty or be the
+            incomplete leftover of a killed run, which is cleared).
+        backup_dir: checkpoint directory (local, ``/gcs`` or ``gs://``;
+            :class:`~vertex_imbalanced.training.checkpoint.TrainingCheckpoint`); a restarted run
+            with the same directory resumes after the last finished epoch and ends with the
+            same model. Removed once the model is written. None: no checkpoints.
         tensorboard_dir: TensorBoard log dir (default ``AIP_TENSORBOARD_LOG_DIR``, else
             ``<output_dir>/logs``).
         imbalance_report: what the imbalance step did (dict or object with ``to_dict()``),
@@ -148,8 +155,9 @@ def train_model(
         LabelError: fewer than two classes; only one class present in training; label values
             outside the classes; a non-integer label column.
         SchemaError: a configured column is missing or has an unusable type.
-        PipelineInputError: zero training rows, an all-NULL feature, a non-empty output_dir,
-            feature names equal ignoring case, a cost matrix not C x C.
+        PipelineInputError: zero training rows, an all-NULL feature, an output_dir holding a
+            complete model or files the train step does not write, feature names equal
+            ignoring case, a cost matrix not C x C.
     """
     environ = os.environ if environ is None else environ
     classes = tuple(str(c) for c in (classes or spec.classes))
@@ -162,8 +170,7 @@ def train_model(
         )
     inputs = _serving_inputs(spec)
     output_dir = Path(output_dir)
-    if output_dir.exists() and any(output_dir.iterdir()):
-        raise PipelineInputError(f"output directory {output_dir} already exists and is not empty")
+    check_output_dir(output_dir)
     ctx = choose_strategy(environ)
     if ctx.kind == "multi_worker":
         patch_multi_worker_fit()  # Keras 3 fit fails with several workers (see keras_compat)
@@ -176,11 +183,12 @@ def train_model(
         with ctx.strategy.scope():
             model = _compiled_model(spec, feeds.stats, classes, hp)
         tensorboard_dir = tensorboard_dir or environ.get("AIP_TENSORBOARD_LOG_DIR") or None
-        with staged_model_dir(output_dir, ctx.worker) as staging:
+        with model_dir_in_place(output_dir, ctx.worker) as staging:
             logs = tensorboard_dir if ctx.worker.is_chief and tensorboard_dir else staging / "logs"
-            early_stopping = _early_stopping(feeds.budget, hp, backup_dir)
+            early_stopping = _early_stopping(feeds.budget, hp)
+            checkpoint = _checkpoint(backup_dir, early_stopping, ctx)
             lines = EpochLines(feeds.budget.epoch_cap, feeds.stats.rows, ctx.worker.is_chief)
-            fit_callbacks = _callbacks(early_stopping, backup_dir, str(logs), [lines, *callbacks])
+            fit_callbacks = _callbacks(early_stopping, checkpoint, str(logs), [lines, *callbacks])
             final = _fit(model, feeds, fit_callbacks, verbose)
             metrics = _final_metrics(early_stopping, final, feeds.stats)
             outcome = _budget_outcome(early_stopping, feeds.budget, model)
@@ -199,6 +207,8 @@ def train_model(
                 from vertex_imbalanced.monitoring.statistics import write_training_statistics
 
                 write_training_statistics(staging, feature_statistics)
+            if checkpoint is not None:  # before the marker: a kill in between retrains
+                checkpoint.discard()
         model_dir = output_dir if ctx.worker.is_chief else None
         return TrainResult(
             model_dir,
@@ -242,13 +252,10 @@ def _warn_constant(spec: FeatureSpec, stats: FeatureStats) -> list[str]:
     return constant
 
 
-def _early_stopping(
-    budget: TrainingBudget, hp: Hyperparameters, backup_dir: str | None
-) -> ResumableEarlyStopping:
+def _early_stopping(budget: TrainingBudget, hp: Hyperparameters) -> ResumableEarlyStopping:
     """Early stopping with the budget's patience, plateau schedule and planned epochs."""
     return ResumableEarlyStopping(
         budget.patience,
-        backup_dir,
         lr_patience=budget.lr_patience,
         lr_factor=budget.lr_factor,
         min_lr=hp.learning_rate * budget.min_lr_fraction,
@@ -303,7 +310,7 @@ def _decision_rule(
 
 
 def backup_dir_for(model_path: str | Path, environ: Mapping[str, str] | None = None) -> str:
-    """Where ``BackupAndRestore`` keeps its state for a model output path.
+    """Where the training checkpoint is kept for a model output path.
 
     On Vertex AI custom training ``AIP_CHECKPOINT_DIR`` (under the job's base output directory);
     otherwise ``<model_path>.backup`` beside the output (under the pipeline root, ``/gcs/...`` on
@@ -329,7 +336,7 @@ def train_prepared(
         hp: hyperparameters.
         output_dir: model directory to create.
         feature_config: feature roles overriding ``prepared.spec`` (same label column).
-        backup_dir: ``BackupAndRestore`` directory (see :func:`backup_dir_for`).
+        backup_dir: checkpoint directory (see :func:`backup_dir_for`).
         num_streams: read streams per split.
 
     Returns:
@@ -364,8 +371,9 @@ def _training_stats(
 
     With several workers the split is read shard by shard (:func:`worker_shard`: disjoint
     shards that together hold every row, for any number of streams the source returns), which
-    gives each shard's row count: every worker then runs the same number of steps (the smallest
-    shard's), as collective training requires.
+    gives each shard's row count: every worker then runs the same number of steps (the largest
+    shard's; smaller shards are padded with zero-weight batches), as collective training
+    requires.
     """
     shard_rows: list[int] = []
 
@@ -438,16 +446,17 @@ def training_dataset(
     rows: int | None = None,
     training: bool = False,
     repeat: bool = False,
+    steps: int | None = None,
 ) -> tf.data.Dataset:
     """Encoded batches for the inner model; training data: this worker's shard, batches shuffled.
 
-    The shuffle order is the same every epoch, so a run resumed from a backup sees the same
-    batches as an uninterrupted one. For the same reason a split whose encoded batches fit in
-    :data:`CACHE_BYTES` (one worker) is kept in memory after its first pass (``Dataset.cache``,
-    which copies the tensors): later epochs see the very same batches without re-reading the
-    source (tiny tables run many short epochs). Training weights are scaled to mean 1 over the split
-    (:func:`weight_scale`): their ratios, which restore the class prior, are unchanged, and the
-    training loss stays on the scale of the (unweighted) validation loss.
+    The shuffle order is the same every epoch, so a run resumed from a checkpoint sees the same
+    batches as an uninterrupted one. The feed keeps the encoded chunks of its first pass in
+    memory up to a fixed budget (``FeedOptions.cache_bytes``, 128 MiB per feed; above it only
+    the rest is read again each epoch), with the very same batches. Training weights are
+    scaled to mean 1 over the split (:func:`weight_scale`): their ratios, which restore the
+    class prior, are unchanged, and the training loss stays on the scale of the (unweighted)
+    validation loss.
 
     Args:
         source: the split to read.
@@ -459,13 +468,14 @@ def training_dataset(
         rows: rows in the split (default ``stats.rows``), for the known length on one worker.
         training: read this worker's shard and shuffle.
         repeat: repeat forever (several workers run a fixed number of steps).
+        steps: with several workers, the training batches of one epoch (the largest shard's):
+            each epoch is one pass over this worker's shard padded with zero-weight batches.
     """
     rows = stats.rows if rows is None else rows
     batch_size = hp.batch_size or auto_batch_size(stats.rows)
     if training and ctx.worker.count > 1:  # this worker's rows: disjoint, all together cover all
         source = worker_shard(source, ctx.worker.index, ctx.worker.count, spec.key)
     options = FeedOptions(
-        cache_bytes=0,  # the feed's chunk cache breaks run-to-run determinism (READING.md)
         batch_size=batch_size,
         shuffle_batches=SHUFFLE_BATCHES if training else 0,
         seed=hp.seed,
@@ -480,14 +490,31 @@ def training_dataset(
     )
     if ctx.worker.count == 1:  # known length: Keras shows progress and does not warn at the end
         ds = ds.apply(tf.data.experimental.assert_cardinality(-(-rows // batch_size)))
-        if rows * (4 * len(spec.features) + 8) <= CACHE_BYTES:
-            ds = ds.cache()
     else:
         options = tf.data.Options()
         # The source is this worker's shard already; Keras must not shard again.
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
         ds = ds.with_options(options)
+        if training and steps:
+            ds = _epoch_of_steps(ds, steps)
     return ds.repeat() if repeat else ds
+
+
+def _epoch_of_steps(ds: tf.data.Dataset, steps: int) -> tf.data.Dataset:
+    """One pass over this worker's shard, padded to ``steps`` batches with zero-weight batches.
+
+    Collective training needs the same number of steps on every worker, but the shards differ
+    in size. Every worker runs the largest shard's number of batches; a smaller shard is
+    followed by one-row batches of weight 0 (no loss, no gradient). Each epoch is thus exactly
+    one pass over every shard (every row once), and it starts at the shard's first batch, so a
+    run resumed from a checkpoint sees the batches of an uninterrupted one.
+    """
+
+    def zeros(spec: tf.TensorSpec) -> tf.Tensor:
+        return tf.zeros([1, *spec.shape[1:]], spec.dtype)
+
+    padding = tf.data.Dataset.from_tensors(tf.nest.map_structure(zeros, ds.element_spec))
+    return ds.concatenate(padding.repeat()).take(steps)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -514,7 +541,7 @@ def _feeds(
     stats, shard_rows = _training_stats(train_source, spec, classes, ctx.worker.count)
     validation_rows = _check_validation(validation_source, spec, classes, stats)
     budget = training_budget(
-        min(shard_rows) if ctx.worker.count > 1 else stats.rows,
+        max(shard_rows) if ctx.worker.count > 1 else stats.rows,
         batch_size=hp.batch_size,
         epochs=hp.epochs,
         patience=hp.early_stopping_patience,
@@ -526,10 +553,10 @@ def _feeds(
         early_stopping_patience=budget.patience,
     )
     steps = None
-    if ctx.worker.count > 1:  # equal steps on every worker; the shards repeat
-        steps = max(1, -(-min(shard_rows) // hp.batch_size))
+    if ctx.worker.count > 1:  # equal steps on every worker: the largest shard's batches
+        steps = max(1, -(-max(shard_rows) // hp.batch_size))
     train_ds = training_dataset(
-        train_source, spec, classes, stats, hp, ctx, training=True, repeat=bool(steps)
+        train_source, spec, classes, stats, hp, ctx, training=True, repeat=bool(steps), steps=steps
     )
     val_ds = training_dataset(
         validation_source, spec.with_weight(None), classes, stats, hp, ctx, rows=validation_rows
@@ -551,17 +578,37 @@ def _compiled_model(
     return model
 
 
+def _checkpoint(
+    backup_dir: str | None, early_stopping: ResumableEarlyStopping, ctx: DistributionContext
+) -> TrainingCheckpoint | None:
+    """The run's checkpoint (None without ``backup_dir``).
+
+    Only the chief writes into ``backup_dir``; other workers write the same saves into a
+    temporary directory of their own (concurrent writers of one gcsfuse object get ESTALE)
+    and all restore from the chief's.
+    """
+    if not backup_dir:
+        return None
+    write_dir = None
+    if not ctx.worker.is_chief:
+        write_dir = tempfile.mkdtemp(prefix=f"checkpoint-worker{ctx.worker.index}-")
+    return TrainingCheckpoint(backup_dir, early_stopping, write_dir=write_dir)
+
+
 def _callbacks(
     early_stopping: ResumableEarlyStopping,
-    backup_dir: str | None,
+    checkpoint: TrainingCheckpoint | None,
     logs: str,
     extra: Sequence[keras.callbacks.Callback],
 ) -> list[keras.callbacks.Callback]:
-    """Backup (if any), early stopping (after it: reloads its own state), TensorBoard, extra."""
-    callbacks: list[keras.callbacks.Callback] = []
-    if backup_dir:
-        callbacks.append(keras.callbacks.BackupAndRestore(backup_dir))
-    callbacks += [early_stopping, EpochScalars(logs), *extra]
+    """Early stopping, the checkpoint, TensorBoard, extra (in this order).
+
+    The checkpoint comes after early stopping: it restores into it and saves its decision.
+    """
+    callbacks: list[keras.callbacks.Callback] = [early_stopping]
+    if checkpoint is not None:
+        callbacks.append(checkpoint)
+    callbacks += [EpochScalars(logs), *extra]
     return callbacks
 
 
