@@ -591,7 +591,8 @@ def plan_run(root: Path, pipeline_name: str, fingerprint: str, *, fresh: bool = 
     if stopped:
         lines.append(f"stopped {stopped} task process(es) left running by a killed run")
     unfinished: list[tuple[Path, RunRecord | None]] = []
-    for run_dir in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
+    entries = sorted(root.iterdir()) if root.is_dir() else []
+    for run_dir in [p for p in entries if p.is_dir() and not p.name.startswith(".")]:
         record = read_record(run_dir)
         finished = record.status == FINISHED if record else _finished_without_record(run_dir)
         if finished:

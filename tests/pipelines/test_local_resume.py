@@ -202,9 +202,10 @@ def test_plan_resumes_the_unfinished_run_with_the_same_inputs_and_cleans_the_res
 def test_plan_starts_a_new_run_after_a_finished_one_or_with_fresh(tmp_path):
     root = tmp_path / "pipeline_root"
     make_run(root, "p-1", "aaaa", FINISHED)
+    (root / ".kfp_cache").mkdir()  # not a run: left alone
     plan = plan_run(root, "p", "aaaa")
     assert plan.resumed is None and plan.run_name.startswith("p-20")
-    assert (root / "p-1").is_dir()
+    assert (root / "p-1").is_dir() and (root / ".kfp_cache").is_dir()
     stopped = make_run(root, "p-2", "aaaa", INTERRUPTED)
     plan = plan_run(root, "p", "aaaa", fresh=True)
     assert plan.resumed is None and not stopped.exists()
