@@ -465,7 +465,8 @@ def training_dataset(
         stats: training statistics (the vocabularies come from them).
         hp: batch size (None: the budget's for ``rows``) and seed.
         ctx: the distribution context (worker shard).
-        rows: rows in the split (default ``stats.rows``), for the known length on one worker.
+        rows: rows read (default ``stats.rows``): the known length on one worker, this
+            worker's shard with several.
         training: read this worker's shard and shuffle.
         repeat: repeat forever (several workers run a fixed number of steps).
         steps: with several workers, the training batches of one epoch (the largest shard's):
@@ -496,25 +497,26 @@ def training_dataset(
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
         ds = ds.with_options(options)
         if training and steps:
-            ds = _epoch_of_steps(ds, steps)
+            ds = _epoch_of_steps(ds, steps, -(-rows // batch_size))
     return ds.repeat() if repeat else ds
 
 
-def _epoch_of_steps(ds: tf.data.Dataset, steps: int) -> tf.data.Dataset:
+def _epoch_of_steps(ds: tf.data.Dataset, steps: int, batches: int) -> tf.data.Dataset:
     """One pass over this worker's shard, padded to ``steps`` batches with zero-weight batches.
 
     Collective training needs the same number of steps on every worker, but the shards differ
-    in size. Every worker runs the largest shard's number of batches; a smaller shard is
-    followed by one-row batches of weight 0 (no loss, no gradient). Each epoch is thus exactly
-    one pass over every shard (every row once), and it starts at the shard's first batch, so a
-    run resumed from a checkpoint sees the batches of an uninterrupted one.
+    in size. Every worker runs the largest shard's number of batches; a smaller shard's pass
+    (``batches`` batches, read to its end) is followed by ``steps - batches`` one-row batches
+    of weight 0 (no loss, no gradient). Each epoch is thus exactly one complete pass over every
+    shard (every row once), and it starts at the shard's first batch, so a run resumed from a
+    checkpoint sees the batches of an uninterrupted one.
     """
 
     def zeros(spec: tf.TensorSpec) -> tf.Tensor:
         return tf.zeros([1, *spec.shape[1:]], spec.dtype)
 
     padding = tf.data.Dataset.from_tensors(tf.nest.map_structure(zeros, ds.element_spec))
-    return ds.concatenate(padding.repeat()).take(steps)
+    return ds.concatenate(padding.repeat(max(steps - batches, 0)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -555,8 +557,18 @@ def _feeds(
     steps = None
     if ctx.worker.count > 1:  # equal steps on every worker: the largest shard's batches
         steps = max(1, -(-max(shard_rows) // hp.batch_size))
+    own_rows = shard_rows[ctx.worker.index] if ctx.worker.count > 1 else stats.rows
     train_ds = training_dataset(
-        train_source, spec, classes, stats, hp, ctx, training=True, repeat=bool(steps), steps=steps
+        train_source,
+        spec,
+        classes,
+        stats,
+        hp,
+        ctx,
+        rows=own_rows,
+        training=True,
+        repeat=bool(steps),
+        steps=steps,
     )
     val_ds = training_dataset(
         validation_source, spec.with_weight(None), classes, stats, hp, ctx, rows=validation_rows
