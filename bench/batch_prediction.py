@@ -126,20 +126,18 @@ def child_runinference(workdir: Path) -> int:
 
 
 def child_direct(workdir: Path) -> int:
-    from vertex_imbalanced.batch_prediction.run import bounded_duckdb_reads
     from vertex_imbalanced.batch_prediction.scoring import BatchScorer
-    from vertex_imbalanced.reading.sources.duckdb_source import DuckDBSource, duckdb_uri
+    from vertex_imbalanced.reading.sources.duckdb_source import DuckDBSource
 
     scorer = BatchScorer(str(workdir / "model"), "bench", "1", key="key")
     source = DuckDBSource(workdir / "bench.duckdb", TABLE, scorer.inputs.read_columns)
     rows = 0
-    # the reader as score_table runs it (DuckDB's buffer pool capped), so that the two paths
+    # the reader score_table runs (under the same DuckDB memory limit), so that the two paths
     # differ only by Beam
-    with bounded_duckdb_reads(duckdb_uri(workdir / "bench.duckdb", TABLE)):
-        for index in range(source.num_streams):
-            for batch in source.read_stream(index):
-                probabilities, _ = scorer.predict(batch)
-                rows += len(probabilities)
+    for index in range(source.num_streams):
+        for batch in source.read_stream(index):
+            probabilities, _ = scorer.predict(batch)
+            rows += len(probabilities)
     return rows
 
 

@@ -86,17 +86,3 @@ def test_destinations_and_reserved_key_names():
         output.parse_destination("gs://b/x")
     with pytest.raises(PipelineInputError, match="name of a prediction column"):
         output.output_schema("class_id", pa.int64())
-
-
-def test_a_memory_limit_for_the_load_is_reset_after(tmp_path):
-    db = str(tmp_path / "out.duckdb")
-    parts = write_parts(tmp_path / "s", [rows(["a", "b"])])
-
-    def limit(con):
-        return con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
-
-    with duckdb.connect(db) as held:  # the same instance publish_duckdb's connection joins
-        before = limit(held)
-        assert output.publish_duckdb(parts, db, TABLE, SCHEMA, "d", "r", memory_limit="64MB") == 2
-        assert limit(held) == before
-        assert held.sql("SELECT count(*) FROM preds").fetchall() == [(2,)]

@@ -11,7 +11,6 @@ from vertex_imbalanced.batch_prediction import output
 from vertex_imbalanced.batch_prediction.beam_pipeline import ScoringJobError
 from vertex_imbalanced.batch_prediction.resolve import resolve_model
 from vertex_imbalanced.batch_prediction.run import (
-    bounded_duckdb_reads,
     read_predictions,
     score_table,
 )
@@ -175,20 +174,3 @@ def test_adjusted_probabilities_are_the_bayes_posteriors_under_the_em_prior(tmp_
     served = got.column("class_id").to_numpy()
     np.testing.assert_array_equal(served, probs.argmax(axis=1))  # the model's decision ...
     assert (served != adjusted.argmax(axis=1)).sum() > 100  # ... kept where the adjusted differs
-
-
-def test_duckdb_reads_are_bounded_while_scoring_and_released_after(world):
-    """The stream connections share the instance that bounded_duckdb_reads caps."""
-
-    def limit():
-        with duckdb.connect(str(world["db"]), read_only=True) as con:
-            return con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
-
-    with duckdb.connect() as con:
-        con.execute("SET memory_limit = '64MB'")
-        capped = con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
-    default = limit()
-    assert default != capped
-    with bounded_duckdb_reads(f"duckdb://{world['db']}?table=rows", "64MB"):
-        assert limit() == capped
-    assert limit() == default

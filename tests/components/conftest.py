@@ -3,6 +3,8 @@
 import pytest
 from kfp import local
 
+from vertex_imbalanced.artifacts import MODEL_COMPLETE_FILE
+
 
 @pytest.fixture
 def local_kfp(tmp_path):
@@ -18,4 +20,5 @@ def model_dir(tmp_path):
     root = tmp_path / "model"
     (root / "saved_model").mkdir(parents=True)
     (root / "saved_model" / "saved_model.pb").write_bytes(b"\x08\x01")
+    (root / MODEL_COMPLETE_FILE).write_text("{}")  # the train step's completion marker
     return root

@@ -20,6 +20,7 @@ from sklearn.linear_model import LogisticRegression
 from vertex_imbalanced.artifacts import (
     KERAS_FILE,
     METRICS_FILE,
+    MODEL_COMPLETE_FILE,
     REPORT_FILE,
     SAVED_MODEL_DIR,
     model_metadata_path,
@@ -440,6 +441,11 @@ def test_missing_and_corrupt_model(tmp_path, binary_model):
     (no_meta / "saved_model" / "saved_model.pb").write_bytes(b"")
     with pytest.raises(PipelineInputError, match="cannot read 'classes' from model_metadata.json"):
         evaluate_model(no_meta, source, None, _spec(BINARY), BINARY, tmp_path / "o")
+    unfinished = tmp_path / "unfinished"  # a killed train step: every file but its marker
+    shutil.copytree(binary_model, unfinished)
+    (unfinished / MODEL_COMPLETE_FILE).unlink()
+    with pytest.raises(PipelineInputError, match="is incomplete: it has no _COMPLETE marker"):
+        evaluate_model(unfinished, source, None, _spec(BINARY), BINARY, tmp_path / "o")
     assert not (tmp_path / "o" / METRICS_FILE).exists()
 
 

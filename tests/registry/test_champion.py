@@ -21,6 +21,7 @@ import pytest
 from conftest_models import build_tiny_model, make_table
 
 from fakes.vertex import FakeVertex
+from vertex_imbalanced.artifacts import MODEL_COMPLETE_FILE
 from vertex_imbalanced.config import FeatureSpec
 from vertex_imbalanced.errors import PipelineInputError
 from vertex_imbalanced.evaluation.evaluate import evaluate_model
@@ -57,6 +58,7 @@ def model_dir(tmp_path):
     root = tmp_path / "model"
     (root / "saved_model").mkdir(parents=True)
     (root / "saved_model" / "saved_model.pb").write_bytes(b"\x08\x01")
+    (root / MODEL_COMPLETE_FILE).write_text("{}")  # the train step's completion marker
     return root
 
 

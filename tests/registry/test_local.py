@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from vertex_imbalanced.artifacts import (
+    MODEL_COMPLETE_FILE,
     REGISTRY_LABELS_FILE,
     REGISTRY_MODEL_DIR,
     REGISTRY_RUN_ID_FILE,
@@ -39,6 +40,7 @@ def model_dir(tmp_path):
     (root / "saved_model" / "variables").mkdir(parents=True)
     (root / "saved_model" / "saved_model.pb").write_bytes(b"\x08\x01")
     (root / "model_metadata.json").write_text('{"classes": ["neg", "pos"]}')
+    (root / MODEL_COMPLETE_FILE).write_text("{}")  # the train step's completion marker
     return root
 
 
@@ -273,9 +275,17 @@ def test_champion_loads_as_a_saved_model(registry, tmp_path):
         lambda x: x * module.scale, input_signature=[tf.TensorSpec([None], tf.float32)]
     )
     tf.saved_model.save(module, str(tmp_path / "real" / "saved_model"))
+    (tmp_path / "real" / MODEL_COMPLETE_FILE).write_text("{}")  # as the train step marks it
     registry.register(NAME, str(tmp_path / "real"), metrics_for(0.8), {}, "run-a", True)
 
     champion = registry.champion(NAME)
     assert champion.artifact_uri == str(Path(champion.uri) / REGISTRY_MODEL_DIR)
     loaded = tf.saved_model.load(str(Path(champion.artifact_uri) / SAVED_MODEL_DIR))
     assert loaded.f(tf.constant([2.0])).numpy().tolist() == [6.0]
+
+
+def test_a_train_output_without_its_completion_marker_is_not_registered(registry, model_dir):
+    (model_dir / MODEL_COMPLETE_FILE).unlink()  # a killed train step's leftover
+    with pytest.raises(PipelineInputError, match="is incomplete"):
+        register(registry, model_dir, "run-1", champion=True)
+    assert registry.versions(NAME) == []

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from fakes.vertex import FakeVertex
+from vertex_imbalanced.artifacts import MODEL_COMPLETE_FILE
 from vertex_imbalanced.errors import (
     LabelSanitizedWarning,
     PipelineInputError,
@@ -51,6 +52,7 @@ def model_dir(tmp_path):
     saved = tmp_path / "model" / "saved_model"
     saved.mkdir(parents=True)
     (saved / "saved_model.pb").write_bytes(b"\x08\x01")
+    (tmp_path / "model" / MODEL_COMPLETE_FILE).write_text("{}")  # the train step's marker
     return tmp_path / "model"
 
 

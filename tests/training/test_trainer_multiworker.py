@@ -195,17 +195,6 @@ def test_two_workers_checkpoint_on_the_chief_only_and_resume_a_mid_epoch_kill(tm
     for name in ("chief", "worker"):  # the restored epoch is the killed run's, exactly
         assert resumed[name]["history"]["val_loss"][0] == results[name]["history"]["val_loss"][0]
         assert len(resumed[name]["history"]["loss"]) == 2
-    same = all(
-        resumed[n][k] == results[n][k]
-        for n in ("chief", "worker")
-        for k in ("history", "metrics", "weights")
-    )
-    if not same:  # open (issue 13 item 2): see the H4 report
-        pytest.xfail(
-            "the epoch after a multi-worker restore differs from the uninterrupted run's "
-            f"(val_loss {resumed['chief']['history']['val_loss']} vs "
-            f"{results['chief']['history']['val_loss']})"
-        )
 
     for res in results.values():
         assert res["distribution"] == {"strategy": "multi_worker", "workers": 2}
@@ -252,3 +241,18 @@ def test_two_workers_checkpoint_on_the_chief_only_and_resume_a_mid_epoch_kill(tm
     probabilities = serving.signatures["serving_default"](**features)["probabilities"].numpy()
     assert probabilities.shape == (5, 3)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+
+    # Last, so that every check above runs whatever this gives. Known gap (issue 13 item 2, open):
+    # the epoch after a multi-worker restore differs slightly from the uninterrupted run's, so
+    # this test is reported as xfail until resume is exact; anything else failing fails it.
+    same = all(
+        resumed[n][k] == results[n][k]
+        for n in ("chief", "worker")
+        for k in ("history", "metrics", "weights")
+    )
+    if not same:
+        pytest.xfail(
+            "the epoch after a multi-worker restore differs from the uninterrupted run's "
+            f"(val_loss {resumed['chief']['history']['val_loss']} vs "
+            f"{results['chief']['history']['val_loss']})"
+        )

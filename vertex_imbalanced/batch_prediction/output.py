@@ -123,7 +123,6 @@ def publish_duckdb(
     run_id: str,
     *,
     adjustment: PriorAdjustment | None = None,
-    memory_limit: str = "",
 ) -> int:
     """Load the parts into a staging table and rename it to ``table`` in one transaction.
 
@@ -139,9 +138,6 @@ def publish_duckdb(
         run_id: the run (names the staging table).
         adjustment: add prior-adjusted probabilities (EM prior of the staged rows, then
             ``sql/adjusted_probabilities.sql``; :mod:`.prior_adjustment`); None: not added.
-        memory_limit: cap DuckDB's buffer pool during the load (e.g. ``"256MB"``; trusted
-            text), reset to DuckDB's default afterwards; '' leaves it as it is. The load streams the parts, so
-            with a cap the process does not grow with the table.
 
     Returns:
         The number of rows published.
@@ -162,9 +158,7 @@ def publish_duckdb(
     staging = staging_name(table, run_id)
     Path(database).parent.mkdir(parents=True, exist_ok=True)
     with DuckDBWarehouse(database) as warehouse:
-        con = warehouse.con
-        if memory_limit:
-            con.execute(f"SET memory_limit = '{memory_limit}'")
+        con = warehouse.con  # under the fixed DuckDB memory limit: the load streams the parts
         con.execute("BEGIN TRANSACTION")
         try:
             if table.dataset:
@@ -187,9 +181,6 @@ def publish_duckdb(
         except BaseException:
             con.execute("ROLLBACK")
             raise
-        finally:
-            if memory_limit:
-                con.execute("RESET memory_limit")
     return int(rows)
 
 

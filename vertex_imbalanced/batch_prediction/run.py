@@ -9,10 +9,8 @@ same.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +23,6 @@ from vertex_imbalanced.batch_prediction.resolve import ResolvedModel, read_model
 from vertex_imbalanced.batch_prediction.scoring import InputColumns
 from vertex_imbalanced.errors import PipelineInputError
 from vertex_imbalanced.reading.sources.base import RecordBatchSource
-
-DUCKDB_MEMORY_LIMIT = "256MB"
-"""DuckDB's buffer pool while a local run reads its input table or publishes its output.
-DuckDB's default limit is 80 % of RAM, and blocks it has read may stay cached up to it. Measured
-on the 10M-row benchmark table (bench/batch_prediction.py, loaded 2-core machine): the direct
-loop reading without a limit grew by about 170 MB per million rows read, the pipeline reading
-with this limit stayed flat at about 1.58 GB after its first 2M rows. A streaming scan or load
-needs far less than this."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,8 +160,9 @@ def score_table(
 
     staging = f"{staging_root.rstrip('/')}/{_safe(run_id)}"
     handler = RecordBatchModelHandler(model.model_dir, model.name, model.version, inputs)
-    with bounded_duckdb_reads(input_uri):
-        job_id = run_scoring(source, handler, staging, schema, pipeline_flags(dataflow, run_id))
+    # DuckDB inputs and outputs run under the fixed memory limit of every connection
+    # (vertex_imbalanced.warehouse.duckdb_settings): the scoring process stays flat with rows.
+    job_id = run_scoring(source, handler, staging, schema, pipeline_flags(dataflow, run_id))
     description = output.table_description(model.name, model.version, classes)
     if kind == "duckdb":
         parts = output.parquet_parts(staging)
@@ -183,7 +174,6 @@ def score_table(
             description,
             run_id,
             adjustment=adjustment,
-            memory_limit=DUCKDB_MEMORY_LIMIT,
         )
     else:
         rows = output.publish_bigquery(
@@ -207,39 +197,6 @@ def score_table(
         seconds=round(time.monotonic() - started, 3),
         em_prior=adjustment.em_prior if adjustment else None,
     )
-
-
-@contextlib.contextmanager
-def bounded_duckdb_reads(input_uri: str, memory_limit: str = DUCKDB_MEMORY_LIMIT) -> Iterator[None]:
-    """Cap DuckDB's buffer pool for a DuckDB input file while the scoring job reads it.
-
-    DuckDB shares one database instance between all read-only connections of a process to the
-    same file, the source's per-stream connections included: holding one open with
-    ``memory_limit`` set bounds what the DirectRunner's reads keep cached, whatever the table's
-    size. Other inputs (BigQuery), and a file this process already holds open for writing
-    (another owner's instance, left as it is), are read as they are.
-
-    Args:
-        input_uri: the scored table's URI.
-        memory_limit: DuckDB size, e.g. ``"256MB"`` (trusted text, not user input).
-    """
-    if not input_uri.startswith("duckdb://"):
-        yield
-        return
-    import duckdb
-
-    from vertex_imbalanced.reading.sources.duckdb_source import parse_duckdb_uri
-
-    try:
-        con = duckdb.connect(parse_duckdb_uri(input_uri).path, read_only=True)
-    except duckdb.ConnectionException:
-        yield
-        return
-    try:
-        con.execute(f"SET memory_limit = '{memory_limit}'")
-        yield
-    finally:
-        con.close()
 
 
 def _adjustment(model_dir: str, classes: tuple[str, ...]) -> PriorAdjustment:

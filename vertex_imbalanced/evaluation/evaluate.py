@@ -54,6 +54,7 @@ from vertex_imbalanced.artifacts import (
     SAVED_MODEL_DIR,
     SAVED_MODEL_PROTO,
     VERTEX_EVALUATION_FILE,
+    check_model_complete,
     model_metadata_path,
 )
 from vertex_imbalanced.config import WEIGHT_COLUMN, FeatureSpec
@@ -575,7 +576,8 @@ def evaluate_model(
         The metrics and the paths written.
 
     Raises:
-        PipelineInputError: missing/corrupt model or rule, empty test split, bad inputs.
+        PipelineInputError: missing/corrupt/incomplete model or rule, empty test split, bad
+            inputs.
         LabelError: the model's classes differ from ``classes`` or from the test labels.
         EvaluationError: NaN predictions (the error names the batch and rows), or a served
             decision that differs from the model's rule.
@@ -585,6 +587,7 @@ def evaluate_model(
     out = Path(output_dir)
     _clear(out)  # a stale metrics.json must not outlive a failed rerun
     model = load_model(model_dir)
+    check_model_complete(model_dir)  # a killed train step's leftover is never evaluated
     classes = tuple(str(c) for c in classes)
     if model.classes != classes:
         raise LabelError(

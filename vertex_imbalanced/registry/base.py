@@ -19,6 +19,7 @@ from vertex_imbalanced.artifacts import (
     SAVED_MODEL_DIR,
     SAVED_MODEL_PROTO,
     VERTEX_EVALUATION_FILE,
+    check_model_complete,
     metrics_path,
     vertex_evaluation_path,
 )
@@ -145,14 +146,18 @@ def find_saved_model(model_dir: str | Path) -> Path:
     :mod:`vertex_imbalanced.artifacts`) or a SavedModel directory itself.
 
     Raises:
-        PipelineInputError: if the directory does not exist or holds no SavedModel.
+        PipelineInputError: if the directory does not exist or holds no SavedModel, or is a
+            train step's output without its completion marker
+            (:func:`vertex_imbalanced.artifacts.check_model_complete`).
     """
     root = Path(model_dir)
     if not root.is_dir():
         raise PipelineInputError(f"model directory {str(model_dir)!r} does not exist")
-    for candidate in (root / SAVED_MODEL_DIR, root):
-        if (candidate / SAVED_MODEL_PROTO).is_file():
-            return candidate
+    if (root / SAVED_MODEL_DIR / SAVED_MODEL_PROTO).is_file():
+        check_model_complete(root)  # a killed train step's directory is never registered
+        return root / SAVED_MODEL_DIR
+    if (root / SAVED_MODEL_PROTO).is_file():
+        return root
     raise PipelineInputError(
         f"model directory {str(model_dir)!r} holds no SavedModel "
         f"(expected {SAVED_MODEL_DIR}/{SAVED_MODEL_PROTO}, as written by the train step)"

@@ -39,6 +39,7 @@ import tensorflow as tf
 
 from vertex_imbalanced.config import WEIGHT_COLUMN, FeatureSpec, Hyperparameters
 from vertex_imbalanced.errors import LabelError, PipelineInputError
+from vertex_imbalanced.evaluation.baselines import BoundedSample
 from vertex_imbalanced.evaluation.decision_rule import DecisionRule, choose_decision_rule
 from vertex_imbalanced.evaluation.evaluate import DECISION_RULE_KEY
 from vertex_imbalanced.reading.datasets import (
@@ -78,6 +79,10 @@ if TYPE_CHECKING:
 
 _LOG = logging.getLogger(__name__)
 SHUFFLE_BATCHES = 256  # training batches in the shuffle buffer (2 chunks at batch size 512)
+RULE_MAX_ROWS = 250_000
+"""Most validation rows the decision rule is chosen on (a uniform sample above it, the same
+bounded sampling as the evaluate step's baseline rule), so the train step's memory does not
+grow with the validation split."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -293,18 +298,24 @@ def _budget_outcome(
 def _decision_rule(
     model: keras.Model, validation: tf.data.Dataset, hp: Hyperparameters
 ) -> DecisionRule:
-    """Score the validation split with the (restored best) weights and choose the rule there."""
+    """Score the validation split with the (restored best) weights and choose the rule there.
+
+    The rule is chosen on a uniform sample of at most :data:`RULE_MAX_ROWS` validation rows
+    (all of them in a smaller split), so the step's memory does not grow with the split.
+
+    Raises:
+        ValueError: the validation split is empty.
+    """
     trainable = encoded_model(model)
-    probabilities, labels = [], []
+    sample = BoundedSample(RULE_MAX_ROWS)
     with raise_source_errors():
         for features, label, _ in validation:
-            probabilities.append(np.asarray(trainable(features, training=False), np.float64))
-            labels.append(label.numpy())
-    rule = choose_decision_rule(
-        np.concatenate(probabilities),
-        np.concatenate(labels).astype(np.int64),
-        cost_matrix=hp.cost_matrix,
-    )
+            sample.add(np.asarray(trainable(features, training=False), np.float64), label.numpy())
+    kept = sample.arrays()
+    if kept is None:
+        raise ValueError("the validation split is empty: no decision rule can be chosen")
+    probabilities, labels = kept
+    rule = choose_decision_rule(probabilities, labels.astype(np.int64), cost_matrix=hp.cost_matrix)
     _LOG.info("decision rule: %s", rule.method)
     return rule
 
