@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.local_input import OutputLock
+from pipelines.local_resume import RunInterrupted, TaskSupervisor, fixed_run_name, new_run_name
 from pipelines.local_run import KfpLocalOutput
 from pipelines.local_summary import RunOutputs
 from vertex_imbalanced.errors import PipelineInputError, PipelineRunError
@@ -197,39 +198,47 @@ class _StepLines(KfpLocalOutput):
 
 
 def run_pipeline(arguments: dict[str, Any], output_dir: Path, verbose: bool) -> tuple[Path, dict]:
-    """Run the pipeline with kfp.local in this interpreter.
+    """Run the pipeline with kfp.local in this interpreter, its tasks under supervision.
+
+    Each task runs in a process group of its own (:class:`pipelines.local_resume.TaskSupervisor`,
+    as for ``run_local.py``): SIGINT, SIGTERM or SIGHUP stop the running task's whole group
+    before :class:`~pipelines.local_resume.RunInterrupted` is raised, so no orphaned task
+    scores or publishes after this returns.
 
     Returns:
         The run directory and the seconds each task took.
 
     Raises:
         PipelineRunError: naming the failed task and its last exception line.
+        RunInterrupted: a stop signal came; the running task has been stopped.
     """
     from kfp import local
 
-    from pipelines.batch_prediction_pipeline import build_pipeline
+    from pipelines.batch_prediction_pipeline import PIPELINE_NAME, build_pipeline
 
     root = output_dir / PIPELINE_ROOT_DIR
-    root.mkdir(parents=True, exist_ok=True)
-    before = set(root.iterdir())
+    run_dir = root / new_run_name(PIPELINE_NAME)
+    run_dir.mkdir(parents=True)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
     log_path = output_dir / LOG_FILE
-    with log_path.open("w") as log, warnings.catch_warnings():
+    supervisor = TaskSupervisor(run_dir)
+    with log_path.open("w") as log, warnings.catch_warnings(), fixed_run_name(run_dir.name):
         warnings.filterwarnings("ignore", message=r".*no effect in the current local runner.*")
         warnings.filterwarnings("ignore", message=r".*custom or non-Python base image.*")
         sink = _StepLines(log, sys.stdout, verbose)
         try:
-            with contextlib.redirect_stdout(sink):
+            with supervisor.installed(), contextlib.redirect_stdout(sink):
                 build_pipeline(retries=False)(**arguments)
-        except RuntimeError as err:
+        except RunInterrupted:
+            raise
+        except (RuntimeError, OSError) as err:
+            if supervisor.interrupted is not None:
+                raise RunInterrupted(supervisor.interrupted) from err
             task = next((t for t in STEPS if f"'{t}'" in str(err)), sink.task or "?")
             raise PipelineRunError(
                 f"pipeline stopped: task {task!r} failed: {sink.reason(task)} (full log: {log_path})"
             ) from err
-    runs = sorted(set(root.iterdir()) - before, key=lambda p: p.stat().st_mtime)
-    if not runs:
-        raise PipelineRunError(f"kfp.local wrote no run directory under {root}")
-    return runs[-1], sink.seconds
+    return run_dir, sink.seconds
 
 
 def build_summary(run_dir: Path, source: str) -> dict[str, Any]:
@@ -336,7 +345,8 @@ def main(options: LocalPredictOptions) -> int:
     """Run :func:`run_local_prediction`; print the summary or one error line.
 
     Returns:
-        0 on success, 2 for bad input (nothing ran), 1 when the pipeline failed.
+        0 on success, 2 for bad input (nothing ran), 1 when the pipeline failed, 128 + the
+        signal's number when a stop signal ended it (its running task stopped too).
     """
     try:
         summary = run_local_prediction(options)
@@ -346,6 +356,9 @@ def main(options: LocalPredictOptions) -> int:
     except PipelineRunError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    except RunInterrupted as err:
+        print(f"stopped by signal {err.signum}: the running task was stopped", file=sys.stderr)
+        return 128 + err.signum
     print(format_summary(summary))
     print(f"summary: {Path(options.output_dir).resolve() / SUMMARY_FILE}  ({summary['seconds']} s)")
     return 0

@@ -17,6 +17,10 @@ import contextlib
 import hashlib
 import io
 import json
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import duckdb
@@ -29,6 +33,7 @@ import predict_local
 import run_local
 from pipelines.batch_prediction_pipeline import build_pipeline
 from pipelines.local_batch_prediction import STEPS, SUMMARY_FILE, WORK_DB, default_model_name
+from pipelines.local_resume import tasks_under
 from vertex_imbalanced.monitoring.prior_shift import adjust_probabilities
 from vertex_imbalanced.registry.local import LocalRegistry
 from vertex_imbalanced.warehouse.demo_data import SHIFTED_FEATURES, write_demo_duckdb
@@ -222,3 +227,36 @@ def test_an_unknown_model_name_lists_the_registry_models(tmp_path):
     assert rc == 2 and "cannot read the training feature statistics" in err
     assert "churn-label" in err and "feature_statistics.json" in err  # names the model's file
     assert not out.exists()
+
+
+def test_a_stopped_predict_local_stops_its_running_task_and_publishes_nothing(runs):
+    """SIGTERM while the scoring task runs: exit 143, no task process left, no predictions."""
+    out = runs["base"] / "stopped"
+    command = [sys.executable, "predict_local.py", "--demo-shift", "--output-dir", str(out)]
+    command += ["--registry", str(runs["registry"]), "--statistics-store", str(runs["store"])]
+    command += ["--rows", str(SCORE_ROWS)]
+    repo = Path(predict_local.__file__).resolve().parent
+    process = subprocess.Popen(
+        command, cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    lines = []
+    try:
+        for line in iter(process.stdout.readline, ""):
+            lines.append(line)
+            if "batch-predict ..." in line:
+                time.sleep(3)  # the scoring task's process is running
+                process.send_signal(signal.SIGTERM)
+                break
+        rest, _ = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 128 + signal.SIGTERM, "".join(lines) + rest
+    assert tasks_under(out / "pipeline_root") == {}  # the task was stopped with its parent
+    time.sleep(2)
+    assert not (out / SUMMARY_FILE).exists()
+    work_db = out / WORK_DB
+    if work_db.exists():  # nothing was published into the run's work database
+        with duckdb.connect(str(work_db), read_only=True) as con:
+            tables = [r[0] for r in con.sql("SELECT table_name FROM duckdb_tables()").fetchall()]
+        assert tables == []
