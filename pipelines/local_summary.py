@@ -61,7 +61,9 @@ class RunOutputs:
 def data_summary(prepared: PreparedData) -> dict[str, Any]:
     """Classes, split and class counts, skipped rows, keep rates, kept/weighted counts, mode.
 
-    ``classes`` in id order; ``skipped_labels`` per split (rows left out by the label policy).
+    ``classes`` in id order; ``skipped_labels`` per split (rows left out by the label policy);
+    ``data_checks``: the prepare step's key counts, id-like columns left out and warnings
+    (:mod:`vertex_imbalanced.warehouse.data_checks`).
     """
     imbalance = prepared.imbalance
     return {
@@ -74,6 +76,7 @@ def data_summary(prepared: PreparedData) -> dict[str, Any]:
         "kept_counts": imbalance.get("kept_counts"),
         "weighted_counts": imbalance.get("weighted_counts"),
         "imbalance_mode": imbalance.get("mode"),
+        "data_checks": prepared.data_checks,
     }
 
 

@@ -131,6 +131,11 @@ def test_summary_holds_data_metrics_gate_registration_and_paths(runs):
     # upweighting restores the majority's mass
     assert data["weighted_counts"]["0"] == pytest.approx(data["class_counts"]["0"], rel=0.05)
     assert data["imbalance_mode"] == "downsample_upweight"
+    # the demo key is unique and never NULL: counted, and nothing to warn about
+    key = data["data_checks"]["key"]
+    assert key["row_count"] == key["distinct_keys"] == ROWS
+    assert key["null_keys"] == key["shared_key_rows"] == 0
+    assert data["data_checks"]["warnings"] == [] and data["data_checks"]["id_like"] == {}
     metrics = first["metrics"]
     assert set(metrics["per_class"]) == {"0", "1", "2"}
     assert set(metrics["per_class"]["2"]) >= {"precision", "recall", "f1", "support"}
