@@ -138,7 +138,8 @@ def build_pipeline(
             gate_baseline_min_tolerance: the floor of that tolerance.
             evaluate_baselines: score the class prior and a logistic regression beside the
                 model (the gate's baseline check needs them).
-            baseline_max_rows: most train rows the logistic baseline is fitted on.
+            baseline_max_rows: most train rows the logistic baseline is fitted on, and most
+                validation rows its decision rule is chosen on.
             model_display_name: registry model name ('' = ``<dataset>.<table>-<label>`` for
                 BigQuery, ``<table>-<label>`` for DuckDB, so datasets never share a champion).
             serving_image: serving container of the registered model on Vertex ('' = Google's

@@ -390,7 +390,8 @@ def _baselines_section(metrics: Mapping[str, Any]) -> str:
     lr = baselines.get("logistic_regression") or {}
     help_text = (
         "Scored on the same test rows. The logistic regression uses the model's own "
-        "preprocessed features (missing indicators, imputation, normalisation, one-hot), "
+        "preprocessed features (missing indicators, imputation, piecewise-linear quantile "
+        "encoding, one-hot), "
         f"is fitted on {_fmt(lr.get('sampled_rows'))} of {_fmt(lr.get('train_rows'))} training "
         "rows (a uniform sample of at most "
         f"{_fmt(lr.get('max_rows'))}) with the training weights, and decides with the same kind "
