@@ -276,7 +276,7 @@ def fit_logistic(sample: TrainSample, num_classes: int) -> LogisticBaseline:
     estimator = LogisticRegression(C=LOGISTIC_C, max_iter=LOGISTIC_MAX_ITER)
     # One BLAS thread: beside TensorFlow's thread pools, OpenBLAS's own threads oversubscribe
     # the cores (measured: 20k rows x 180 features, 2 cores, loaded: 75.8 s with OpenBLAS's 2
-    # threads, 2.9 s with one; same iterations, same coefficients).
+    # threads, 2.9 s with one; the same iterations, coefficients equal to 1e-5 relative).
     with warnings.catch_warnings(), threadpool_limits(limits=1, user_api="blas"):
         warnings.simplefilter("ignore", ConvergenceWarning)
         estimator.fit(sample.features, sample.labels, sample_weight=weights)
