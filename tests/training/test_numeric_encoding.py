@@ -81,7 +81,8 @@ def test_bin_edges_merge_equal_quantiles_and_follow_the_row_count():
     np.testing.assert_array_equal(bin_edges(flag), [0.0, 1.0])  # one bin: a 0/1 column
     grid = tuple(float(v) for v in range(QUANTILE_POINTS + 1))
     assert len(bin_edges(NumericStats(32.0, 1.0, 10_000, 0, grid))) == 33  # MAX_BINS bins
-    assert len(bin_edges(NumericStats(32.0, 1.0, 40, 0, grid))) == 6  # 40 rows // 8 = 5 bins
+    assert len(bin_edges(NumericStats(32.0, 1.0, 160, 0, grid))) == 6  # 160 rows // 32 = 5 bins
+    assert len(bin_edges(NumericStats(32.0, 1.0, 20, 0, grid))) == 2  # fewer rows: one bin
     assert bin_edges(NumericStats(1.0, 1.0, 10, 0)).size == 0  # no quantiles: none
 
 

@@ -139,8 +139,12 @@ NUMERIC_ENCODING = "piecewise_linear"
 """How numeric columns enter the network (one of :data:`NUMERIC_ENCODINGS`; module docstring)."""
 MAX_BINS = 32
 """Most piecewise-linear bins per numeric column."""
-ROWS_PER_BIN = 8
-"""A column gets at most ``present rows // ROWS_PER_BIN`` bins (at least one)."""
+ROWS_PER_BIN = 32
+"""A column gets at most ``present rows // ROWS_PER_BIN`` bins (at least one). Measured
+(bench/real_data.py, 5 split seeds, one run each): 32 rather than 8 lifts iris (about 105 train
+rows: 3 bins instead of 13) from 0.919 to 0.958, leaves wine at 0.972, moves breast_cancer from
+0.965 to 0.961 (within its spread) and changes nothing from about 1,000 train rows up, where
+:data:`MAX_BINS` binds."""
 
 
 def bin_edges(stats: NumericStats, max_bins: int | None = None) -> np.ndarray:
