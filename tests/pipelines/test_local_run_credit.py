@@ -107,6 +107,8 @@ def test_credit_data_as_r_writes_it_runs_with_no_hand_fixes(tmp_path):
 
     epochs = [line for line in lines if re.fullmatch(r"      epoch \d+/3: loss \S+ val_loss \S+ rows/s \d+", line)]  # fmt: skip
     assert 1 <= len(epochs) <= 3  # one line per epoch the train step ran, between its step lines
+    numbers = [int(re.search(r"epoch (\d+)/", line).group(1)) for line in epochs]
+    assert numbers == list(range(1, len(epochs) + 1))  # each epoch once, in order, none skipped
     assert lines.index("[2/6] train ...") < lines.index(epochs[0])
 
     summary = json.loads((out / SUMMARY_FILE).read_text())
