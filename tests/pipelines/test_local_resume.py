@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from process_checks import alive, snapshot
 
 from pipelines.local_resume import (
     CACHE_DIR,
@@ -41,24 +42,6 @@ pytestmark = pytest.mark.skipif(not has_proc(), reason="needs /proc (Linux)")
 REPO = Path(__file__).resolve().parents[2]
 TOY = REPO / "tests" / "pipelines" / "local_toy_pipeline.py"
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-
-def alive(pid):
-    """Whether ``pid`` is a live (not zombie) process."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
-
-
-def snapshot(root):
-    """Every file and directory under ``root`` with its size and modification time."""
-    return {
-        str(p): (p.stat().st_size, p.stat().st_mtime_ns)
-        for p in Path(root).rglob("*")
-        if p.exists()
-    }
 
 
 def start_toy(out, seconds):

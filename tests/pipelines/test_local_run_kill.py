@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import pytest
+from process_checks import alive, snapshot
 
 from pipelines.local_resume import FINISHED, RUN_RECORD, descendants, has_proc, stop_tasks_under
 from pipelines.local_run import PIPELINE_ROOT_DIR, STEPS, SUMMARY_FILE
@@ -31,23 +32,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(not has_proc(), reason="needs
 
 REPO = Path(__file__).resolve().parents[2]
 EPOCHS = 6
-
-
-def alive(pid):
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
-
-
-def snapshot(*roots):
-    return {
-        str(p): (p.stat().st_size, p.stat().st_mtime_ns)
-        for root in roots
-        for p in Path(root).rglob("*")
-        if p.exists()
-    }
 
 
 def complete_versions(registry):
