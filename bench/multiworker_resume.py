@@ -32,7 +32,6 @@ import functools
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -138,17 +137,6 @@ def worker_main(args: argparse.Namespace) -> int:
 # -- driver -----------------------------------------------------------------------------------
 
 
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 def run_cluster(
     work: Path,
     name: str,
@@ -159,7 +147,9 @@ def run_cluster(
     timeout_s: float,
 ):
     """Start ``workers`` processes (chief + workers), wait; return (exit codes, results, seconds)."""
-    hosts = [f"127.0.0.1:{p}" for p in _free_ports(workers)]
+    from fakes.server_process import free_ports
+
+    hosts = [f"127.0.0.1:{p}" for p in free_ports(workers)]
     cluster = {"chief": hosts[:1], "worker": hosts[1:]}
     procs = []
     started = time.monotonic()

@@ -1,6 +1,5 @@
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -8,6 +7,7 @@ import keras
 import pytest
 import tensorflow as tf
 
+from fakes.server_process import free_ports
 from vertex_imbalanced.errors import PipelineInputError
 from vertex_imbalanced.training.strategy import (
     WorkerInfo,
@@ -21,17 +21,6 @@ from vertex_imbalanced.training.strategy import (
 
 TIMEOUT_S = 300
 STRATEGY_S = 60  # creating the strategy: ~2 s here; with the reducer as leader, minutes
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 VERTEX_SPEC = {

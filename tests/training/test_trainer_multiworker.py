@@ -9,7 +9,6 @@ workers trained on); on Vertex the SIGKILL after the grace period ends it.
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -19,6 +18,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from fakes.server_process import free_ports
 from vertex_imbalanced.warehouse.demo_data import DEMO_SPEC, demo_table
 
 NUM_STREAMS = 4
@@ -85,17 +85,6 @@ WORKER_SCRIPT = textwrap.dedent(
         }, f)
     """
 )
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def run_workers(
