@@ -79,3 +79,36 @@ def test_demo_columns_built_by_arrow_kernels_match_their_python_spelling():
 def test_an_empty_demo_table_keeps_its_string_types():
     schema = demo_table(0).schema
     assert schema.field("id").type == schema.field("region").type == pa.string()
+
+
+def test_a_table_larger_than_a_chunk_is_written_chunk_by_chunk_with_continuing_ids(
+    tmp_path, monkeypatch
+):
+    from vertex_imbalanced.warehouse import demo_data
+
+    monkeypatch.setattr(demo_data, "CHUNK_ROWS", 400)
+    table = demo_table(1_000, seed=7, shifted=True)
+    assert table.column("id").to_pylist() == [f"row-{i:08d}" for i in range(1_000)]
+    assert [len(c) for c in demo_data.demo_chunks(1_000, seed=7)] == [400, 400, 200]
+    # the chunks draw from different streams (not one chunk repeated)
+    x1 = table.column("x1").to_numpy()
+    assert not np.allclose(x1[:200], x1[400:600])
+    write_demo_duckdb(tmp_path / "d.db", rows=1_000, seed=7, table="demo", shifted=True)
+    with duckdb.connect(str(tmp_path / "d.db"), read_only=True) as con:
+        got = con.sql("SELECT * FROM demo ORDER BY id").to_arrow_table()
+    assert got.equals(table)
+    # a table of at most one chunk is the same rows as a single draw of that size
+    monkeypatch.setattr(demo_data, "CHUNK_ROWS", 1_000)
+    assert demo_table(1_000, seed=7).equals(
+        demo_data._chunk(1_000, 0, np.random.default_rng(7), None)
+    )
+
+
+def test_rewriting_the_demo_table_replaces_it_whole_and_leaves_no_staging_table(tmp_path):
+    uri = write_demo_duckdb(tmp_path / "d.db", rows=300, seed=1, table="main.demo")
+    assert write_demo_duckdb(tmp_path / "d.db", rows=200, seed=2, table="main.demo") == uri
+    with duckdb.connect(str(tmp_path / "d.db"), read_only=True) as con:
+        tables = con.sql("SELECT table_name FROM information_schema.tables").fetchall()
+        got = con.sql("SELECT * FROM main.demo ORDER BY id").to_arrow_table()
+    assert tables == [("demo",)]
+    assert got.equals(demo_table(200, seed=2))
