@@ -49,10 +49,25 @@ def test_every_setting_becomes_its_beam_flag():
     assert DataflowConfig.from_json(config.to_json()) == config
 
 
-def test_no_config_runs_the_direct_runner():
+def test_no_config_runs_in_process_on_the_fn_api_runner_without_prism(tmp_path, monkeypatch):
+    """Beam's DirectRunner would try Prism first (a GitHub download at run time) and, offline,
+    leave a ``beam-temp*`` directory behind on every run; the local flags avoid both."""
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+    from apache_beam.runners.runner import create_runner
+    from apache_beam.testing.util import assert_that, equal_to
+
     assert DataflowConfig.from_json("") is None
     assert DataflowConfig.from_json("{}") is None
-    assert pipeline_flags(None, "r")[0] == "--runner=DirectRunner"
+    options = PipelineOptions(pipeline_flags(None, "r"))
+    assert isinstance(create_runner(options.view_as(StandardOptions).runner), FnApiRunner)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # where Beam's job servers make their temp dirs
+    monkeypatch.setattr("tempfile.tempdir", None)
+    with beam.Pipeline(options=options) as pipeline:
+        squares = pipeline | beam.Create([1, 2, 3]) | beam.Map(lambda x: x * x)
+        assert_that(squares, equal_to([1, 4, 9]))
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_job_names_fit_dataflow_rules():

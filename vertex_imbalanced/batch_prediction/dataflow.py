@@ -1,5 +1,11 @@
 """Beam pipeline options for a scoring run: DirectRunner locally, Dataflow on Vertex.
 
+Locally the flags name Beam's ``FnApiRunner``, the portable in-process engine that Beam's
+``DirectRunner`` runs batch Python pipelines on. Naming ``DirectRunner`` itself would first try
+Beam's Prism runner: since Beam 2.60 that downloads a Go binary from GitHub at run time (a
+network call, a different engine than the one tested, and without network a wait and a
+``beam-temp*`` directory left in the system temp directory on every run).
+
 :class:`DataflowConfig` holds what a Dataflow job needs (region, temp/staging locations,
 service account, network, machine type, workers, CMEK key, the project image as the SDK
 container); :func:`pipeline_flags` turns it into Beam's command-line flags, so the same options
@@ -117,14 +123,15 @@ def pipeline_flags(config: DataflowConfig | None, run_id: str) -> list[str]:
     """Beam flags of the scoring job.
 
     Args:
-        config: Dataflow settings; None runs on the DirectRunner in this process.
+        config: Dataflow settings; None runs in this process on Beam's ``FnApiRunner`` (the
+            DirectRunner's batch engine, without its Prism download; see the module docstring).
         run_id: the pipeline run (names the Dataflow job; a rerun of the run reuses the name).
 
     Returns:
         Flags for ``apache_beam.options.pipeline_options.PipelineOptions``.
     """
     if config is None:
-        return ["--runner=DirectRunner", "--direct_running_mode=in_memory"]
+        return ["--runner=FnApiRunner", "--direct_running_mode=in_memory"]
     flags = [
         "--runner=DataflowRunner",
         f"--project={config.project}",
