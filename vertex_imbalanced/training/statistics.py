@@ -46,6 +46,11 @@ class NumericStats:
         quantiles: weighted quantiles of the present values at ``q = i / QUANTILE_POINTS``,
             ``i = 0..QUANTILE_POINTS`` (first = minimum, last = maximum), non-decreasing; empty
             for statistics made without the sketch (the model then standardises the column).
+        skewness: weighted sample skewness ``m3 / m2**1.5`` of the present values (``m_k`` the
+            weighted central moments; ``scipy.stats.skew`` with ``bias=True`` for unit weights),
+            0 for a constant column; ``None`` for statistics made without it.
+        excess_kurtosis: weighted ``m4 / m2**2 - 3`` (``scipy.stats.kurtosis``, Fisher,
+            ``bias=True``); 0 / ``None`` as for ``skewness``.
     """
 
     mean: float
@@ -53,6 +58,8 @@ class NumericStats:
     present: int
     missing: int
     quantiles: tuple[float, ...] = ()
+    skewness: float | None = None
+    excess_kurtosis: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "quantiles", tuple(float(q) for q in self.quantiles))
@@ -186,12 +193,19 @@ class _QuantileSketch:
 
 
 class _Moments:
-    """Weighted count / mean / M2, merged batch by batch (Chan et al.), NaN excluded."""
+    """Weighted count / mean / M2 / M3 / M4, merged batch by batch, NaN excluded.
+
+    The pairwise update of Chan et al. for M2, extended to M3 and M4 by Pebay (2008, "Formulas
+    for robust, one-pass parallel computation of covariances and arbitrary-order statistical
+    moments", eq. 2.1), with weights in place of counts.
+    """
 
     def __init__(self) -> None:
         self.weight = 0.0
         self.mean = 0.0
         self.m2 = 0.0
+        self.m3 = 0.0
+        self.m4 = 0.0
         self.present = 0
         self.missing = 0
         self.non_finite = 0
@@ -209,12 +223,36 @@ class _Moments:
         if w <= 0:
             return
         mean = float(np.dot(weights, values) / w)
-        m2 = float(np.dot(weights, (values - mean) ** 2))
-        total = self.weight + w
-        delta = mean - self.mean
-        self.mean += delta * w / total
-        self.m2 += m2 + delta * delta * self.weight * w / total
+        # The feed's values are float32 (|x| < 3.5e38), so even x**4 stays far inside float64.
+        centred = values - mean
+        squared = centred * centred
+        m2 = float(np.dot(weights, squared))
+        m3 = float(np.dot(weights, squared * centred))
+        m4 = float(np.dot(weights, squared * squared))
+        a, total = self.weight, self.weight + w
+        d = mean - self.mean
+        d2 = d * d
+        self.m4 += (
+            m4
+            + d2 * d2 * a * w * (a * a - a * w + w * w) / (total * total * total)
+            + 6 * d2 * (a * a * m2 + w * w * self.m2) / (total * total)
+            + 4 * d * (a * m3 - w * self.m3) / total
+        )
+        self.m3 += (
+            m3 + d2 * d * a * w * (a - w) / (total * total) + 3 * d * (a * m2 - w * self.m2) / total
+        )
+        self.m2 += m2 + d2 * a * w / total
+        self.mean += d * w / total
         self.weight = total
+
+    def shape(self) -> tuple[float, float]:
+        """``(skewness, excess kurtosis)``; ``(0, 0)`` for a constant column."""
+        m2 = self.m2 / self.weight
+        if m2 <= 1e-12 * max(1.0, self.mean * self.mean):
+            return 0.0, 0.0
+        return (self.m3 / self.weight) / (m2 * math.sqrt(m2)), (self.m4 / self.weight) / (
+            m2 * m2
+        ) - 3.0
 
 
 def compute_feature_stats(
@@ -300,12 +338,15 @@ def _numeric_stats(moments: Mapping[str, _Moments], description: str) -> dict[st
                 "drop it from the feature config (list it under 'ignored')"
             )
         variance = max(m.m2 / m.weight, 0.0)
+        skewness, kurtosis = m.shape()
         out[name] = NumericStats(
             mean=float(m.mean),
             variance=float(variance),
             present=m.present,
             missing=m.missing,
             quantiles=m.sketch.quantiles(),
+            skewness=float(skewness),
+            excess_kurtosis=float(kurtosis),
         )
         if not math.isfinite(out[name].variance):
             raise PipelineInputError(f"numeric column {name!r} of {description} overflows float64")
