@@ -51,6 +51,9 @@ PATHS = ("runinference", "direct", "pandas")
 TABLE = "scored"
 N_FLOAT, N_STRING = 20, 5
 SAMPLE_ROWS = 50_000
+PANDAS_MEMORY_FACTOR = 6
+"""Peak memory of the pandas path over its DataFrame's deep size: measured at 1M rows, a
+0.25 GB DataFrame and a 2.4 GB peak over a 0.9 GB base (30 Nov)."""
 
 
 # ----------------------------------------------------------------------------- setup
@@ -226,17 +229,63 @@ def ready(workdir: Path, rows: int) -> None:
     print(f"table of {rows} rows and model ready in {time.perf_counter() - t0:.0f} s")
 
 
+def pandas_memory_estimate(workdir: Path, rows: int, sample: int = 20_000) -> float:
+    """Bytes the pandas path needs for ``rows`` rows, from a sample of the table.
+
+    The DataFrame's own size (``memory_usage(deep=True)``: Python string objects included)
+    times :data:`PANDAS_MEMORY_FACTOR`, for DuckDB's result converted into it, the DataFrame,
+    the float32 / object arrays handed to Keras and Keras' own copies, alive together.
+    """
+    import duckdb
+
+    with duckdb.connect(str(workdir / "bench.duckdb"), read_only=True) as con:
+        df = con.execute(f"SELECT * FROM {TABLE} LIMIT {int(sample)}").df()
+    per_row = df.memory_usage(deep=True).sum() / max(len(df), 1)
+    return PANDAS_MEMORY_FACTOR * per_row * rows
+
+
+def available_memory() -> float:
+    """``MemAvailable`` from /proc/meminfo in bytes (inf where there is none)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return float(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return float("inf")
+
+
 def score_paths(workdir: Path, rows: int, paths: list[str]) -> list[dict]:
-    """Measure each path in its own child process, one after the other."""
+    """Measure each path in its own child process, one after the other.
+
+    The pandas path is skipped (``{"path": "pandas", "skipped": reason}``) when its estimated
+    memory (:func:`pandas_memory_estimate`) exceeds 80 % of the available memory: it would
+    swap or be killed, and take the machine's other processes with it.
+    """
     import shutil
 
     results = []
     for path in paths:
+        if path == "pandas":
+            need, have = pandas_memory_estimate(workdir, rows), available_memory()
+            if need > 0.8 * have:
+                reason = (
+                    f"needs about {need / 2**30:.1f} GiB for the whole table in a DataFrame; "
+                    f"{have / 2**30:.1f} GiB available"
+                )
+                results.append({"path": path, "skipped": reason})
+                print(f"  {path}: skipped ({reason})", flush=True)
+                continue
         for scratch in ("out.duckdb", "staging"):
             target = workdir / scratch
             shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
         results.append(measure(path, workdir))
-        print(f"  {path}: {results[-1]['seconds']:.0f} s", flush=True)
+        done = results[-1]
+        print(
+            f"  {path}: {done['seconds']:.0f} s, {done['rows_per_s']:,.0f} rows/s, "
+            f"peak RSS {done['peak_rss_mb']:,.0f} MB",
+            flush=True,
+        )
         if results[-1]["rows"] != rows:
             raise RuntimeError(f"path {path} scored {results[-1]['rows']} rows, not {rows}")
     return results
@@ -244,7 +293,7 @@ def score_paths(workdir: Path, rows: int, paths: list[str]) -> list[dict]:
 
 def print_table(rows: int, results: list[dict], monitoring: dict | None, load: tuple) -> None:
     """The one table of the run."""
-    by_path = {r["path"]: r for r in results}
+    by_path = {r["path"]: r for r in results if "skipped" not in r}
     direct = by_path["direct"]["rows_per_s"] if "direct" in by_path else None
     print(
         f"\n{rows:,} rows, 20 numeric + 5 categorical columns (load average {load[0]:.1f} "
@@ -252,6 +301,9 @@ def print_table(rows: int, results: list[dict], monitoring: dict | None, load: t
     )
     print(f"{'path':<14}{'rows/s':>12}{'x direct':>10}{'peak RSS MB':>13}{'seconds':>10}")
     for r in results:
+        if "skipped" in r:
+            print(f"{r['path']:<14}skipped: {r['skipped']}")
+            continue
         ratio = f"{r['rows_per_s'] / direct:>10.2f}" if direct else f"{'-':>10}"
         print(
             f"{r['path']:<14}{r['rows_per_s']:>12,.0f}{ratio}"
@@ -305,7 +357,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         doc = {
             "rows": args.rows,
-            "results": [{k: r[k] for k in ("path", "rows_per_s", "peak_rss_mb")} for r in results],
+            "results": [
+                {k: r[k] for k in ("path", "rows_per_s", "peak_rss_mb")}
+                for r in results
+                if "skipped" not in r
+            ],
+            "skipped": [
+                {"path": r["path"], "reason": r["skipped"]} for r in results if "skipped" in r
+            ],
             "monitoring": (
                 {k: monitoring[k] for k in ("sql_s", "pandas_s")} if monitoring else None
             ),
