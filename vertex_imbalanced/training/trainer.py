@@ -49,6 +49,7 @@ from vertex_imbalanced.reading.datasets import (
     raise_source_errors,
 )
 from vertex_imbalanced.reading.sources.base import RecordBatchSource, worker_shard
+from vertex_imbalanced.reading.training_encoding import CHUNK_ROWS
 from vertex_imbalanced.training.budget import TrainingBudget, auto_batch_size, training_budget
 from vertex_imbalanced.training.checkpoint import TrainingCheckpoint
 from vertex_imbalanced.training.early_stopping import ResumableEarlyStopping
@@ -78,7 +79,12 @@ if TYPE_CHECKING:
     from vertex_imbalanced.warehouse.prepare import PreparedData
 
 _LOG = logging.getLogger(__name__)
-SHUFFLE_BATCHES = 256  # training batches in the shuffle buffer (2 chunks at batch size 512)
+SHUFFLE_BATCHES = 256
+SHUFFLE_ROWS = 2 * CHUNK_ROWS
+"""The training feed's shuffle buffer: whole batches, at most :data:`SHUFFLE_BATCHES` and at most
+``SHUFFLE_ROWS`` rows (2 encoded chunks, 131,072 rows; at least 2 batches): a fixed bound (~5 MB
+at 36 bytes per row of the demo shape). A bound in batches only grew with the batch size the
+budget picks for a larger table (256 batches of 4,096 rows held ~38 MB at 10M rows)."""
 RULE_MAX_ROWS = 250_000
 """Most validation rows the decision rule is chosen on (a uniform sample above it, the same
 bounded sampling as the evaluate step's baseline rule), so the train step's memory does not
@@ -480,8 +486,9 @@ def training_dataset(
             worker's shard with several.
         training: read this worker's shard and shuffle.
         repeat: repeat forever (several workers run a fixed number of steps).
-        steps: with several workers, the training batches of one epoch (the largest shard's):
-            each epoch is one pass over this worker's shard padded with zero-weight batches.
+        steps: with several workers, the training batches of one epoch on this worker (the
+            largest shard's, rounded up to a multiple of the local replicas): each epoch is one
+            pass over this worker's shard padded with zero-weight batches.
     """
     rows = stats.rows if rows is None else rows
     batch_size = hp.batch_size or auto_batch_size(stats.rows)
@@ -489,7 +496,7 @@ def training_dataset(
         source = worker_shard(source, ctx.worker.index, ctx.worker.count, spec.key)
     options = FeedOptions(
         batch_size=batch_size,
-        shuffle_batches=SHUFFLE_BATCHES if training else 0,
+        shuffle_batches=_shuffle_batches(batch_size) if training else 0,
         seed=hp.seed,
     )
     ds = make_encoded_dataset(
@@ -512,6 +519,11 @@ def training_dataset(
     return ds.repeat() if repeat else ds
 
 
+def _shuffle_batches(batch_size: int) -> int:
+    """Batches in the shuffle buffer: ``SHUFFLE_BATCHES``, fewer above ``SHUFFLE_ROWS`` rows."""
+    return max(2, min(SHUFFLE_BATCHES, SHUFFLE_ROWS // batch_size))
+
+
 def _epoch_of_steps(ds: tf.data.Dataset, steps: int, batches: int) -> tf.data.Dataset:
     """One pass over this worker's shard, padded to ``steps`` batches with zero-weight batches.
 
@@ -530,12 +542,32 @@ def _epoch_of_steps(ds: tf.data.Dataset, steps: int, batches: int) -> tf.data.Da
     return ds.concatenate(padding.repeat(max(steps - batches, 0)))
 
 
+def _local_replicas(ctx: DistributionContext) -> int:
+    """Replicas on this worker (1 per CPU worker; its GPUs with several)."""
+    return max(1, ctx.num_replicas // max(ctx.worker.count, 1))
+
+
+def _per_replica_batches(ds: tf.data.Dataset, ctx: DistributionContext) -> Any:
+    """This worker's training feed, its batches handed whole to its replicas (several workers).
+
+    ``strategy.experimental_distribute_dataset`` (what Keras does with a plain dataset) takes
+    each worker's batches as *global* batches and splits every one into ``num_replicas_in_sync``
+    pieces, each replica taking one piece per step: a step then consumed half a batch with two
+    workers, an epoch of ``steps`` steps was half a pass over the shard, and a run resumed from
+    a checkpoint (whose epoch starts at the shard's first batch) saw other batches than the
+    uninterrupted run. ``distribute_datasets_from_function`` hands this worker's batches to its
+    replicas as they are (one batch per local replica and step), so an epoch of ``steps``
+    steps is exactly one pass over the shard (padded, :func:`_epoch_of_steps`).
+    """
+    return ctx.strategy.distribute_datasets_from_function(lambda _: ds)
+
+
 @dataclasses.dataclass(frozen=True)
 class _Feeds:
     """The two encoded feeds of a run, its statistics, budget and effective hyperparameters."""
 
     stats: FeatureStats
-    train: tf.data.Dataset
+    train: Any  # tf.data.Dataset; several workers: a distributed dataset (per-replica batches)
     validation: tf.data.Dataset
     steps: int | None  # None: one worker, one pass over the split per epoch
     budget: TrainingBudget
@@ -565,9 +597,11 @@ def _feeds(
         epochs=budget.planned_epochs,
         early_stopping_patience=budget.patience,
     )
-    steps = None
+    steps, local = None, 1
     if ctx.worker.count > 1:  # equal steps on every worker: the largest shard's batches
-        steps = max(1, -(-max(shard_rows) // hp.batch_size))
+        local = _local_replicas(ctx)  # each step takes one batch per local replica
+        batches = -(-max(shard_rows) // hp.batch_size)
+        steps = max(1, -(-batches // local))
     own_rows = shard_rows[ctx.worker.index] if ctx.worker.count > 1 else stats.rows
     train_ds = training_dataset(
         train_source,
@@ -579,8 +613,10 @@ def _feeds(
         rows=own_rows,
         training=True,
         repeat=bool(steps),
-        steps=steps,
+        steps=steps * local if steps else None,
     )
+    if steps:
+        train_ds = _per_replica_batches(train_ds, ctx)
     val_ds = training_dataset(
         validation_source, spec.with_weight(None), classes, stats, hp, ctx, rows=validation_rows
     )
