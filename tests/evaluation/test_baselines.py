@@ -136,3 +136,30 @@ def test_bounded_sample_refuses_bad_input():
         BoundedSample(0)
     with pytest.raises(ValueError, match="lengths"):
         BoundedSample(3).add(np.zeros(2), np.zeros(3))
+
+
+def test_evaluate_featurizer_is_the_eager_sub_model_on_any_batch_size_and_row_subset(tmp_path):
+    """The evaluate step's traced featurizer gives the eager sub-model's features.
+
+    Batches of several sizes (the traced graph generalises its batch dimension) and row subsets
+    (the training sample) must give the same rows, to float32 rounding.
+    """
+    from vertex_imbalanced.evaluation.evaluate import LoadedModel, _featurizer
+
+    spec = FeatureSpec(label="label", numeric=("x", "y"), categorical=("color",))
+    sub = features_model(_saved_and_loaded(tmp_path, spec))
+    loaded = LoadedModel(tmp_path, None, ("color", "x", "y"), ("a", "b"), {})
+    featurize, note = _featurizer(loaded)
+    assert note is None
+    rng = np.random.default_rng(3)
+    for n in (5, 7, 64, 1):
+        raw = {
+            "x": tf.constant(np.where(rng.random(n) < 0.2, np.nan, rng.normal(2, 1, n))),
+            "y": tf.constant(rng.normal(-1, 1, n)),
+            "color": tf.constant(rng.choice(["red", "blue", "green"], n)),
+        }
+        raw = {k: tf.cast(v, tf.float32) if v.dtype == tf.float64 else v for k, v in raw.items()}
+        expected = sub(raw, training=False).numpy()
+        np.testing.assert_allclose(featurize(raw), expected, rtol=1e-6, atol=1e-6)
+        rows = np.flatnonzero(rng.random(n) < 0.5)
+        np.testing.assert_allclose(featurize(raw, rows), expected[rows], rtol=1e-6, atol=1e-6)

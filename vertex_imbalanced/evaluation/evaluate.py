@@ -299,14 +299,19 @@ def _featurizer(model: LoadedModel) -> tuple[Any, str | None]:
         )
     structure = sub.input
     inputs = list(structure) if isinstance(structure, dict) else list(model.serving_inputs)
+    import tensorflow as tf
+
+    # One traced graph instead of an eager call per layer per batch (measured on the 1M demo's
+    # validation split, 25 batches of 4,096 rows, loaded 2-core machine: eager 1.29 s, traced
+    # 0.12 s after a 0.6 s first trace; features equal to 2e-7, float32 rounding).
+    # reduce_retracing: the batch dimension becomes None after the second batch size seen.
+    compiled = tf.function(lambda batch: sub(batch, training=False), reduce_retracing=True)
 
     def featurize(features: Mapping[str, Any], rows: np.ndarray | None = None) -> np.ndarray:
-        import tensorflow as tf
-
         batch = {name: features[name] for name in inputs}
         if rows is not None:
             batch = {name: tf.gather(value, rows) for name, value in batch.items()}
-        return np.asarray(sub(batch, training=False), dtype=np.float32)
+        return np.asarray(compiled(batch), dtype=np.float32)
 
     return featurize, None
 
