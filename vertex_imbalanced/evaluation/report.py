@@ -390,8 +390,9 @@ def _baselines_section(metrics: Mapping[str, Any]) -> str:
     lr = baselines.get("logistic_regression") or {}
     help_text = (
         "Scored on the same test rows. The logistic regression uses the model's own "
-        "preprocessed features (missing indicators, imputation, piecewise-linear quantile "
-        "encoding, one-hot), "
+        "preprocessed features (missing indicators, imputation, standardisation of "
+        "near-normal numeric columns and piecewise-linear quantile encoding of the others, "
+        "one-hot), "
         f"is fitted on {_fmt(lr.get('sampled_rows'))} of {_fmt(lr.get('train_rows'))} training "
         "rows (a uniform sample of at most "
         f"{_fmt(lr.get('max_rows'))}) with the training weights, and decides with the same kind "
