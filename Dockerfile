@@ -29,17 +29,19 @@ ENV VIRTUAL_ENV=/opt/venv UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy
 # packages the base image carries in its system site-packages.
 RUN python -m venv /opt/venv
 WORKDIR /src
+# --compile-bytecode: uv installs no .pyc by default, and every pipeline step is a new
+# container, so each would compile TensorFlow's sources again at import (about 10 s of CPU).
 # The exact versions of requirements.lock, nothing resolved at build time. Production only:
 # requirements-dev.lock (pytest, ruff), fakes/, tests/ and bench/ never enter.
 COPY requirements.lock ./
-RUN uv pip sync --python /opt/venv/bin/python --no-cache requirements.lock
+RUN uv pip sync --python /opt/venv/bin/python --no-cache --compile-bytecode requirements.lock
 # Then the project itself, without touching the locked dependencies.
 COPY pyproject.toml README.md ./
 COPY vertex_imbalanced ./vertex_imbalanced
 COPY components ./components
 COPY pipelines ./pipelines
 COPY sql ./sql
-RUN uv pip install --python /opt/venv/bin/python --no-cache --no-deps . \
+RUN uv pip install --python /opt/venv/bin/python --no-cache --compile-bytecode --no-deps . \
  && uv pip check --python /opt/venv/bin/python
 
 # Stage 2: the runtime, the same Beam base (same /usr/local/bin/python3.11 the venv links to).
