@@ -16,7 +16,7 @@ def evaluate(
     evaluation: Output[Artifact],
     batch_size: int = 4096,
     baselines: bool = True,
-    baseline_max_rows: int = 100_000,
+    baseline_max_rows: int = 50_000,
     model_name: str = "",
     run_name: str = "",
     dataset: str = "",

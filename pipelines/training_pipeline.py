@@ -103,7 +103,7 @@ def build_pipeline(
         gate_baseline_check: bool = True,
         gate_baseline_min_tolerance: float = 0.02,
         evaluate_baselines: bool = True,
-        baseline_max_rows: int = 100_000,
+        baseline_max_rows: int = 50_000,
         model_display_name: str = DEFAULT_MODEL_NAME,
         serving_image: str = "",
         model_labels: str = "{}",

@@ -163,3 +163,16 @@ def test_evaluate_featurizer_is_the_eager_sub_model_on_any_batch_size_and_row_su
         np.testing.assert_allclose(featurize(raw), expected, rtol=1e-6, atol=1e-6)
         rows = np.flatnonzero(rng.random(n) < 0.5)
         np.testing.assert_allclose(featurize(raw, rows), expected[rows], rtol=1e-6, atol=1e-6)
+
+
+def test_the_component_and_pipeline_default_sample_is_the_library_bound():
+    import inspect
+
+    from components.evaluate import evaluate
+    from pipelines.training_pipeline import build_pipeline
+    from vertex_imbalanced.evaluation.baselines import MAX_TRAIN_ROWS
+
+    pipeline = build_pipeline()
+    for func in (evaluate.python_func, pipeline.pipeline_func):
+        default = inspect.signature(func).parameters["baseline_max_rows"].default
+        assert default == MAX_TRAIN_ROWS, func
