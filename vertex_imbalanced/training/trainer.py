@@ -320,10 +320,13 @@ def _decision_rule(
         ValueError: the validation split is empty.
     """
     trainable = encoded_model(model)
+    # one traced function, not eager Keras per batch (25 batches of 4,096 rows, measured by
+    # H2: 0.67 s with the first trace, 0.10 s after, vs 1.75 s eager; same values to 3e-7)
+    predict = tf.function(lambda f: trainable(f, training=False), reduce_retracing=True)
     sample = BoundedSample(RULE_MAX_ROWS)
     with raise_source_errors():
         for features, label, _ in validation:
-            sample.add(np.asarray(trainable(features, training=False), np.float64), label.numpy())
+            sample.add(np.asarray(predict(features), np.float64), label.numpy())
     kept = sample.arrays()
     if kept is None:
         raise ValueError("the validation split is empty: no decision rule can be chosen")
