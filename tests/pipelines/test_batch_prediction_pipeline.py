@@ -1,7 +1,8 @@
 """The batch prediction pipeline: compiles offline, and runs locally as ``predict_local.py``.
 
 One module fixture does what the README's local commands do, once: ``run_local.py`` trains the
-demo table (small: 10k rows, 10 epochs) into a registry, then ``predict_local.py`` scores
+demo table into a registry (the session's shared demo run, tests/pipelines/conftest.py: 20k
+rows, 10 epochs; this module works on a copy of its registry), then ``predict_local.py`` scores
 
 - a fresh sample of the training distribution, written by the test into a user's DuckDB file
   (``--input``): no alert, and the file is byte-identical afterwards;
@@ -17,6 +18,7 @@ import contextlib
 import hashlib
 import io
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -30,7 +32,6 @@ import yaml
 from conftest_models import build_tiny_model
 
 import predict_local
-import run_local
 from pipelines.batch_prediction_pipeline import build_pipeline
 from pipelines.local_batch_prediction import STEPS, SUMMARY_FILE, WORK_DB, default_model_name
 from pipelines.local_resume import tasks_under
@@ -38,7 +39,6 @@ from vertex_imbalanced.monitoring.prior_shift import adjust_probabilities
 from vertex_imbalanced.registry.local import LocalRegistry
 from vertex_imbalanced.warehouse.demo_data import SHIFTED_FEATURES, write_demo_duckdb
 
-TRAIN = ["--rows", "10000", "--epochs", "10", "--batch-size", "128", "--learning-rate", "1e-2"]
 SCORE_ROWS = 3000
 
 
@@ -120,16 +120,13 @@ def predict(argv, out_dir, registry, store):
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(tmp_path_factory, demo_registry_v1):
     base = tmp_path_factory.mktemp("predict")
     registry, store = base / "registry", base / "statistics.duckdb"
-    with contextlib.redirect_stdout(io.StringIO()):
-        trained = run_local.main(
-            [*TRAIN, "--output-dir", str(base / "train"), "--registry", str(registry)]
-            # what `make run` registers under: the name derived from the demo table and label
-            + ["--model-name", default_model_name(), "--min-metric", "0"]
-        )
-    assert trained == 0, "run_local did not register a champion"
+    # what `make run` registers: the demo table's model under the name derived from its table
+    # and label, version 1, the champion (copied: this module must not write the shared one)
+    shutil.copytree(demo_registry_v1, registry)
+    assert (registry / default_model_name() / "1").is_dir()
     user_db = base / "user.duckdb"
     fresh_uri = write_demo_duckdb(user_db, SCORE_ROWS, seed=23, table="fresh")
     before = sha256(user_db)

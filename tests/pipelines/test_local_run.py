@@ -1,11 +1,11 @@
 """run_local.py end to end: the whole pipeline under kfp.local on the demo table.
 
-One module fixture runs the pipeline three times against one registry, on the same rows:
-the demo source, then the demo's DuckDB file as ``--source`` in both table forms
-(``table=demo`` and ``table=main.demo``); the third run's gate is set out of reach.
+Three runs against one registry, on the same rows: the demo source (the session's shared demo
+run, tests/pipelines/conftest.py), then the demo's DuckDB file as ``--source`` in both table
+forms (``table=demo`` and ``table=main.demo``, module fixtures in that order); the third run's
+gate is set out of reach.
 """
 
-import contextlib
 import hashlib
 import io
 import json
@@ -14,61 +14,59 @@ import shutil
 from pathlib import Path
 
 import pytest
+from demo_runs import DEMO_ROWS as ROWS
+from demo_runs import DEMO_TRAIN as TRAIN
+from demo_runs import run_local_main as run
 
-import run_local
-from pipelines.local_run import STEPS, SUMMARY_FILE, build_summary
+from pipelines.local_run import STEPS, build_summary
 from vertex_imbalanced.errors import PipelineRunError
 
-ROWS = 20_000
-# Enough data and epochs for the small MLP to learn all three classes (macro F1 0.92 measured
-# with these settings; the full default demo gives 0.94). A model that misses the 1 % class
+# The demo run (20k rows, 10 epochs) measured macro F1 0.92. A model that misses the 1 % class
 # scores <= 0.65, a majority-class model 0.32: the floor separates them with room for noise.
 MACRO_F1_FLOOR = 0.80
-TRAIN = ["--epochs", "10", "--batch-size", "256", "--learning-rate", "3e-3"]
-DEMO = ["--rows", str(ROWS), *TRAIN, "--min-metric", "0.5"]
 
 
 def registry_listing(root):
     return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
 
 
-def run(argv, out_dir, registry):
-    """(exit status, printed lines, summary) of one run_local.py call."""
-    stdout = io.StringIO()
-    with contextlib.redirect_stdout(stdout):
-        rc = run_local.main([*argv, "--output-dir", str(out_dir), "--registry", str(registry)])
-    summary_path = out_dir / SUMMARY_FILE
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else None
-    return rc, stdout.getvalue().splitlines(), summary
+def source_argv(table, train, min_metric):
+    roles = ["--label", "label", "--key", "id"]
+    return ["--source", table, *roles, *train, "--min-metric", min_metric]
+
+
+# Each run is its own fixture, so that a test's setup holds only the runs it reads (a test's
+# timeout covers its setup: the three runs in one fixture came near it on a loaded machine).
+@pytest.fixture(scope="module")
+def plain(demo_run):
+    """The demo's DuckDB file as ``--source ...?table=demo``, into the demo's registry."""
+    db = demo_run["out_dir"] / "demo.duckdb"
+    hash_before = hashlib.sha256(db.read_bytes()).hexdigest()
+    result = run(
+        source_argv(f"duckdb://{db}?table=demo", TRAIN, "0.5"),
+        demo_run["base"] / "plain",
+        demo_run["registry"],  # this module goes on registering into the demo's registry
+    )
+    return {"result": result, "hash_before": hash_before, "listing": listing(demo_run)}
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    base = tmp_path_factory.mktemp("local")
-    registry = base / "registry"
-    demo = run(DEMO, base / "demo", registry)
-    db = base / "demo" / "demo.duckdb"
-    db_hash = hashlib.sha256(db.read_bytes()).hexdigest()
-    source = ["--label", "label", "--key", "id", *TRAIN]
-    plain = run(
-        ["--source", f"duckdb://{db}?table=demo", *source, "--min-metric", "0.5"],
-        base / "plain",
-        registry,
+def qualified(demo_run, plain):
+    """``--source ...?table=main.demo`` after ``plain``, with the gate out of reach."""
+    db = demo_run["out_dir"] / "demo.duckdb"
+    # what this run proves (the schema-qualified source, the same rows, a rejecting gate) does
+    # not depend on how long it trains: one epoch
+    one_epoch = ["--epochs", "1", *TRAIN[2:]]
+    result = run(
+        source_argv(f"duckdb://{db}?table=main.demo", one_epoch, "0.9999"),
+        demo_run["base"] / "qualified",
+        demo_run["registry"],
     )
-    listing = registry_listing(registry)
-    qualified = run(
-        ["--source", f"duckdb://{db}?table=main.demo", *source, "--min-metric", "0.9999"],
-        base / "qualified",
-        registry,
-    )
-    return {
-        "source_hash": (db_hash, hashlib.sha256(db.read_bytes()).hexdigest()),
-        "demo": demo,
-        "plain": plain,
-        "qualified": qualified,
-        "registry": registry,
-        "listing_before_rejected_run": listing,
-    }
+    return {"result": result, "hash_after": hashlib.sha256(db.read_bytes()).hexdigest()}
+
+
+def listing(demo_run):
+    return registry_listing(demo_run["registry"])
 
 
 def assert_step_lines(lines, skipped=()):
@@ -88,8 +86,8 @@ def assert_step_lines(lines, skipped=()):
 
 
 @pytest.mark.slow
-def test_demo_run_learns_and_prints_the_promised_lines(runs):
-    rc, lines, summary = runs["demo"]
+def test_demo_run_learns_and_prints_the_promised_lines(demo_run):
+    rc, lines, summary = demo_run["result"]
     assert rc == 0, lines
     assert lines[0].startswith("output: ") and "   registry: " in lines[0]
     assert_step_lines(lines)
@@ -120,9 +118,9 @@ def test_demo_run_learns_and_prints_the_promised_lines(runs):
 
 
 @pytest.mark.slow
-def test_summary_holds_data_metrics_gate_registration_and_paths(runs):
-    _, _, first = runs["demo"]
-    registry = runs["registry"]
+def test_summary_holds_data_metrics_gate_registration_and_paths(demo_run):
+    _, _, first = demo_run["result"]
+    registry = demo_run["registry"]
     data = first["data"]
     assert sum(sum(c.values()) for c in data["split_counts"].values()) == ROWS
     assert set(data["keep_rates"]) == set(data["class_counts"]) == {"0", "1", "2"}
@@ -152,9 +150,9 @@ def test_summary_holds_data_metrics_gate_registration_and_paths(runs):
 
 
 @pytest.mark.slow
-def test_duckdb_source_repeats_the_split_and_is_gated_against_the_first_champion(runs):
-    _, _, first = runs["demo"]
-    rc, lines, second = runs["plain"]
+def test_duckdb_source_repeats_the_split_and_is_gated_against_the_first_champion(demo_run, plain):
+    _, _, first = demo_run["result"]
+    rc, lines, second = plain["result"]
     assert rc == 0, lines
     assert (
         second["source"]
@@ -170,24 +168,25 @@ def test_duckdb_source_repeats_the_split_and_is_gated_against_the_first_champion
     # no --model-name: the name is derived from the table and label, the same for both runs
     assert second["registered"]["name"] == first["registered"]["name"] == "demo-label"
     versions = sorted(
-        p.name for p in (runs["registry"] / "demo-label").iterdir() if p.name.isdigit()
+        p.name for p in (demo_run["registry"] / "demo-label").iterdir() if p.name.isdigit()
     )
     assert versions == ["1", "2"]
 
 
 @pytest.mark.slow
-def test_the_users_duckdb_file_is_byte_identical_after_two_runs_read_it(runs):
-    before, after = runs["source_hash"]
-    assert after == before
-    rc, lines, second = runs["plain"]
+def test_the_users_duckdb_file_is_byte_identical_after_two_runs_read_it(plain, qualified):
+    assert qualified["hash_after"] == plain["hash_before"]
+    rc, lines, second = plain["result"]
     work = Path(second["paths"]["run_dir"]).parents[1] / "source.duckdb"
     assert work.is_file()  # the run's own work database got the copy and the splits
 
 
 @pytest.mark.slow
-def test_schema_qualified_duckdb_source_and_a_rejecting_gate_register_nothing(runs):
-    _, _, first = runs["demo"]
-    rc, lines, third = runs["qualified"]
+def test_schema_qualified_duckdb_source_and_a_rejecting_gate_register_nothing(
+    demo_run, plain, qualified
+):
+    _, _, first = demo_run["result"]
+    rc, lines, third = qualified["result"]
     assert rc == 0, lines
     assert third["source"].endswith("?table=main.demo")
     assert third["data"] == first["data"]
@@ -197,13 +196,13 @@ def test_schema_qualified_duckdb_source_and_a_rejecting_gate_register_nothing(ru
     assert f"gate: REJECTED - {third['gate']['reason']}" in lines
     assert "registered: nothing" in lines
     assert not (Path(third["paths"]["run_dir"]) / "register").exists()  # kfp.local's skip
-    assert registry_listing(runs["registry"]) == runs["listing_before_rejected_run"]
+    assert listing(demo_run) == plain["listing"]  # as the run before it left it
 
 
 @pytest.mark.slow
-def test_gate_passed_but_nothing_registered_is_an_error(runs, tmp_path):
+def test_gate_passed_but_nothing_registered_is_an_error(plain, tmp_path):
     """The guard behind the kfp.local ``dsl.If`` patch: a skipped register after a pass fails."""
-    _, _, second = runs["plain"]
+    _, _, second = plain["result"]
     run_dir = Path(second["paths"]["run_dir"])
     assert build_summary(run_dir, "x")["registered"]["version"] == "2"
     # The same run as kfp.local leaves it when it skips the branch (see the rejected run):
@@ -217,11 +216,11 @@ def test_gate_passed_but_nothing_registered_is_an_error(runs, tmp_path):
 
 
 @pytest.mark.slow
-def test_failing_task_stops_the_run_names_it_and_leaves_the_registry_alone(runs, tmp_path):
+def test_failing_task_stops_the_run_names_it_and_leaves_the_registry_alone(demo_run, tmp_path):
     from pipelines.local_run import run_pipeline
     from vertex_imbalanced.warehouse.demo_data import DEMO_SPEC, write_demo_duckdb
 
-    registry = runs["registry"]
+    registry = demo_run["registry"]
     before = registry_listing(registry)
     uri = write_demo_duckdb(tmp_path / "demo.duckdb", rows=500, seed=1, table="demo")
     arguments = {
