@@ -7,7 +7,8 @@ A synthetic table (10 FLOAT64 columns with NULLs, 3 STRING columns, a 3-class la
 ``sample_weight`` column) is served by ``ArrowTableSource`` (2 streams, 8192-row record
 batches) through ``vertex_imbalanced.training.trainer.training_dataset`` -- the trainer's own feed
 (``make_encoded_dataset``: chunks, vocabulary ids, batches shuffled, weights scaled, and its
-chunk cache: ``FeedOptions.cache_bytes``, 128 MiB; 1M rows of this table encode to ~60 MB).
+chunk cache: ``trainer.TRAIN_CACHE_BYTES``, 32 MiB; 1M rows of this table encode to ~60 MB, so
+about half of each later epoch is served from memory and the rest read and encoded again).
 The model is the inner model of ``vertex_imbalanced.training.model.build_model``, compiled as in
 ``vertex_imbalanced.training.trainer`` (SparseCategoricalCrossentropy, Adam, weighted accuracy).
 The limit is the same batches read once and then served from memory (``Dataset.cache``).
@@ -46,11 +47,10 @@ import tensorflow as tf  # noqa: E402
 from vertex_imbalanced.config import WEIGHT_COLUMN, FeatureSpec, Hyperparameters  # noqa: E402
 from vertex_imbalanced.reading.datasets import make_dataset  # noqa: E402
 from vertex_imbalanced.reading.sources.arrow_memory import ArrowTableSource  # noqa: E402
-from vertex_imbalanced.reading.training_encoding import DEFAULT_CACHE_BYTES  # noqa: E402
 from vertex_imbalanced.training.model import build_model, encoded_model  # noqa: E402
 from vertex_imbalanced.training.statistics import FeatureStats, compute_feature_stats  # noqa: E402
 from vertex_imbalanced.training.strategy import choose_strategy  # noqa: E402
-from vertex_imbalanced.training.trainer import training_dataset  # noqa: E402
+from vertex_imbalanced.training.trainer import TRAIN_CACHE_BYTES, training_dataset  # noqa: E402
 
 NUMERIC = tuple(f"x{i}" for i in range(10))
 CATEGORICAL = ("c0", "c1", "c2")
@@ -135,7 +135,7 @@ def summary(
         "rows": args.rows,
         "batch_size": args.batch_size,
         "repeat": args.repeat,
-        "cache_bytes": DEFAULT_CACHE_BYTES,
+        "cache_bytes": TRAIN_CACHE_BYTES,
         "load_average": os.getloadavg()[0],
     }
 
@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     result = summary(rates, args, cpu)
     print(
         f"rows={args.rows} batch={args.batch_size} hidden={list(hp.hidden_units)} "
-        f"cache={DEFAULT_CACHE_BYTES >> 20} MiB load={result['load_average']:.1f} "
+        f"cache={TRAIN_CACHE_BYTES >> 20} MiB load={result['load_average']:.1f} "
         f"devices={[d.name for d in tf.config.list_logical_devices()]}"
     )
     ok = print_table(result, args)
