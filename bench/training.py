@@ -7,8 +7,8 @@ A synthetic table (10 FLOAT64 columns with NULLs, 3 STRING columns, a 3-class la
 ``sample_weight`` column) is served by ``ArrowTableSource`` (2 streams, 8192-row record
 batches) through ``vertex_imbalanced.training.trainer.training_dataset`` -- the trainer's own feed
 (``make_encoded_dataset``: chunks, vocabulary ids, batches shuffled, weights scaled, and its
-chunk cache: ``trainer.TRAIN_CACHE_BYTES``, 32 MiB; 1M rows of this table encode to ~60 MB, so
-about half of each later epoch is served from memory and the rest read and encoded again).
+chunk cache: ``trainer.TRAIN_CACHE_BYTES``, 128 MiB; 1M rows of this table encode to ~60 MB, so
+later epochs are served from memory).
 The model is the inner model of ``vertex_imbalanced.training.model.build_model``, compiled as in
 ``vertex_imbalanced.training.trainer`` (SparseCategoricalCrossentropy, Adam, weighted accuracy).
 The limit is the same batches read once and then served from memory (``Dataset.cache``).

@@ -56,5 +56,5 @@ def test_a_small_run_writes_both_overheads(tmp_path, capsys):
     assert result["overhead"] == pytest.approx(
         1 - result["examples_per_s_pipeline"] / result["examples_per_s_in_memory"]
     )
-    assert result["rows"] == 3000 and result["cache_bytes"] == TRAIN_CACHE_BYTES == 32 << 20
+    assert result["rows"] == 3000 and result["cache_bytes"] == TRAIN_CACHE_BYTES == 128 << 20
     assert "later epochs" in capsys.readouterr().out

@@ -246,9 +246,8 @@ About 2.2M rows of 13 features (4 bytes per feature per row, plus 8 for label an
 so a 1M-row split of that shape is served from memory after its first epoch. The budget is
 small beside a training process (~1-1.5 GB with TensorFlow), so its peak memory stays flat as
 the table grows: from a 1M-row split (~60 MB cached) to a 10M-row one (128 MiB cached, the
-rest streamed) it grows by ~70 MB. The trainer passes a smaller budget of its own to the
-training feed and none to the validation feed (``trainer.TRAIN_CACHE_BYTES``, 32 MiB): with
-two feeds of 128 MiB each, the train step's peak grew by +25 % from 1M to 10M rows."""
+rest streamed) it grows by ~70 MB. The trainer gives this budget to the training feed and none
+to the validation feed (``trainer.TRAIN_CACHE_BYTES``)."""
 
 
 def stable_streams(source: object) -> bool:
