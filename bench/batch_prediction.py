@@ -59,25 +59,18 @@ PANDAS_MEMORY_FACTOR = 6
 # ----------------------------------------------------------------------------- setup
 def prepare(workdir: Path, rows: int) -> None:
     """Write the table into ``workdir/bench.duckdb`` and the model into ``workdir/model``."""
-    import duckdb
     import pyarrow as pa
 
     from fakes.arrow_tables import make_wide_table
+    from vertex_imbalanced.warehouse.duckdb_settings import write_table_chunks
 
-    with duckdb.connect(str(workdir / "bench.duckdb")) as con:
-        done = 0
-        chunk = 1_000_000
-        while done < rows:
-            n = min(chunk, rows - done)
+    def chunks():
+        for done in range(0, rows, 1_000_000):
+            n = min(1_000_000, rows - done)
             table = make_wide_table(n, N_FLOAT, N_STRING, seed=done, label=False, key=True)
-            table = table.set_column(0, "key", pa.array(table.column("key").to_numpy() + done))
-            con.register("part", table)
-            if done == 0:
-                con.execute(f"CREATE OR REPLACE TABLE {TABLE} AS SELECT * FROM part")
-            else:
-                con.execute(f"INSERT INTO {TABLE} SELECT * FROM part")
-            con.unregister("part")
-            done += n
+            yield table.set_column(0, "key", pa.array(table.column("key").to_numpy() + done))
+
+    write_table_chunks(workdir / "bench.duckdb", TABLE, chunks())
     export_model(workdir / "model")
 
 

@@ -75,3 +75,20 @@ def test_a_grouping_larger_than_the_limit_spills_and_completes(tmp_path):
         assert con.execute(sql).fetchone() == (300_000, 300_000)
         used = con.execute("SELECT sum(memory_usage_bytes) FROM duckdb_memory()").fetchone()[0]
         assert used <= 12e6
+
+
+def test_chunks_are_written_whole_and_an_empty_stream_leaves_the_old_table(tmp_path):
+    import pyarrow as pa
+
+    from vertex_imbalanced.warehouse.duckdb_settings import write_table_chunks
+
+    db = tmp_path / "c.db"
+    parts = [pa.table({"k": [i, i + 1], "v": ["a", "b"]}) for i in (0, 2, 4)]
+    assert str(write_table_chunks(db, "main.t", iter(parts))) == "main.t"
+    with pytest.raises(ValueError, match="no rows to write into main.t"):
+        write_table_chunks(db, "main.t", iter([]))
+    with duckdb.connect(str(db), read_only=True) as con:
+        names = con.sql("SELECT table_name FROM information_schema.tables").fetchall()
+        got = con.sql("SELECT * FROM main.t ORDER BY k").to_arrow_table()
+    assert names == [("t",)]
+    assert got.equals(pa.concat_tables(parts).combine_chunks())

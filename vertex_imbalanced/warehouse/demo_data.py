@@ -20,8 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from vertex_imbalanced.config import FeatureSpec
-from vertex_imbalanced.warehouse.duckdb_settings import connect as connect_duckdb
-from vertex_imbalanced.warehouse.identifiers import TableRef
+from vertex_imbalanced.warehouse.duckdb_settings import write_table_chunks
 
 CLASS_SHARES = (0.90, 0.09, 0.01)
 DEMO_SPEC = FeatureSpec(
@@ -160,21 +159,5 @@ def write_demo_duckdb(
     """
     from vertex_imbalanced.reading.sources.duckdb_source import duckdb_uri
 
-    ref = TableRef.parse(table)
-    staging = ref.with_table(f"{ref.table}__writing")
-    with connect_duckdb(str(path)) as con:
-        # chunks go into a staging table, each INSERT committed on its own (one transaction
-        # would keep every uncommitted row in memory); the finished table then replaces the
-        # target in one transaction, so a reader never sees part of it
-        for index, chunk in enumerate(demo_chunks(rows, seed, shifted=shifted)):
-            con.register("demo_rows", chunk)
-            if index == 0:
-                con.execute(f"CREATE OR REPLACE TABLE {staging.duckdb} AS SELECT * FROM demo_rows")
-            else:
-                con.execute(f"INSERT INTO {staging.duckdb} SELECT * FROM demo_rows")
-            con.unregister("demo_rows")
-        con.execute("BEGIN TRANSACTION")
-        con.execute(f"DROP TABLE IF EXISTS {ref.duckdb}")
-        con.execute(f'ALTER TABLE {staging.duckdb} RENAME TO "{ref.table}"')
-        con.execute("COMMIT")
+    ref = write_table_chunks(path, table, demo_chunks(rows, seed, shifted=shifted))
     return duckdb_uri(path, ref)
