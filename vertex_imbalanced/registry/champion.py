@@ -261,6 +261,7 @@ def comparable_champion(
             {},
             f"champion version {champion.version} of {model_name!r} cannot be scored on this "
             f"run's test split ({err}): ignored",
+            seen,  # registration must see it unchanged, or it withholds the alias
         )
     return ComparableChampion(
         champion,
