@@ -213,3 +213,22 @@ def test_keras_fit_fills_the_cache_in_its_first_epoch():
     model.compile("sgd", "sparse_categorical_crossentropy")
     model.fit(ds, epochs=3, verbose=0)
     assert sorted(source.reads) == [0, 1]
+
+
+def test_a_released_cache_frees_its_chunks_and_later_passes_read_the_source_again():
+    """The trainer releases the training feed's cache when the fit ends (issue 13 item 16)."""
+    source = StableSource(table(), num_streams=2, batch_rows=256)
+    caches: list[ChunkCache] = []
+    settings = {"batch_size": 64, "shuffle_batches": 16, "seed": 7, "cache_bytes": 1 << 20}
+    ds = make_encoded_dataset(
+        source, SPEC, VOCABULARIES, FeedOptions(**settings), chunk_rows=700, on_cache=caches.append
+    )
+    (cache,) = caches
+    first = pass_digest(ds)
+    assert cache.state == "full" and cache.nbytes > 0
+    assert pass_digest(ds) == first and sorted(source.reads) == [0, 1]
+    cache.release()
+    assert cache.state == "off" and cache.nbytes == 0
+    assert pass_digest(ds) == first  # the same batches, read and encoded again
+    assert sorted(source.reads) == [0, 0, 1, 1]
+    assert pass_digest(ds) == first and cache.nbytes == 0  # nothing is kept again

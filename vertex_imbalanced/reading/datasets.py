@@ -310,6 +310,7 @@ def make_encoded_dataset(
     weight_scale: float = 1.0,
     chunk_rows: int = CHUNK_ROWS,
     report: DatasetReport | None = None,
+    on_cache: Callable[[ChunkCache], None] | None = None,
 ) -> tf.data.Dataset:
     """Build the training feed: ``({"numeric": [n, k], "categorical": [n, m]}, label, weight)``.
 
@@ -335,6 +336,9 @@ def make_encoded_dataset(
         chunk_rows: rows gathered per chunk before encoding
             (see ``vertex_imbalanced.reading.training_encoding``).
         report: counters updated while reading.
+        on_cache: called once with the feed's chunk cache, so that its owner can
+            :meth:`~vertex_imbalanced.reading.training_encoding.ChunkCache.release` the memory
+            when the feed's passes are over.
 
     Returns:
         The dataset. Reading raises ``LabelError`` / ``SchemaError`` for bad data.
@@ -361,6 +365,8 @@ def make_encoded_dataset(
     )
 
     cache = ChunkCache(streams, options.cache_bytes, partial=stable_streams(source))
+    if on_cache is not None:
+        on_cache(cache)
 
     def chunks(stream_index: int) -> Iterator:
         def read() -> Iterator:

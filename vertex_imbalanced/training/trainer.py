@@ -29,7 +29,7 @@ import logging
 import os
 import tempfile
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,7 +49,7 @@ from vertex_imbalanced.reading.datasets import (
     raise_source_errors,
 )
 from vertex_imbalanced.reading.sources.base import RecordBatchSource, worker_shard
-from vertex_imbalanced.reading.training_encoding import CHUNK_ROWS, DEFAULT_CACHE_BYTES
+from vertex_imbalanced.reading.training_encoding import DEFAULT_CACHE_BYTES, ChunkCache
 from vertex_imbalanced.training.budget import TrainingBudget, auto_batch_size, training_budget
 from vertex_imbalanced.training.checkpoint import TrainingCheckpoint
 from vertex_imbalanced.training.early_stopping import ResumableEarlyStopping
@@ -80,9 +80,9 @@ if TYPE_CHECKING:
 
 _LOG = logging.getLogger(__name__)
 SHUFFLE_BATCHES = 256
-SHUFFLE_ROWS = 2 * CHUNK_ROWS
+SHUFFLE_ROWS = 131_072
 """The training feed's shuffle buffer: whole batches, at most :data:`SHUFFLE_BATCHES` and at most
-``SHUFFLE_ROWS`` rows (2 encoded chunks, 131,072 rows; at least 2 batches): a fixed bound (~5 MB
+``SHUFFLE_ROWS`` rows (4 encoded chunks; at least 2 batches): a fixed bound (~5 MB
 at 36 bytes per row of the demo shape). A bound in batches only grew with the batch size the
 budget picks for a larger table (256 batches of 4,096 rows held ~38 MB at 10M rows)."""
 TRAIN_CACHE_BYTES = DEFAULT_CACHE_BYTES
@@ -209,6 +209,8 @@ def train_model(
             lines = EpochLines(feeds.budget.epoch_cap, feeds.stats.rows, ctx.worker.is_chief)
             fit_callbacks = _callbacks(early_stopping, checkpoint, str(logs), [lines, *callbacks])
             final = _fit(model, feeds, fit_callbacks, verbose)
+            for cache in feeds.caches:  # the rule and the export need not run beside it
+                cache.release()
             metrics = _final_metrics(early_stopping, final, feeds.stats)
             outcome = _budget_outcome(early_stopping, feeds.budget, model)
             rule = _decision_rule(model, feeds.validation, hp)
@@ -475,6 +477,7 @@ def training_dataset(
     training: bool = False,
     repeat: bool = False,
     steps: int | None = None,
+    on_cache: Callable[[ChunkCache], None] | None = None,
 ) -> tf.data.Dataset:
     """Encoded batches for the inner model; training data: this worker's shard, batches shuffled.
 
@@ -502,6 +505,7 @@ def training_dataset(
         steps: with several workers, the training batches of one epoch on this worker (the
             largest shard's, rounded up to a multiple of the local replicas): each epoch is one
             pass over this worker's shard padded with zero-weight batches.
+        on_cache: receives the feed's chunk cache (to release it when training is over).
     """
     rows = stats.rows if rows is None else rows
     batch_size = hp.batch_size or auto_batch_size(stats.rows)
@@ -520,6 +524,7 @@ def training_dataset(
         options,
         classes=classes,
         weight_scale=weight_scale(stats) if training else 1.0,
+        on_cache=on_cache,
     )
     if ctx.worker.count == 1:  # known length: Keras shows progress and does not warn at the end
         ds = ds.apply(tf.data.experimental.assert_cardinality(-(-rows // batch_size)))
@@ -586,6 +591,7 @@ class _Feeds:
     steps: int | None  # None: one worker, one pass over the split per epoch
     budget: TrainingBudget
     hp: Hyperparameters  # batch size, epochs, patience: the budget's
+    caches: tuple[ChunkCache, ...] = ()  # the training feed's, released after the fit
 
 
 def _feeds(
@@ -617,6 +623,7 @@ def _feeds(
         batches = -(-max(shard_rows) // hp.batch_size)
         steps = max(1, -(-batches // local))
     own_rows = shard_rows[ctx.worker.index] if ctx.worker.count > 1 else stats.rows
+    caches: list[ChunkCache] = []
     train_ds = training_dataset(
         train_source,
         spec,
@@ -628,13 +635,14 @@ def _feeds(
         training=True,
         repeat=bool(steps),
         steps=steps * local if steps else None,
+        on_cache=caches.append,
     )
     if steps:
         train_ds = _per_replica_batches(train_ds, ctx)
     val_ds = training_dataset(
         validation_source, spec.with_weight(None), classes, stats, hp, ctx, rows=validation_rows
     )
-    return _Feeds(stats, train_ds, val_ds, steps, budget, hp)
+    return _Feeds(stats, train_ds, val_ds, steps, budget, hp, tuple(caches))
 
 
 def _compiled_model(

@@ -69,6 +69,18 @@ def memory_limit(value: str | None = None) -> str:
     return chosen.strip()
 
 
+def memory_limit_override() -> str | None:
+    """``$VI_DUCKDB_MEMORY_LIMIT`` if it is set (checked as :func:`memory_limit` does), else None.
+
+    For connections with their own default limit (the scans of
+    :mod:`vertex_imbalanced.reading.sources.duckdb_source`): the user's setting still wins.
+
+    Raises:
+        PipelineInputError: the variable is set to something that is not a size.
+    """
+    return memory_limit() if os.environ.get(MEMORY_LIMIT_ENV) else None
+
+
 def spill_directory(database: str | Path | None) -> str:
     """Where ``database`` spills: ``<file>.tmp`` beside a file, the temp dir for ``:memory:``."""
     if database is None or str(database) in ("", ":memory:"):

@@ -7,12 +7,16 @@ import pytest
 from vertex_imbalanced.errors import PipelineInputError, SchemaError
 from vertex_imbalanced.reading.sources.base import RecordBatchSource
 from vertex_imbalanced.reading.sources.duckdb_source import (
+    SCAN_MEMORY_LIMIT,
+    SCAN_STREAMING_BUFFER,
     DuckDBSource,
     DuckDBTable,
     duckdb_uri,
     parse_duckdb_uri,
+    scan_connection,
 )
 from vertex_imbalanced.reading.sources.open import open_source
+from vertex_imbalanced.warehouse import duckdb_settings
 from vertex_imbalanced.warehouse.identifiers import TableRef
 
 ROWS = 20_000
@@ -186,3 +190,35 @@ def test_bad_uris_name_the_uri_the_fault_and_the_accepted_forms(uri, why):
 def test_uri_build_refuses_a_project_qualified_table():
     with pytest.raises(PipelineInputError, match="'p.d.t' is not name or schema.name"):
         duckdb_uri("/w.db", "p.d.t")
+
+
+def _setting(con, name):
+    return con.execute("SELECT current_setting(?)", [name]).fetchone()[0]
+
+
+def _as_set(name, value):
+    """What DuckDB reports for ``name`` after ``SET name = value`` on a fresh database."""
+    with duckdb.connect() as fresh:
+        default = _setting(fresh, name)
+        fresh.execute(f"SET {name} = '{value}'")
+        return default, _setting(fresh, name)
+
+
+def test_scans_run_with_a_small_result_queue_and_memory_limit(tmp_path, monkeypatch):
+    """Issue 13 item 16: a scan's memory is a small fixed amount (by default DuckDB queues
+    10 MiB of results per query and keeps the blocks it read up to the memory limit); the
+    user's ``VI_DUCKDB_MEMORY_LIMIT`` still wins."""
+    path = tmp_path / "scan.db"
+    with duckdb.connect(str(path)) as con:
+        con.execute("CREATE TABLE t AS SELECT range AS id FROM range(10)")
+    monkeypatch.delenv(duckdb_settings.MEMORY_LIMIT_ENV, raising=False)
+    queue_default, queue = _as_set("streaming_buffer_size", SCAN_STREAMING_BUFFER)
+    _, limit = _as_set("memory_limit", SCAN_MEMORY_LIMIT)
+    assert queue != queue_default
+    with scan_connection(str(path)) as con:
+        assert _setting(con, "streaming_buffer_size") == queue
+        assert _setting(con, "memory_limit") == limit
+    monkeypatch.setenv(duckdb_settings.MEMORY_LIMIT_ENV, "96MB")
+    with scan_connection(str(path)) as con:
+        assert _setting(con, "memory_limit") == _as_set("memory_limit", "96MB")[1]
+    assert [b.num_rows for b in DuckDBSource(path, "t", ["id"]).read_stream(0)] == [10]
