@@ -93,24 +93,35 @@ def apply_memory_settings(
     database: str | Path | None,
     *,
     limit: str | None = None,
+    threads: int | None = None,
 ) -> duckdb.DuckDBPyConnection:
-    """Set the memory limit and the spill directory of ``con``'s database; return ``con``.
+    """Set the memory limit, threads and spill directory of ``con``'s database; return ``con``.
 
     Args:
         con: an open connection.
         database: the file it opened (None or ``":memory:"`` for an in-memory database).
         limit: memory limit (default :func:`memory_limit`'s choice).
+        threads: DuckDB worker threads of the database (None: DuckDB's default, one per core;
+            like the limit, the setting belongs to the database instance).
 
     Raises:
         PipelineInputError: a malformed limit.
     """
     con.execute(f"SET memory_limit = '{memory_limit(limit)}'")
+    if threads is None:
+        con.execute("RESET threads")
+    else:
+        con.execute(f"SET threads = {int(threads)}")
     con.execute("SET temp_directory = ?", [spill_directory(database)])
     return con
 
 
 def connect(
-    database: str | Path | None = None, *, read_only: bool = False, limit: str | None = None
+    database: str | Path | None = None,
+    *,
+    read_only: bool = False,
+    limit: str | None = None,
+    threads: int | None = None,
 ) -> duckdb.DuckDBPyConnection:
     """``duckdb.connect`` with :func:`apply_memory_settings` applied.
 
@@ -118,6 +129,7 @@ def connect(
         database: database file (None: in memory).
         read_only: open without write access.
         limit: memory limit (default :func:`memory_limit`'s choice).
+        threads: DuckDB worker threads (None: DuckDB's default).
 
     Raises:
         PipelineInputError: a malformed limit.
@@ -127,7 +139,7 @@ def connect(
     target = ":memory:" if database is None else str(database)
     con = duckdb.connect(target, read_only=read_only)
     try:
-        return apply_memory_settings(con, database, limit=chosen)
+        return apply_memory_settings(con, database, limit=chosen, threads=threads)
     except BaseException:
         con.close()
         raise

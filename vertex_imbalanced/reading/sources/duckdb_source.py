@@ -112,32 +112,35 @@ def duckdb_uri(path: str | Path, table: str | TableRef) -> str:
 SCAN_MEMORY_LIMIT = "16MB"
 """DuckDB memory limit of a read-only database instance that serves scans (unless
 ``VI_DUCKDB_MEMORY_LIMIT`` is set, which wins as everywhere): a scan needs no working memory
-beyond its vectors, and a larger buffer pool only keeps blocks that one pass reads once.
-The limit belongs to the instance (DuckDB's ``memory_limit`` is global), which in a pipeline
-step holds only scans; a writer's instance keeps the default limit."""
+beyond its vectors, and a larger buffer pool only keeps blocks that one pass reads once."""
+SCAN_THREADS = 1
+"""DuckDB threads of that instance: each stream's scan runs in the thread that reads it
+(the feeds read their streams in parallel already); more threads only buffer more ahead."""
 SCAN_STREAMING_BUFFER = "1MB"
 """Result rows DuckDB queues ahead of the reader per scan (``streaming_buffer_size``, a
 per-connection setting; DuckDB's default is 10 MiB per query)."""
 
 
 def scan_connection(path: str) -> duckdb.DuckDBPyConnection:
-    """A connection for one stream's scan: read-only, with the scan memory settings.
+    """A connection for one stream's scan: read-only, with the scan settings above.
 
-    Peak RSS of the train step on the demo table at 10M rows, its feeds reading two streams
-    each, one run each: 1,031 MB with DuckDB's defaults and our 64MB limit, 982 MB with
-    :data:`SCAN_MEMORY_LIMIT` and :data:`SCAN_STREAMING_BUFFER` (and the training cache released
-    after the fit); reading speed unchanged (``bench/readers.py``).
+    The limit and the threads belong to the database instance, which in a pipeline step holds
+    only scans (other connections of the pipeline set their own when they open; a writer's
+    instance, which a scan shares when this process writes the file, keeps them). Train step
+    on the demo table at 10M rows, alone, one run each: peak RSS 1,031 MB with DuckDB's defaults
+    and our 64MB limit; with these settings, the validation feed's smaller chunks and the
+    training cache released after the fit, 950-980 MB (1M rows: 850 MB either way); the feed
+    reads as fast.
 
     Raises:
         duckdb.Error: what ``duckdb.connect`` raises.
     """
+    limit = memory_limit_override() or SCAN_MEMORY_LIMIT
     try:
-        con = connect_duckdb(
-            path, read_only=True, limit=memory_limit_override() or SCAN_MEMORY_LIMIT
-        )
+        con = connect_duckdb(path, read_only=True, limit=limit, threads=SCAN_THREADS)
     except duckdb.ConnectionException:
         # This process already holds the file open for writing (DuckDB refuses a second
-        # configuration of the same file in one process); share that mode, and its limit.
+        # configuration of the same file in one process); share that mode and its settings.
         con = connect_duckdb(path)
     try:
         con.execute(f"SET streaming_buffer_size = '{SCAN_STREAMING_BUFFER}'")
