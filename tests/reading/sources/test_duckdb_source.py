@@ -9,6 +9,7 @@ from vertex_imbalanced.reading.sources.base import RecordBatchSource
 from vertex_imbalanced.reading.sources.duckdb_source import (
     SCAN_MEMORY_LIMIT,
     SCAN_STREAMING_BUFFER,
+    SCAN_THREADS,
     DuckDBSource,
     DuckDBTable,
     duckdb_uri,
@@ -218,6 +219,11 @@ def test_scans_run_with_a_small_result_queue_and_memory_limit(tmp_path, monkeypa
     with scan_connection(str(path)) as con:
         assert _setting(con, "streaming_buffer_size") == queue
         assert _setting(con, "memory_limit") == limit
+        assert _setting(con, "threads") == SCAN_THREADS
+        # another of the pipeline's connections to the same instance takes its own settings
+        with duckdb_settings.connect(path, read_only=True) as other, duckdb.connect() as fresh:
+            assert _setting(other, "threads") == _setting(fresh, "threads")
+            assert _setting(other, "streaming_buffer_size") != queue  # per connection
     monkeypatch.setenv(duckdb_settings.MEMORY_LIMIT_ENV, "96MB")
     with scan_connection(str(path)) as con:
         assert _setting(con, "memory_limit") == _as_set("memory_limit", "96MB")[1]
