@@ -22,13 +22,14 @@ import hashlib
 import json
 import logging
 import re
-import tempfile
+import shutil
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vertex_imbalanced.errors import LabelError, PipelineInputError
 from vertex_imbalanced.registry.base import PromotionDecision, RegisteredVersion, Registry
+from vertex_imbalanced.scratch import remove_dead_scratch, scratch_directory
 
 if TYPE_CHECKING:
     from vertex_imbalanced.warehouse.prepare import PreparedData
@@ -39,6 +40,8 @@ PROBLEM_ID_LABEL = "problem_id"
 """Label holding :func:`problem_id` of the version's label column and classes."""
 PROBLEM_LABEL_LABEL = "problem_label"
 """Label holding the label column's name (readable; Vertex may sanitise it)."""
+RESCORE_PREFIX = "champion-rescore-"
+"""Local scratch directories of champion re-scoring (see :mod:`vertex_imbalanced.scratch`)."""
 MAX_MODEL_NAME = 128
 _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
@@ -174,7 +177,9 @@ def rescore(
     from vertex_imbalanced.evaluation.evaluate import evaluate_model
 
     model_dir = local_model_dir(version.artifact_uri, gcs_mount)
-    with tempfile.TemporaryDirectory(prefix="champion-rescore-") as out:
+    remove_dead_scratch(RESCORE_PREFIX)  # left by lookups killed while re-scoring
+    out = scratch_directory(RESCORE_PREFIX)
+    try:
         result = evaluate_model(
             model_dir=model_dir,
             test_source=prepared.test_uri,
@@ -185,6 +190,8 @@ def rescore(
             batch_size=batch_size,
             baselines=False,  # the champion is compared with the challenger, not re-baselined
         )
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
     return result.metrics
 
 

@@ -59,6 +59,7 @@ from vertex_imbalanced.registry.base import (
     RegisteredVersion,
     find_saved_model,
 )
+from vertex_imbalanced.scratch import pid_alive
 
 _LOG = logging.getLogger(__name__)
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -114,16 +115,6 @@ def _write_text(path: Path, text: str) -> None:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class LocalRegistry:
@@ -350,7 +341,7 @@ def _is_complete(vdir: Path) -> bool:
 
 
 def _writer_alive(pid_text: str) -> bool:
-    return pid_text.isdigit() and _pid_alive(int(pid_text))
+    return pid_text.isdigit() and pid_alive(int(pid_text))
 
 
 def _new_version_dir(model_root: Path) -> Path:

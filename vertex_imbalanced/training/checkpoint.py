@@ -40,12 +40,12 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from typing import Any
 
 import keras
 import numpy as np
 
+from vertex_imbalanced.scratch import remove_dead_scratch, scratch_directory
 from vertex_imbalanced.training.early_stopping import ResumableEarlyStopping
 
 __all__ = ["MANIFEST_FILE", "TrainingCheckpoint", "read_manifest"]
@@ -55,6 +55,10 @@ MANIFEST_FILE = "manifest.json"
 KERAS_STATE_FILE = "keras.weights.h5"
 TRAINING_STATE_FILE = "training_state.npz"
 _FORMAT = 1
+SCRATCH_PREFIX = "checkpoint-"
+"""Local scratch directories in which Keras serialises the weights (h5py needs a file); a
+process killed while saving leaves its own, which the next checkpoint of any run removes
+(:func:`vertex_imbalanced.scratch.remove_dead_scratch`)."""
 
 
 def _is_remote(path: str) -> bool:
@@ -191,6 +195,7 @@ class TrainingCheckpoint(keras.callbacks.Callback):
         self.early_stopping = early_stopping
         self._slot = 1  # the slot the manifest names; the first save writes slot 0
         self.restored_epochs = 0
+        remove_dead_scratch(SCRATCH_PREFIX)  # left by processes killed while saving
 
     # -- restore ----------------------------------------------------------------------------
 
@@ -234,7 +239,7 @@ class TrainingCheckpoint(keras.callbacks.Callback):
         model = self.model
         if model.optimizer is not None and not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
-        directory = tempfile.mkdtemp(prefix="checkpoint-")
+        directory = scratch_directory(SCRATCH_PREFIX)
         try:
             path = os.path.join(directory, KERAS_STATE_FILE)
             with open(path, "wb") as f:
@@ -275,7 +280,7 @@ class TrainingCheckpoint(keras.callbacks.Callback):
         self._slot = slot
 
     def _keras_state(self) -> bytes:
-        directory = tempfile.mkdtemp(prefix="checkpoint-")
+        directory = scratch_directory(SCRATCH_PREFIX)
         try:
             path = os.path.join(directory, KERAS_STATE_FILE)
             self.model.save_weights(path)
